@@ -1,0 +1,44 @@
+# Two commands do all set-up on a machine that has only python3 and make:
+#   make demo   install, build the demo study, run bsym-app on it, print where results are
+#   make test   install, run the test suite (slow tests: make test-slow)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bsym-installed
+DEMO   ?= demo
+NPROCS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow lint demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned exactly, so that no CUDA build is pulled by a range.
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m ruff check bsym_cli pipelines brainsymphony tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/python -m ruff check bsym_cli pipelines brainsymphony tests
+
+demo: install
+	$(BIN)/bsym demo $(DEMO) --participants 8
+	$(BIN)/bsym-app $(DEMO)/bids $(DEMO)/bids/derivatives/bsym participant \
+		--atlas-dataset $(DEMO)/atlases -w $(DEMO)/work --nprocs $(NPROCS)
+	@echo
+	@echo "Demo finished. Results: $(DEMO)/bids/derivatives/bsym (one HTML report per participant: sub-*.html)"
+
+clean:
+	rm -rf $(VENV) build *.egg-info
