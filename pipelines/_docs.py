@@ -16,7 +16,7 @@ docdict: dict[str, str] = {
         "atlas_img : str or Path\n        Integer label image (``dseg``); 0 is background, labels are the"
         " atlas indices."
     ),
-    "mask_img": "mask_img : str or Path\n        Brain mask on the same grid as the data; voxels > 0 are brain.",
+    "mask_img": "mask_img : str or Path\n        Brain mask on the data grid; voxels > 0 are brain.",
     "labels": (
         "labels : sequence of int\n        Atlas indices in output order; a region absent from the image"
         " gives n/a (NaN)."
