@@ -245,5 +245,9 @@ def upstream_generated_by(datasets: Mapping[str, Path]) -> list[dict[str, Any]]:
 
 
 def pybids_config() -> Path:
-    """Path of the pybids configuration that indexes bsym-app outputs (``stat-``, ``atlas-``, ``model/``)."""
+    """Path of the pybids configuration that indexes bsym-app outputs (``stat-``, ``atlas-``, ``model/``).
+
+    Use it with pybids' ``derivatives`` configuration, not ``bids`` (it redefines ``datatype``):
+    ``BIDSLayout(out_dir, validate=False, config=[pybids_config(), "derivatives"])``.
+    """
     return Path(str(resources.files("bsym_cli").joinpath("data/pybids_config.json")))

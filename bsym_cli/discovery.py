@@ -97,7 +97,7 @@ def find_derivatives(bids_dir: Path, given: dict[str, Path]) -> dict[str, Path]:
     if (bids_dir / "derivatives").is_dir():
         candidates += [(p.name, p) for p in sorted((bids_dir / "derivatives").iterdir()) if p.is_dir()]
     for name, path in candidates:
-        kind = _pipeline_of(path) or _PIPELINES.get(name.lower())
+        kind = _pipeline_of(path) or (_PIPELINES.get(name.lower()) if name in given else None)
         if name in given and not path.is_dir():
             raise MissingInputError(f"--derivatives {name}={path}: no such folder.")
         if kind and kind not in found:
@@ -181,6 +181,10 @@ def discover(config: Config) -> Study:
     for kind, path in derivatives.items():
         log.info("Using %s derivatives: %s", kind, path)
     subjects = select_subjects(bids_dir, ex.participant_label)
+    if not ex.skip_bids_validation:
+        from bsym_cli.validate import validate_bids_names
+
+        validate_bids_names(bids_dir, subjects)
     database_dir = Path(ex.bids_database_dir or Path(ex.work_dir) / "bids_db")
     database_dir.mkdir(parents=True, exist_ok=True)
     layouts = {"raw": _layout(bids_dir, subjects, database_dir, derivative=False)}
@@ -279,3 +283,21 @@ def _sibling(path: str, extension: str) -> Path | None:
     stem = re.sub(r"\.nii(\.gz)?$", "", path)
     candidate = Path(stem + extension)
     return candidate if candidate.exists() else None
+
+
+def choose_spaces(runs: list[BoldRun], preferred: list[str]) -> list[BoldRun]:
+    """Keep one output space per BOLD run: the first of ``preferred`` (the atlas's templates) present.
+
+    fMRIPrep often writes a run in several spaces; parcellating all of them would give duplicate
+    model inputs.
+    """
+    order = [*preferred, *SPACES]
+    by_run: dict[tuple, list[BoldRun]] = {}
+    for run in runs:
+        key = tuple(run.entities.get(k) for k in RUN_ENTITIES)
+        by_run.setdefault(key, []).append(run)
+    chosen = []
+    for candidates in by_run.values():
+        candidates.sort(key=lambda r: (order.index(r.space) if r.space in order else len(order), str(r.bold)))
+        chosen.append(candidates[0])
+    return chosen

@@ -40,7 +40,7 @@ def iter_image_values(path: Path) -> Iterator[np.ndarray]:
     header = img.header
     dtype = header.get_data_dtype()
     n_values = int(np.prod(img.shape))
-    offset = int(header.get_data_offset())
+    offset = int(img.dataobj.offset)  # the loaded header copy reports 0
     opener = gzip.open if str(path).endswith(".gz") else open
     itemsize = dtype.itemsize
     chunk = max(itemsize, _CHUNK_BYTES // itemsize * itemsize)

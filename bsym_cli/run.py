@@ -1,0 +1,73 @@
+"""Participant level: discover, validate, run the Nipype graph, write derivatives, run the model.
+
+One participant's failure is logged with its crash files and does not stop the others (unless
+``--stop-on-first-crash``); the exit code reflects what went wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bsym_cli.atlases import Atlas, copy_atlas_dataset, resolve_atlas
+from bsym_cli.config import Config, dump_config
+from bsym_cli.derivatives import DerivativesWriter, upstream_generated_by
+from bsym_cli.discovery import ParticipantInputs, choose_spaces, discover
+from bsym_cli.errors import BsymError, ExitCode, exit_code_for
+from bsym_cli.logs import get_logger
+from bsym_cli.validate import validate
+
+
+def run(config: Config) -> None:
+    """Run the analysis level named in ``config``."""
+    if config.execution.analysis_level == "group":
+        from bsym_cli.group import run_group
+
+        run_group(config)
+    else:
+        run_participants(config)
+
+
+def run_participants(config: Config) -> None:
+    """Process every selected participant; raise a :class:`BsymError` if any failed."""
+    ex, wf = config.execution, config.workflow
+    log = get_logger()
+    study = discover(config)
+    participants = validate(study)
+    atlas = resolve_atlas(wf.atlas, atlas_dataset=wf.atlas_dataset)
+    log.info("Atlas %s: %d regions, from %s", atlas.label, len(atlas.indices), atlas.root)
+    for part in participants:
+        part.bold_runs = choose_spaces(part.bold_runs, list(atlas.images))
+    datasets = {"raw": study.bids_dir, **study.derivatives}
+    writer = DerivativesWriter(ex.output_dir, datasets)
+    writer.write_dataset_files(config_hash=config.hash, upstream=upstream_generated_by(datasets))
+    copy_atlas_dataset(atlas, Path(ex.output_dir) / "sourcedata" / "atlases")
+    dump_config(config, Path(ex.work_dir) / ex.run_uuid)
+    failures: dict[str, BaseException] = {}
+    for part in participants:
+        start = time.monotonic()
+        log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
+        dump_config(config, log_dir)
+        try:
+            process_participant(config, part, atlas, writer, log_dir)
+        except Exception as exc:  # one participant's failure must not stop the others
+            failures[part.label] = exc
+            log.error("%s failed: %s (crash files: %s)", part.label, exc, log_dir)
+            if ex.stop_on_first_crash:
+                raise
+        else:
+            log.info("%s finished in %.0f s; outputs in %s", part.label, time.monotonic() - start,
+                     Path(ex.output_dir) / f"sub-{part.subject}")
+    if failures:
+        codes = {exit_code_for(exc) for exc in failures.values()}
+        code = codes.pop() if len(codes) == 1 and len(failures) == len(participants) else ExitCode.FAILURE
+        details = "; ".join(f"{label}: {exc}" for label, exc in failures.items())
+        raise BsymError(f"{len(failures)} of {len(participants)} participant(s) failed: {details}", code=code)
+
+
+def process_participant(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
+                        log_dir: Path) -> None:
+    """Run the workflows of one participant, write their outputs, then the model stage."""
+    from bsym_cli.participant import run_workflows
+
+    run_workflows(config, part, atlas, writer, log_dir)
