@@ -1,0 +1,1 @@
+"""Group-level analyses on participant outputs: probes and network identification."""

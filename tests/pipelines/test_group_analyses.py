@@ -1,0 +1,75 @@
+"""Probes and network identification on planted effects; head bundles round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.errors import InputDataError
+from pipelines.group.networks import identify_networks, plot_contingency
+from pipelines.group.probes import run_probe, target_task
+from pipelines.heads import load_head, save_head
+
+
+def _features(n: int = 60, f: int = 11, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, f))
+    return x, [f"fused_{i:03d}" for i in range(f)], rng
+
+
+def test_ridge_probe_finds_planted_age_and_not_shuffled_age(tmp_path: Path):
+    x, names, rng = _features()
+    age = 40 + 8 * x[:, 2] - 5 * x[:, 7] + rng.standard_normal(len(x))
+    result = run_probe(x, age, name="age", feature_names=names, seed=3)
+    assert result.task == "regression"
+    assert result.metrics["pearson_r"] > 0.9 and result.metrics["mse"] < 0.2 * result.metrics["mse_of_mean"]
+    shuffled = run_probe(x, rng.permutation(age), name="age", feature_names=names, seed=3)
+    assert shuffled.metrics["pearson_r"] < 0.5 and shuffled.metrics["mse"] > 0.7 * shuffled.metrics["mse_of_mean"]
+    again = run_probe(x, age, name="age", feature_names=names, seed=3)
+    np.testing.assert_array_equal(again.predictions, result.predictions)  # seeded
+    head = load_head(save_head(result.head, tmp_path / "age_head"))
+    np.testing.assert_allclose(head.predict(x), result.head.predict(x))
+    assert np.corrcoef(head.predict(x), age)[0, 1] > 0.95
+
+
+def test_logistic_probe_on_planted_sex_beats_chance_and_head_predicts_labels(tmp_path: Path):
+    x, names, rng = _features(n=70)
+    sex = np.where(x[:, 4] + 0.3 * rng.standard_normal(len(x)) > 0, "F", "M").astype(object)
+    assert target_task(sex) == "classification"
+    result = run_probe(x, sex, name="sex", feature_names=names, seed=0)
+    assert result.metrics["accuracy"] > 0.85 > result.metrics["chance_accuracy"] + 0.2
+    assert result.metrics["auc"] > 0.9
+    shuffled = run_probe(x, rng.permutation(sex), name="sex", feature_names=names, seed=0)
+    assert shuffled.metrics["auc"] < 0.75
+    head = load_head(save_head(result.head, tmp_path / "sex"))
+    assert head.classes == ["F", "M"]
+    assert (head.predict(x) == sex).mean() > 0.85
+    np.testing.assert_allclose(head.scores(x).sum(axis=1), 1.0)
+
+
+def test_head_bundle_refuses_tampering_and_wrong_width(tmp_path: Path):
+    x, names, _ = _features(n=30)
+    result = run_probe(x, x[:, 0] * 3, name="y", feature_names=names)
+    path = save_head(result.head, tmp_path / "h")
+    with pytest.raises(InputDataError, match="expects 11 features"):
+        load_head(path).predict(x[:, :5])
+    data = bytearray((path / "head.safetensors").read_bytes())
+    data[-1] ^= 1
+    (path / "head.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputDataError, match="sha256"):
+        load_head(path)
+
+
+def test_network_identification_recovers_planted_networks(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    networks = [f"net{i % 5}" for i in range(53)]
+    centres = rng.standard_normal((5, 16)) * 3
+    emb = np.stack([centres[int(n[-1])] for n in networks]) + rng.standard_normal((4, 53, 16))
+    result = identify_networks(emb, networks, seed=0)
+    assert result.n_clusters == 5 and result.adjusted_rand > 0.95 and result.normalized_mutual_info > 0.95
+    noise = identify_networks(rng.standard_normal((53, 16)), networks, seed=0)
+    assert noise.adjusted_rand < 0.2
+    figure = plot_contingency(result, tmp_path / "networks.svg")
+    assert figure.read_text().startswith("<?xml")
