@@ -101,7 +101,8 @@ def source_entities(entities: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def output_path(out_dir: str | Path, kind: str, source: Mapping[str, Any], **entities: str | None) -> Path:
+def output_path(out_dir: str | Path, kind: str, source: Mapping[str, Any], *, extension: str | None = None,
+                **entities: str | None) -> Path:
     """Where output ``kind`` (a key of :data:`OUTPUTS`) of ``source`` goes.
 
     Parameters
@@ -112,6 +113,8 @@ def output_path(out_dir: str | Path, kind: str, source: Mapping[str, Any], **ent
         A key of :data:`OUTPUTS`.
     source : mapping
         Entities of the source file (pybids long names or short keys); ``sub`` is required.
+    extension : str, optional
+        Replaces the kind's extension (e.g. ``.png`` for a figure).
     **entities
         ``space``, ``atlas``, ``stat`` or ``desc`` values for the blanks of ``kind``.
 
@@ -133,7 +136,7 @@ def output_path(out_dir: str | Path, kind: str, source: Mapping[str, Any], **ent
     folder = Path(out_dir) / f"sub-{src['sub']}"
     if "ses" in src:
         folder /= f"ses-{src['ses']}"
-    return folder / spec.datatype / ("_".join(parts) + f"_{spec.suffix}{spec.extension}")
+    return folder / spec.datatype / ("_".join(parts) + f"_{spec.suffix}{extension or spec.extension}")
 
 
 def bids_uri(path: str | Path, datasets: Mapping[str, Path]) -> str:
@@ -163,13 +166,13 @@ class DerivativesWriter:
 
     def write(self, kind: str, source: Mapping[str, Any], *, src_file: str | Path | None = None,
               writer: Any = None, sidecar: Mapping[str, Any] | None = None, sources: list[str | Path] = (),
-              **entities: str | None) -> Path:
+              extension: str | None = None, **entities: str | None) -> Path:
         """Write one output: copy ``src_file`` or call ``writer(tmp_path)``; add a JSON sidecar.
 
         The sidecar (for non-JSON outputs) gets ``Sources`` (BIDS URIs of ``sources``) merged into
         ``sidecar``. Returns the output path.
         """
-        path = output_path(self.out_dir, kind, source, **entities)
+        path = output_path(self.out_dir, kind, source, extension=extension, **entities)
         with atomic_path(path) as tmp:
             if src_file is not None:
                 shutil.copyfile(src_file, tmp)
