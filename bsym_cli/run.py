@@ -15,6 +15,8 @@ from bsym_cli.derivatives import DerivativesWriter, upstream_generated_by
 from bsym_cli.discovery import ParticipantInputs, choose_spaces, discover
 from bsym_cli.errors import BsymError, ExitCode, exit_code_for
 from bsym_cli.logs import get_logger
+from bsym_cli.model_stage import Weights, features_path, load_weights, read_contract, run_model_stage
+from bsym_cli.participant import ModelContract, run_workflows
 from bsym_cli.validate import validate
 
 
@@ -30,8 +32,13 @@ def run(config: Config) -> None:
 
 def run_participants(config: Config) -> None:
     """Process every selected participant; raise a :class:`BsymError` if any failed."""
+    from bsym_cli.runtime import redirect_caches, resolve_device, set_threads
+
     ex, wf = config.execution, config.workflow
     log = get_logger()
+    redirect_caches(ex.work_dir)
+    set_threads(config.resources.omp_nthreads)
+    device = None if "model" in wf.skip else resolve_device(config.model.device)
     study = discover(config)
     participants = validate(study)
     atlas = resolve_atlas(wf.atlas, atlas_dataset=wf.atlas_dataset)
@@ -42,14 +49,17 @@ def run_participants(config: Config) -> None:
     writer = DerivativesWriter(ex.output_dir, datasets)
     writer.write_dataset_files(config_hash=config.hash, upstream=upstream_generated_by(datasets))
     copy_atlas_dataset(atlas, Path(ex.output_dir) / "sourcedata" / "atlases")
+    _copy_participants_table(study.bids_dir, Path(ex.output_dir))
     dump_config(config, Path(ex.work_dir) / ex.run_uuid)
+    contract = read_contract(config)
+    weights = None if device is None else load_weights(config, atlas)
     failures: dict[str, BaseException] = {}
     for part in participants:
         start = time.monotonic()
         log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
         dump_config(config, log_dir)
         try:
-            process_participant(config, part, atlas, writer, log_dir)
+            process_participant(config, part, atlas, writer, log_dir, contract, weights, device)
         except Exception as exc:  # one participant's failure must not stop the others
             failures[part.label] = exc
             log.error("%s failed: %s (crash files: %s)", part.label, exc, log_dir)
@@ -66,8 +76,25 @@ def run_participants(config: Config) -> None:
 
 
 def process_participant(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                        log_dir: Path) -> None:
+                        log_dir: Path, contract: ModelContract, weights: Weights | None, device: str | None) -> None:
     """Run the workflows of one participant, write their outputs, then the model stage."""
-    from bsym_cli.participant import run_workflows
+    log = get_logger()
+    runs = run_workflows(config, part, atlas, writer, log_dir, contract)
+    if weights is None:
+        return
+    done = features_path(config, part)
+    if done.exists() and not config.execution.overwrite:
+        log.info("%s: model outputs exist (%s); skipping the model stage (use --overwrite to redo it).",
+                 part.label, done)
+        return
+    run_model_stage(config, part, atlas, writer, runs, weights, device)
 
-    run_workflows(config, part, atlas, writer, log_dir)
+
+def _copy_participants_table(bids_dir: Path, out_dir: Path) -> None:
+    """Keep ``participants.tsv`` (+ json) beside the outputs, so the group level needs only OUTPUT_DIR."""
+    from bsym_cli.atomic import copy_file, locked
+
+    with locked(out_dir):
+        for name in ("participants.tsv", "participants.json"):
+            if (bids_dir / name).exists():
+                copy_file(bids_dir / name, out_dir / name)

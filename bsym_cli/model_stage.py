@@ -1,0 +1,305 @@
+"""The model stage of a participant: load and check the weights, scale, embed, write the results.
+
+Runs in the main process after the Nipype graph. Writes region embeddings per stream, the subject-level
+feature row, predictions of every ``--head``, masked-region reconstruction quality, the attention maps
+(HDF5, float16) and per-parcel maps painted into the atlas (NIfTI, viewable in any viewer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bsym_cli.atlases import Atlas
+from bsym_cli.atomic import atomic_path
+from bsym_cli.config import Config
+from bsym_cli.derivatives import DerivativesWriter, output_path
+from bsym_cli.discovery import ParticipantInputs
+from bsym_cli.errors import InputDataError, MissingInputError, OptionError
+from bsym_cli.logs import get_logger
+from bsym_cli.participant import ModelContract, RunResult
+
+DEFAULT_BUNDLE = "bsym-demo-sim"
+
+
+@dataclass
+class Weights:
+    """A loaded bundle: the model, its metadata, where it came from."""
+
+    model: Any
+    meta: Any
+    path: Path
+
+
+def default_bundle_path() -> Path | None:
+    """The bundle shipped in the package (``brainsymphony/weights/<DEFAULT_BUNDLE>``), if present."""
+    root = Path(str(resources.files("brainsymphony"))) / "weights"
+    for candidate in (root / DEFAULT_BUNDLE, root / f"{DEFAULT_BUNDLE}.tar"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def weights_path(config: Config) -> Path:
+    """``--weights`` or the packaged default; exit 66 with the fix if neither exists."""
+    path = config.model.weights or default_bundle_path()
+    if path is None:
+        raise MissingInputError("No weight bundle: the package ships none and --weights was not given. Pass "
+                                "--weights BUNDLE (e.g. from `bsym weights import-official` or `bsym pretrain`).")
+    if not Path(path).exists():
+        raise MissingInputError(f"--weights {path}: no such file or folder.")
+    return Path(path)
+
+
+def read_contract(config: Config) -> ModelContract:
+    """TR and T the weights expect (read from ``bundle.json`` only; published values if no bundle)."""
+    if "model" in config.workflow.skip:
+        return ModelContract()
+    from brainsymphony.bundle import read_bundle_metadata
+
+    meta = read_bundle_metadata(weights_path(config))
+    return ModelContract(t_r=meta.tr or ModelContract.t_r, n_timepoints=meta.n_timepoints)
+
+
+def load_weights(config: Config, atlas: Atlas) -> Weights:
+    """Load the bundle and check its data contract against the atlas (region count, labels)."""
+    from brainsymphony import load_bundle
+
+    path = weights_path(config)
+    model, meta = load_bundle(path)
+    check_contract(meta, atlas, strict=config.workflow.strict_atlas, path=path)
+    return Weights(model=model, meta=meta, path=path)
+
+
+def check_contract(meta, atlas: Atlas, *, strict: bool, path: Path) -> None:
+    """Refuse a different region count; warn (or refuse with ``strict``) on different labels."""
+    if meta.n_regions != len(atlas.indices):
+        raise OptionError(f"--weights {path}: the bundle expects {meta.n_regions} regions ({meta.atlas}) but atlas "
+                          f"'{atlas.label}' has {len(atlas.indices)}; use the bundle's atlas (--atlas {meta.atlas}) "
+                          "or weights trained on this atlas.")
+    if meta.labels_sha256 and meta.labels_sha256 != atlas.labels_sha256:
+        first = _first_difference(getattr(meta, "labels", None), atlas)
+        message = (f"--weights {path}: the atlas labels differ from those the weights were trained on "
+                   f"({meta.atlas} vs {atlas.label}{first}); region order may not match.")
+        if strict:
+            raise OptionError(message + " Refusing because of --strict-atlas.")
+        get_logger().warning(message + " Continuing (use --strict-atlas to refuse).")
+
+
+def _first_difference(names, atlas: Atlas) -> str:
+    if not names:
+        return ""
+    for i, (a, b) in enumerate(zip(names, atlas.names, strict=False)):
+        if a != b:
+            return f"; first difference at region {i + 1}: '{a}' vs '{b}'"
+    return ""
+
+
+def read_relmat(path: str | Path) -> np.ndarray:
+    """An XCP-D style relmat TSV (``Node`` column + one column per parcel) as an (R, R) array (n/a -> NaN)."""
+    table = pd.read_csv(path, sep="\t", na_values="n/a", index_col=0)
+    return table.to_numpy(dtype=np.float64)
+
+
+def features_path(config: Config, part: ParticipantInputs) -> Path:
+    """Where this participant's feature row goes (its existence marks a finished model stage)."""
+    return output_path(config.execution.output_dir, "features", _source(part))
+
+
+def _source(part: ParticipantInputs) -> dict[str, str]:
+    return {"sub": part.subject, **({"ses": part.session} if part.session else {})}
+
+
+def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
+                    runs: list[RunResult], weights: Weights, device: str) -> dict[str, Path]:
+    """Scale, embed and write one participant's model outputs; return the written paths."""
+    from pipelines.fmri.model_input import load_model_input
+    from pipelines.model.embed import embed_participant
+    from pipelines.model.scaling import robust_statistics, scale_windows
+
+    log = get_logger()
+    meta, cfg = weights.meta, weights.model.config
+    fmri_runs = [r for r in runs if r.kind == "fmri"]
+    dwi_runs = [r for r in runs if r.kind == "dmri"]
+    windows = None
+    if fmri_runs and cfg.has_functional:
+        arrays = [load_model_input(r.files["windows"]) for r in fmri_runs]
+        for run, arr in zip(fmri_runs, arrays, strict=True):
+            if arr["windows"].shape[0] == 0:
+                log.warning("%s: run %s has %d frames at TR %.2f s, fewer than one %d-frame window; the model "
+                            "skips it (its parcellation outputs are written).", part.label, run.run_id,
+                            arr["n_frames"], arr["t_r"], meta.n_timepoints)
+        kept = [a["windows"] for a in arrays if a["windows"].shape[0]]
+        if kept:
+            windows = np.concatenate(kept)
+    elif fmri_runs:
+        log.warning("%s: bundle %s has no functional stream; BOLD runs are not embedded.", part.label, meta.name)
+    sc = None
+    if dwi_runs and cfg.has_structural:
+        sc = np.nan_to_num(read_relmat(dwi_runs[0].files["signed_relmat"]))
+        if len(dwi_runs) > 1:
+            log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
+    elif dwi_runs:
+        log.warning("%s: bundle %s has no structural stream; the connectome is not embedded.", part.label, meta.name)
+    if cfg.has_functional and windows is None or cfg.has_structural and sc is None:
+        if cfg.mode == "multimodal" and (windows is not None or sc is not None):
+            raise InputDataError(f"{part.label}: bundle {meta.name} is multimodal but only "
+                                 f"{'fMRI' if sc is None else 'dMRI'} windows are available; give a unimodal bundle "
+                                 "with --weights, or provide both modalities.")
+        log.warning("%s: nothing for the model to embed (no full window and/or no connectome); skipping the model "
+                    "stage.", part.label)
+        return {}
+    scaling: dict[str, Any] = {"Scaling": config.model.scaling}
+    if windows is not None:
+        if config.model.scaling == "checkpoint":
+            if meta.scaling_median is None:
+                raise OptionError(f"--scaling checkpoint: bundle {weights.path} stores no scaling statistics; use "
+                                  "--scaling subject or study.")
+            median, iqr = meta.scaling_median, meta.scaling_iqr
+        else:
+            median, iqr = robust_statistics(windows)
+        scaled, available = scale_windows(windows, median, iqr)
+        scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(~available.all(axis=0))]
+    else:
+        scaled = None
+    log.info("%s: embedding %d window(s)%s on %s", part.label, 0 if scaled is None else len(scaled),
+             " with the connectome" if sc is not None else "", device)
+    result = embed_participant(weights.model, scaled, sc, batch_size=config.model.batch_size, device=device,
+                               seed=config.workflow.seed)
+    return _write(config, part, atlas, writer, runs, weights, result, scaling)
+
+
+def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter, runs: list[RunResult],
+           weights: Weights, result, scaling: dict[str, Any]) -> dict[str, Path]:
+    meta = weights.meta
+    src = _source(part)
+    provenance = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, "Bundle": meta.name,
+                  "BundleSHA256": meta.sha256, "BundleSource": meta.source, **scaling}
+    sources = [out for r in runs for key, out in r.written.items() if key in ("timeseries", "signed_relmat")]
+    written: dict[str, Path] = {}
+    for kind in ("functional", "structural", "fused"):
+        emb = getattr(result, kind)
+        if emb is not None:
+            written[kind] = writer.write("embedding", src, writer=_table_writer(_region_table(atlas, emb, "dim")),
+                                         atlas=atlas.label, desc=kind, sources=sources,
+                                         sidecar={**provenance, "Windows": result.n_windows})
+    features = {"n_windows": result.n_windows, "modality": meta.mode}
+    for kind, vector in result.subject_vector().items():
+        features.update({f"{kind}_{i:03d}": float(v) for i, v in enumerate(vector)})
+    row = pd.DataFrame([features])
+    if config.model.heads:
+        written["prediction"] = writer.write("prediction", src, writer=_table_writer(_predict(config, row)),
+                                             sources=sources, sidecar=provenance)
+    if result.reconstruction_r2 is not None:
+        table = pd.DataFrame({"index": atlas.indices, "name": atlas.names, "r2": result.reconstruction_r2})
+        written["reconstruction"] = writer.write(
+            "reconstruction", src, writer=_table_writer(table), sources=sources,
+            sidecar={**provenance, "Description": "R^2 of each region's series reconstructed by the Perceiver while "
+                     "the region was replaced by the mask token (regions masked in 5 interleaved groups)."})
+    written["attention"] = writer.write("attention", src, writer=lambda tmp: _write_h5(tmp, result, atlas, meta),
+                                        atlas=atlas.label, sources=sources, sidecar=provenance)
+    written.update(_parcel_maps(config, part, atlas, writer, runs, result, provenance))
+    work = Path(config.execution.work_dir) / f"sub-{part.subject}" / "model"
+    work.mkdir(parents=True, exist_ok=True)
+    with atomic_path(work / f"{part.label}_windows.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **result.window_embeddings)
+    # the feature row goes last: its presence marks the participant as finished
+    written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
+                                       sidecar={**provenance, "Description": "Mean over regions and windows of each "
+                                                "stream's region embeddings."})
+    return written
+
+
+def _region_table(atlas: Atlas, values: np.ndarray, prefix: str) -> pd.DataFrame:
+    table = pd.DataFrame(values, columns=[f"{prefix}_{i:03d}" for i in range(values.shape[1])])
+    table.insert(0, "name", atlas.names)
+    table.insert(0, "index", atlas.indices)
+    return table
+
+
+def _table_writer(table: pd.DataFrame):
+    return lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+
+
+def _predict(config: Config, row: pd.DataFrame) -> pd.DataFrame:
+    from pipelines.heads import load_head
+
+    rows = []
+    for path in config.model.heads:
+        head = load_head(path)
+        missing = [f for f in head.features if f not in row.columns]
+        if missing:
+            raise InputDataError(f"--head {path}: needs features {missing[:3]}... that this participant lacks "
+                                 "(different modality or width); use a head fitted on the same bundle.")
+        x = row[head.features].to_numpy(float)
+        entry = {"head": Path(path).name, "target": head.target, "task": head.task,
+                 "prediction": head.predict(x)[0]}
+        if head.task == "classification":
+            entry.update({f"probability_{c}": float(p) for c, p in zip(head.classes, head.scores(x)[0], strict=True)})
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
+    import h5py
+
+    axes = {"spatial": "layer,head,query_region,key_region", "temporal": "layer,head,query_time,key_time",
+            "perceiver_region": "query_region,key_region (summed over key time)",
+            "perceiver_time": "query_region,key_time (summed over key regions)",
+            "structural": "layer,head,query_region,key_region (signed)"}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["atlas"] = atlas.label
+        h5.attrs["bundle"] = meta.name
+        h5.attrs["bundle_sha256"] = meta.sha256
+        h5.attrs["windows"] = result.n_windows
+        h5.create_dataset("region_names", data=np.array(atlas.names, dtype=h5py.string_dtype()))
+        h5.create_dataset("region_index", data=np.array(atlas.indices, dtype=np.int32))
+        for name, values in result.attention.items():
+            data = h5.create_dataset(name, data=values.astype(np.float16), compression="gzip")
+            data.attrs["axes"] = axes[name]
+            data.attrs["aggregation"] = "mean over windows and participants' runs"
+        if result.gates is not None:
+            data = h5.create_dataset("fusion_gates", data=result.gates.astype(np.float16), compression="gzip")
+            data.attrs["axes"] = "region,channel"
+
+
+def incoming_attention(region_map: np.ndarray) -> np.ndarray:
+    """Incoming attention per parcel: column sums of the directed (query x key) map, normalised to sum 1."""
+    incoming = np.asarray(region_map, dtype=np.float64).sum(axis=0)
+    return incoming / incoming.sum()
+
+
+def paint_parcels(atlas_img, indices: list[int], values: np.ndarray):
+    """A float32 image on the atlas grid with each parcel's voxels set to its value (0 outside parcels)."""
+    import nibabel as nib
+
+    labels = np.asarray(atlas_img.dataobj).astype(np.int64)
+    lookup = np.zeros(max(int(labels.max()), max(indices)) + 1, np.float32)
+    lookup[np.asarray(indices)] = values
+    return nib.Nifti1Image(lookup[np.clip(labels, 0, None)], atlas_img.affine)
+
+
+def _parcel_maps(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
+                 runs: list[RunResult], result, provenance: dict[str, Any]) -> dict[str, Path]:
+    import nibabel as nib
+
+    spaces = [r.source.get("space") for r in runs if r.kind == "fmri" and r.source.get("space")]
+    space = spaces[0] if spaces else next(iter(atlas.images))
+    atlas_img = nib.load(atlas.image_for(space, force=True))
+    maps = {}
+    if "perceiver_region" in result.attention:
+        maps["incomingattention"] = incoming_attention(result.attention["perceiver_region"])
+    if result.gates is not None:
+        maps["fusiongate"] = result.gates.mean(axis=1)
+    written = {}
+    for desc, values in maps.items():
+        image = paint_parcels(atlas_img, atlas.indices, values)
+        written[desc] = writer.write("attention_map", _source(part), writer=lambda tmp, img=image: nib.save(img, tmp),
+                                     space=space, atlas=atlas.label, desc=desc, sidecar=provenance)
+    return written

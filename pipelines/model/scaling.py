@@ -1,0 +1,51 @@
+"""Robust scaling of parcel series: (x - median) / IQR per region (MODEL.md §1)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def robust_statistics(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-region median and interquartile range over windows and time.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (W, R, T)
+        Unscaled series; NaN rows (n/a parcels) are ignored.
+
+    Returns
+    -------
+    median, iqr : ndarray, shape (R,)
+        NaN for a region that is n/a everywhere.
+    """
+    values = np.moveaxis(np.asarray(windows, dtype=np.float64), 1, 0).reshape(windows.shape[1], -1)
+    with warnings.catch_warnings():  # all-NaN regions give NaN, which is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q25, median, q75 = np.nanpercentile(values, [25, 50, 75], axis=1)
+    return median, q75 - q25
+
+
+def scale_windows(windows: np.ndarray, median: np.ndarray, iqr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale windows with per-region statistics; n/a regions become 0 and are reported.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (W, R, T)
+    median, iqr : ndarray, shape (R,)
+        A zero or non-finite IQR scales by 1 (a flat region stays flat).
+
+    Returns
+    -------
+    scaled : ndarray, shape (W, R, T), float32
+    available : ndarray of bool, shape (W, R)
+        False where the region was n/a (NaN) in that window.
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    iqr = np.where(np.isfinite(iqr) & (iqr > 0), iqr, 1.0)
+    median = np.where(np.isfinite(median), median, 0.0)
+    available = np.isfinite(windows).all(axis=2)
+    scaled = (windows - median[None, :, None]) / iqr[None, :, None]
+    scaled[~np.isfinite(scaled)] = 0.0
+    return scaled.astype(np.float32), available
