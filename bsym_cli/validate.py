@@ -6,9 +6,7 @@ whole run exits 65 (malformed data) or 66 (missing input) only when nobody is le
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +15,6 @@ import numpy as np
 from bsym_cli.discovery import BoldRun, DwiRun, ParticipantInputs, Study
 from bsym_cli.errors import InputDataError, InvalidBIDSError, MissingInputError
 from bsym_cli.logs import get_logger
-
-_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -29,35 +25,11 @@ class Problem:
     missing: bool = False
 
 
-def iter_image_values(path: Path) -> Iterator[np.ndarray]:
-    """Yield the stored values of a NIfTI image in chunks (bounded memory, one pass over a .gz).
-
-    Values are raw (before ``scl_slope``), flattened, in file order.
-    """
-    import nibabel as nib
-
-    img = nib.load(path)
-    header = img.header
-    dtype = header.get_data_dtype()
-    n_values = int(np.prod(img.shape))
-    offset = int(img.dataobj.offset)  # the loaded header copy reports 0
-    opener = gzip.open if str(path).endswith(".gz") else open
-    itemsize = dtype.itemsize
-    chunk = max(itemsize, _CHUNK_BYTES // itemsize * itemsize)
-    with opener(path, "rb") as stream:
-        stream.seek(offset)
-        remaining = n_values * itemsize
-        while remaining > 0:
-            data = stream.read(min(chunk, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-            yield np.frombuffer(data[: len(data) // itemsize * itemsize], dtype=dtype)
-
-
 def count_nonfinite(path: Path) -> int:
     """Number of NaN/inf values stored in the image (0 for integer types, which cannot hold them)."""
     import nibabel as nib
+
+    from pipelines.niftistream import iter_raw_values
 
     header = nib.load(path).header
     slope, inter = header.get_slope_inter()
@@ -65,7 +37,7 @@ def count_nonfinite(path: Path) -> int:
         return -1
     if header.get_data_dtype().kind not in "fc":
         return 0
-    return int(sum(np.count_nonzero(~np.isfinite(values)) for values in iter_image_values(path)))
+    return int(sum(np.count_nonzero(~np.isfinite(values)) for values in iter_raw_values(path)))
 
 
 def _image_problem(path: Path, *, ndim: int | None = None, what: str) -> Problem | None:
