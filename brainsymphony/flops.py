@@ -1,0 +1,55 @@
+"""Analytic FLOP count of one forward pass as the MODEL.md formulas are written (2 FLOPs per multiply-add).
+
+This is the *reference* count that speed goals are stated against (MODEL.md 2.7: ~32.6 GFLOP per subject
+for the published multimodal configuration); the fast Perceiver needs far fewer.
+"""
+
+from __future__ import annotations
+
+from brainsymphony.config import BrainSymphonyConfig
+
+#: Reference cost of one published multimodal forward pass, FLOPs per subject (MODEL.md 2.7).
+PUBLISHED_REFERENCE_FLOPS = 32.6e9
+
+
+def _block(tokens: int, width: int, mlp: int) -> float:
+    """Pre-norm block: QKV, scores, weighted sum, output projection, MLP."""
+    return 2.0 * (
+        tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width + 2 * tokens * width * mlp
+    )
+
+
+def reference_flops(config: BrainSymphonyConfig) -> dict[str, float]:
+    """FLOPs per subject of each part and the total.
+
+    Parameters
+    ----------
+    config : BrainSymphonyConfig
+
+    Returns
+    -------
+    dict
+        ``spatial``, ``temporal``, ``context``, ``perceiver`` (with ``perceiver_tokens``, ``perceiver_kv``,
+        ``perceiver_attention``, ``perceiver_rest``), ``structural`` and ``total``, in FLOPs.
+    """
+    r, t, d, m = config.n_regions, config.n_timepoints, config.width, config.mlp_width
+    p, c = config.perceiver_token_width, config.context_channels
+    parts: dict[str, float] = {}
+    if config.has_functional:
+        parts["spatial"] = 2.0 * r * t * d + config.spatial_depth * _block(r, d, m)
+        parts["temporal"] = 2.0 * t * r * d + config.temporal_depth * _block(t, d, m)
+        parts["context"] = 2.0 * r * t * c * config.context_kernel
+        parts["perceiver_tokens"] = 2.0 * (r * d * p + t * d * p + r * t * p * d)
+        parts["perceiver_kv"] = 2.0 * 2 * r * t * d * d
+        parts["perceiver_attention"] = 2.0 * 2 * r * (r * t) * d
+        parts["perceiver_rest"] = 2.0 * (
+            2 * r * d * d + r * d * 2 * d + r * 2 * d * t
+        ) + config.perceiver_blocks * _block(r, d, m)
+        parts["perceiver"] = sum(parts[k] for k in ("perceiver_tokens", "perceiver_kv", "perceiver_attention"))
+        parts["perceiver"] += parts["perceiver_rest"]
+    if config.has_structural:
+        ffn = config.structural_ffn_width
+        layer = 2.0 * (4 * r * d * d + 2 * r * r * d + 2 * r * d * ffn)
+        parts["structural"] = 2.0 * r * r * d + config.structural_depth * layer
+    parts["total"] = sum(parts.get(k, 0.0) for k in ("spatial", "temporal", "context", "perceiver", "structural"))
+    return parts
