@@ -167,11 +167,32 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
         scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(~available.all(axis=0))]
     else:
         scaled = None
+    cache = Path(config.execution.work_dir) / f"sub-{part.subject}" / "model" / f"{part.label}_model_input.npz"
+    save_model_inputs(cache, windows=windows, sc=sc, labels=atlas.indices, t_r=meta.tr)
     log.info("%s: embedding %d window(s)%s on %s", part.label, 0 if scaled is None else len(scaled),
              " with the connectome" if sc is not None else "", device)
     result = embed_participant(weights.model, scaled, sc, batch_size=config.model.batch_size, device=device,
                                seed=config.workflow.seed)
     return _write(config, part, atlas, writer, runs, weights, result, scaling)
+
+
+def save_model_inputs(path: Path, *, windows: np.ndarray | None, sc: np.ndarray | None, labels: list[int],
+                      t_r: float | None) -> Path:
+    """Cache a participant's model inputs for study scaling, pretraining and fine-tuning.
+
+    The ``.npz`` holds ``windows`` (W, R, T) float32, unscaled, NaN rows for n/a parcels (W may be 0),
+    ``sc`` (R, R) float32 signed connectome (empty (0, 0) when absent), ``labels`` (R,) atlas indices and
+    ``t_r`` (s). ``bsym pretrain``/``bsym finetune`` read these files from a work directory.
+    """
+    n_regions = len(labels)
+    arrays = {
+        "windows": np.zeros((0, n_regions, 0), np.float32) if windows is None else windows.astype(np.float32),
+        "sc": np.zeros((0, 0), np.float32) if sc is None else sc.astype(np.float32),
+        "labels": np.asarray(labels, np.int32), "t_r": np.float64(t_r or np.nan),
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
 
 
 def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter, runs: list[RunResult],
@@ -206,9 +227,8 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
     written.update(_parcel_maps(config, part, atlas, writer, runs, result, provenance))
     work = Path(config.execution.work_dir) / f"sub-{part.subject}" / "model"
     work.mkdir(parents=True, exist_ok=True)
-    with atomic_path(work / f"{part.label}_windows.npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **result.window_embeddings)
+    with atomic_path(work / f"{part.label}_window_embeddings.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **result.window_embeddings)
     # the feature row goes last: its presence marks the participant as finished
     written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
                                        sidecar={**provenance, "Description": "Mean over regions and windows of each "
