@@ -94,9 +94,10 @@ class BrainSymphony(nn.Module):
         Parameters
         ----------
         fmri : Tensor, shape (B, R, T), optional
-            Robust-scaled parcel series; required by the functional and multimodal modes.
+            Robust-scaled parcel series; required by the functional mode.
         sc : Tensor, shape (B, R, R), optional
-            Signed structural connectome; required by the structural and multimodal modes.
+            Signed structural connectome; required by the structural mode. A multimodal model takes either
+            or both: with one modality it returns that stream only (``fused`` and ``gates`` are None).
         gradients : Tensor, shape (B, R, G) or (R, G), optional
             Brain gradients for the ``brain_gradient`` positional encoding.
         attention : bool, str or iterable of str, optional
@@ -118,7 +119,9 @@ class BrainSymphony(nn.Module):
         """
         wanted = self._wanted_maps(attention)
         out = BrainSymphonyOutput()
-        if self.spatial is not None:
+        if self.gate is not None and fmri is None and sc is None:
+            raise ValueError("this multimodal model needs fmri=(B, R, T), sc=(B, R, R), or both")
+        if self.spatial is not None and (fmri is not None or self.gate is None):
             self._check_input("fmri", fmri, (self.config.n_regions, self.config.n_timepoints))
             series = self.context.masked_series(fmri, entry_mask)
             spatial = self.spatial(
@@ -142,12 +145,12 @@ class BrainSymphony(nn.Module):
             out.temporal_attention = temporal.attention
             out.perceiver_region_attention = distilled.region_attention
             out.perceiver_time_attention = distilled.time_attention
-        if self.structural is not None:
+        if self.structural is not None and (sc is not None or self.gate is None):
             self._check_input("sc", sc, (self.config.n_regions, self.config.n_regions))
             structural = self.structural(sc, edge_mask=edge_mask, need_weights="structural" in wanted)
             out.structural = structural.embeddings
             out.structural_attention = structural.attention
-        if self.gate is not None:
+        if self.gate is not None and out.functional is not None and out.structural is not None:
             out.fused, out.gates = self.gate(out.functional, out.structural)
         return out
 

@@ -146,13 +146,9 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
             log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
     elif dwi_runs:
         log.warning("%s: bundle %s has no structural stream; the connectome is not embedded.", part.label, meta.name)
-    if cfg.has_functional and windows is None or cfg.has_structural and sc is None:
-        if cfg.mode == "multimodal" and (windows is not None or sc is not None):
-            raise InputDataError(f"{part.label}: bundle {meta.name} is multimodal but only "
-                                 f"{'fMRI' if sc is None else 'dMRI'} windows are available; give a unimodal bundle "
-                                 "with --weights, or provide both modalities.")
-        log.warning("%s: nothing for the model to embed (no full window and/or no connectome); skipping the model "
-                    "stage.", part.label)
+    if windows is None and sc is None:
+        log.warning("%s: nothing for bundle %s (%s) to embed (no full window and/or no connectome); skipping the "
+                    "model stage.", part.label, meta.name, meta.mode)
         return {}
     scaling: dict[str, Any] = {"Scaling": config.model.scaling}
     if windows is not None:
@@ -209,7 +205,8 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
             written[kind] = writer.write("embedding", src, writer=_table_writer(_region_table(atlas, emb, "dim")),
                                          atlas=atlas.label, desc=kind, sources=sources,
                                          sidecar={**provenance, "Windows": result.n_windows})
-    features = {"n_windows": result.n_windows, "modality": meta.mode}
+    used = [k for k in ("functional", "structural") if getattr(result, k) is not None]
+    features = {"n_windows": result.n_windows, "modality": "multimodal" if len(used) == 2 else used[0]}
     for kind, vector in result.subject_vector().items():
         features.update({f"{kind}_{i:03d}": float(v) for i, v in enumerate(vector)})
     row = pd.DataFrame([features])
@@ -283,6 +280,7 @@ def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
         for name, values in result.attention.items():
             data = h5.create_dataset(name, data=values.astype(np.float16), compression="gzip")
             data.attrs["axes"] = axes[name]
+            data.attrs["atlas"] = atlas.label
             data.attrs["aggregation"] = "mean over windows and participants' runs"
         if result.gates is not None:
             data = h5.create_dataset("fusion_gates", data=result.gates.astype(np.float16), compression="gzip")

@@ -41,8 +41,9 @@ class RunResult:
 
 def run_id(entities: dict[str, str], kind: str) -> str:
     """A node-safe identifier of a run from its entities (``task_rest_run_1``)."""
-    keys = ("session", "task", "acquisition", "reconstruction", "direction", "run", "echo", "space")
-    parts = [f"{k[:4]}_{entities[k]}" for k in keys if entities.get(k)]
+    keys = {"session": "ses", "task": "task", "acquisition": "acq", "reconstruction": "rec", "direction": "dir",
+            "run": "run", "echo": "echo", "space": "space"}
+    parts = [f"{short}_{entities[k]}" for k, short in keys.items() if entities.get(k)]
     return re.sub(r"[^a-zA-Z0-9_]", "", "_".join(parts) or kind)
 
 
@@ -114,7 +115,7 @@ def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer:
     graph = build_graph(config, part, atlas, contract or ModelContract())
     if graph.manifest_dir.exists():
         shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
-    configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash)
+    configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash, verbose=ex.verbosity >= 2)
     log.info("%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)", part.label, len(graph.bold_specs),
              len(graph.dwi_specs), res.nprocs)
     crashed: Exception | None = None

@@ -10,8 +10,12 @@ from typing import Any
 POLL_SLEEP_S = 0.05
 
 
-def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False) -> None:
-    """Set Nipype's global configuration for one bsym run (no telemetry, fast polling, crash folder)."""
+def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False,
+                     verbose: bool = False) -> None:
+    """Set Nipype's global configuration for one bsym run (no telemetry, fast polling, crash folder).
+
+    Nipype's own messages are shown from WARNING up, or from INFO up with ``verbose`` (``-vv``).
+    """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from nipype import config, logging
 
@@ -20,6 +24,9 @@ def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_c
     config.set("execution", "crashfile_format", "txt")
     config.set("execution", "remove_unnecessary_outputs", "false")
     config.set("monitoring", "enabled", "false")
+    level = "INFO" if verbose else "WARNING"
+    for logger in ("workflow_level", "interface_level", "utils_level"):
+        config.set("logging", logger, level)
     if crashdump_dir is not None:
         Path(crashdump_dir).mkdir(parents=True, exist_ok=True)
         config.set("execution", "crashdump_dir", str(crashdump_dir))

@@ -71,7 +71,7 @@ def embed_participant(model, windows: np.ndarray | None, sc: np.ndarray | None, 
     Parameters
     ----------
     model : brainsymphony.BrainSymphony
-        In eval mode; its mode decides which inputs it needs.
+        In eval mode. A multimodal model embeds whichever modality is given (fused only with both).
     windows : ndarray, shape (W, R, T), or None
         Robust-scaled windows (n/a regions already set to 0).
     sc : ndarray, shape (R, R), or None
@@ -94,10 +94,8 @@ def embed_participant(model, windows: np.ndarray | None, sc: np.ndarray | None, 
     import torch
 
     cfg = model.config
-    if cfg.has_functional and windows is None:
-        raise ValueError("this model needs fMRI windows")
-    if cfg.has_structural and sc is None:
-        raise ValueError("this model needs a structural connectome")
+    if (windows is None or not cfg.has_functional) and (sc is None or not cfg.has_structural):
+        raise ValueError(f"nothing to embed: this {cfg.mode} model got no usable windows or connectome")
     model = model.to(device).eval()
     sc_t = None if sc is None or not cfg.has_structural else torch.as_tensor(sc, dtype=torch.float32, device=device)
     batches = [None] if windows is None or not cfg.has_functional else [

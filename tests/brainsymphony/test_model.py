@@ -53,6 +53,20 @@ def test_outputs_have_documented_shapes_and_modes(tiny_model, tiny_inputs):
         tiny_model(fmri=fmri.transpose(1, 2)[:, :7], sc=sc)
 
 
+def test_multimodal_model_embeds_whichever_modality_is_given(tiny_model, tiny_inputs):
+    fmri, sc = tiny_inputs
+    with torch.no_grad():
+        both = tiny_model(fmri=fmri, sc=sc)
+        only_fmri = tiny_model(fmri=fmri)
+        only_sc = tiny_model(sc=sc)
+    torch.testing.assert_close(only_fmri.functional, both.functional)
+    torch.testing.assert_close(only_sc.structural, both.structural)
+    assert only_fmri.structural is None and only_fmri.fused is None and only_fmri.gates is None
+    assert only_sc.functional is None and only_sc.fused is None
+    with pytest.raises(ValueError, match="needs fmri"):
+        tiny_model()
+
+
 def test_subject_outputs_do_not_depend_on_the_rest_of_the_batch(tiny_model, tiny_inputs):
     fmri, sc = tiny_inputs
     with torch.no_grad():
