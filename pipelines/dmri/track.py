@@ -1,0 +1,241 @@
+"""Probabilistic tractography: white-matter seeds, DIPY's multithreaded tracker, and streamline files.
+
+Tracking samples the fibre-orientation PMF straight from the SH coefficients (DIPY's ``SHCoeffPmfGen`` in
+the Cython tracker, ``nbr_threads`` threads without the GIL) and stops where the interpolated FA falls
+below ``stop_fa``. Seeds are drawn uniformly inside voxels with FA > ``fa_threshold``, ``seed_density``
+per voxel per round, in a random order derived from ``seed``; rounds repeat (each with its own derived
+seed) until ``n_streamlines`` streamlines are kept, and the first ``n_streamlines`` are returned, so the
+result depends only on the data and the parameters, not on the number of threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
+from dipy.tracking.streamline import Streamlines, length
+from dipy.tracking.tracker import probabilistic_tracking
+
+from pipelines._docs import fill_doc
+from pipelines.dmri.reconstruct import FodFit
+
+LOGGER = logging.getLogger("bsym.dmri")
+
+#: Default streamline count: about 100 s of tracking on 2 busy cores for a brain-sized 2 mm phantom. Research runs
+#: usually ask for 1-10 million (``--streamlines``).
+DEFAULT_STREAMLINES = 100_000
+#: Tracking gives up after this many seeds per requested streamline (a mask with little white matter).
+MAX_SEEDS_PER_STREAMLINE = 50
+
+
+@dataclass(frozen=True)
+class TrackingParameters:
+    """Settings of one tracking run; all recorded in the connectome's sidecar.
+
+    Attributes
+    ----------
+    n_streamlines : int
+        Streamlines to keep.
+    seed : int
+        Random seed; seeds positions, their order and the PMF sampling follow from it.
+    step_size : float, mm
+    max_angle : float, degrees
+        Largest turn between two steps.
+    fa_threshold : float
+        Seeds go into voxels with FA above this.
+    stop_fa : float
+        Tracking stops where the interpolated FA falls below this.
+    seed_density : float
+        Seeds per white-matter voxel per round.
+    min_length, max_length : float, mm
+        Streamlines outside this length range are dropped.
+    pmf_threshold : float
+        PMF values below this fraction of the maximum are not sampled.
+    """
+
+    n_streamlines: int = DEFAULT_STREAMLINES
+    seed: int = 42
+    step_size: float = 1.0
+    max_angle: float = 30.0
+    fa_threshold: float = 0.2
+    stop_fa: float = 0.1
+    seed_density: float = 2.0
+    min_length: float = 10.0
+    max_length: float = 250.0
+    pmf_threshold: float = 0.1
+
+
+@dataclass
+class TrackingResult:
+    """Streamlines (world coordinates, mm) and how they were made.
+
+    Attributes
+    ----------
+    streamlines : Streamlines
+        ``n_streamlines`` (or fewer, see ``complete``) arrays of shape (n_points, 3), RAS+ mm.
+    n_seeds : int
+        Seeds tracked in total.
+    seconds : float
+        Wall time of the tracking loop.
+    complete : bool
+        False when the seed cap was reached before ``n_streamlines`` were kept.
+    mean_length_mm : float
+        Mean streamline length, mm.
+    rounds : list of int
+        Seeds used from each round's pool.
+    """
+
+    streamlines: Streamlines
+    n_seeds: int
+    seconds: float
+    complete: bool = True
+    mean_length_mm: float = 0.0
+    rounds: list[int] = field(default_factory=list)
+
+
+def white_matter_seeds(fa: np.ndarray, mask: np.ndarray, affine: np.ndarray, *, fa_threshold: float,
+                       density: float, seed: int) -> np.ndarray:
+    """Seed points uniformly inside white-matter voxels, in random order.
+
+    Parameters
+    ----------
+    fa : ndarray, shape (X, Y, Z)
+        Fractional anisotropy.
+    mask : ndarray, shape (X, Y, Z), bool
+        Brain mask.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (mm) affine.
+    fa_threshold : float
+        White matter is ``mask & (fa > fa_threshold)``.
+    density : float
+        Seeds per white-matter voxel (fractional densities sample voxels at random).
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    ndarray, shape (n_seeds, 3), float64
+        World coordinates (mm); ``n_seeds = round(density * n_wm_voxels)``.
+    """
+    voxels = np.argwhere(np.asarray(mask, dtype=bool) & (fa > fa_threshold))
+    n_seeds = int(round(density * len(voxels)))
+    if n_seeds == 0:
+        return np.zeros((0, 3))
+    rng = np.random.default_rng(seed)
+    repeats = int(np.ceil(density))
+    pool = np.repeat(voxels, repeats, axis=0)
+    chosen = pool[rng.permutation(len(pool))[:n_seeds]]
+    points = chosen + rng.uniform(-0.5, 0.5, size=chosen.shape)
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+@fill_doc
+def track(fods: FodFit, mask: np.ndarray, affine: np.ndarray, params: TrackingParameters, *,
+          omp_nthreads: int = 1, endpoints_only: bool = False) -> TrackingResult:
+    """Probabilistic tracking from white-matter seeds until ``params.n_streamlines`` are kept.
+
+    Parameters
+    ----------
+    fods : FodFit
+        SH coefficients and FA on the DWI grid, shape (X, Y, Z, K) and (X, Y, Z).
+    mask : ndarray, shape (X, Y, Z), bool
+        Brain mask.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (mm) affine of the DWI.
+    params : TrackingParameters
+        Counts, seed, step, angle, thresholds.
+    %(omp_nthreads)s
+    endpoints_only : bool
+        Keep only each streamline's first and last point (shape (2, 3)): enough for the connectome, and
+        what makes millions of streamlines fit in memory (about 48 bytes each instead of kilobytes).
+
+    Returns
+    -------
+    TrackingResult
+    """
+    stopping = ThresholdStoppingCriterion(np.ascontiguousarray(fods.fa, dtype=float), params.stop_fa)
+    sh = np.ascontiguousarray(fods.sh, dtype=float)
+    target = int(params.n_streamlines)
+    kept = Streamlines()
+    n_seeds, rounds, total_length, started = 0, [], 0.0, time.perf_counter()
+    max_seeds = MAX_SEEDS_PER_STREAMLINE * max(target, 1)
+    round_index = 0
+    while len(kept) < target and n_seeds < max_seeds:
+        pool = white_matter_seeds(fods.fa, mask, affine, fa_threshold=params.fa_threshold,
+                                  density=params.seed_density, seed=_derived_seed(params.seed, round_index))
+        if len(pool) == 0:
+            break
+        start = 0
+        while start < len(pool) and len(kept) < target and n_seeds < max_seeds:
+            chunk = _next_chunk(target - len(kept), n_seeds, len(kept))
+            batch = pool[start:start + chunk]
+            start += len(batch)
+            n_seeds += len(batch)
+            lines = _track_batch(batch, sh, stopping, affine, params, omp_nthreads)
+            total_length += float(np.sum(length(lines))) if len(lines) else 0.0
+            kept.extend(Streamlines([line[[0, -1]] for line in lines]) if endpoints_only else lines)
+            LOGGER.debug("tracking: %d of %d streamlines from %d seeds", len(kept), target, n_seeds)
+        rounds.append(start)
+        round_index += 1
+    seconds = time.perf_counter() - started
+    complete = len(kept) >= target
+    if not complete:
+        LOGGER.warning("tracking kept %d of %d requested streamlines from %d seeds; the white matter "
+                       "(FA > %.2f) may be small or noisy", len(kept), target, n_seeds, params.fa_threshold)
+    streamlines = Streamlines(kept[:target]) if len(kept) > target else kept
+    mean_length = total_length / len(kept) if len(kept) else 0.0
+    return TrackingResult(streamlines=streamlines, n_seeds=n_seeds, seconds=seconds, complete=complete,
+                          mean_length_mm=mean_length, rounds=rounds)
+
+
+def save_streamlines(streamlines: Streamlines, path: str | Path) -> Path:
+    """Write streamlines to a compressed ``.npz`` (``points`` (P, 3) float32, ``lengths`` (N,) int64).
+
+    Parameters
+    ----------
+    streamlines : Streamlines
+        N streamlines of shape (n_i, 3), mm.
+    path : str or Path
+        Output file.
+
+    Returns
+    -------
+    Path
+    """
+    lengths = np.fromiter((len(s) for s in streamlines), dtype=np.int64, count=len(streamlines))
+    points = streamlines.get_data() if len(streamlines) else np.zeros((0, 3))
+    np.savez_compressed(path, points=np.asarray(points, dtype=np.float32), lengths=lengths)
+    return Path(path)
+
+
+def load_streamlines(path: str | Path) -> Streamlines:
+    """Read streamlines written by :func:`save_streamlines`; returns N arrays of shape (n_i, 3), mm."""
+    with np.load(path) as npz:
+        points, lengths = npz["points"], npz["lengths"]
+    bounds = np.cumsum(lengths)[:-1]
+    return Streamlines(np.split(points, bounds) if len(lengths) else [])
+
+
+def _track_batch(seeds: np.ndarray, sh: np.ndarray, stopping: ThresholdStoppingCriterion,
+                 affine: np.ndarray, params: TrackingParameters, omp_nthreads: int) -> Streamlines:
+    generator = probabilistic_tracking(
+        seeds, stopping, affine, sh=sh, min_len=params.min_length, max_len=params.max_length,
+        step_size=params.step_size, max_angle=params.max_angle, pmf_threshold=params.pmf_threshold,
+        nbr_threads=max(int(omp_nthreads), 1), random_seed=_derived_seed(params.seed, -1),
+        return_all=False)
+    return Streamlines(generator)
+
+
+def _next_chunk(missing: int, n_seeds: int, n_kept: int) -> int:
+    """Seeds for the next batch: enough for the missing streamlines at the yield seen so far."""
+    rate = n_kept / n_seeds if n_seeds and n_kept else 0.5
+    return int(min(max(missing / max(rate, 0.02) * 1.1, 256), 200_000))
+
+
+def _derived_seed(seed: int, index: int) -> int:
+    """A positive 31-bit seed derived from ``seed`` and a stream index (distinct per round)."""
+    return int(np.random.SeedSequence([int(seed), index + 1]).generate_state(1)[0] % (2**31 - 1)) + 1

@@ -1,0 +1,115 @@
+"""Reconstruction and tracking on the crossing phantom: the strongest edges are the planted bundles."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from dipy.core.gradients import gradient_table
+
+from pipelines.dmri.connectome import count_connectome
+from pipelines.dmri.phantom import crossing_phantom
+from pipelines.dmri.reconstruct import fit_fods
+from pipelines.dmri.track import (
+    TrackingParameters,
+    load_streamlines,
+    save_streamlines,
+    track,
+    white_matter_seeds,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return crossing_phantom()
+
+
+@pytest.fixture(scope="module")
+def csd(phantom):
+    return fit_fods(phantom.dwi, gradient_table(phantom.bvals, bvecs=phantom.bvecs), phantom.mask)
+
+
+def _top_pairs(counts, labels, k):
+    upper = np.triu(counts, 1)
+    order = np.argsort(upper, axis=None)[::-1][:k]
+    return {tuple(sorted((labels[i], labels[j]))) for i, j in zip(*np.unravel_index(order, counts.shape),
+                                                                    strict=True)}
+
+
+def test_csd_order_follows_the_30_directions(csd):
+    assert csd.model == "csd"
+    assert csd.sh_order == 6
+    assert csd.sh.shape == (23, 19, 15, 28)
+    # response from the bundles: axial diffusivity near the simulated 1.7e-3 mm^2/s
+    assert 1.4e-3 < csd.response[0] < 1.9e-3
+
+
+def test_strongest_edges_are_the_planted_bundles(phantom, csd):
+    result = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=1500, seed=7))
+    assert len(result.streamlines) == 1500 and result.complete
+    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine),
+                              phantom.labels)
+    assert _top_pairs(counts, phantom.labels, 3) == set(phantom.planted_pairs)
+    planted = [counts[phantom.labels.index(a), phantom.labels.index(b)] for a, b in phantom.planted_pairs]
+    off_target = np.triu(counts, 1).sum() - sum(planted)
+    assert min(planted) > 10 * max(off_target, 1)
+    assert counts[:, phantom.labels.index(21)].sum() == 0  # the decoy parcel has no bundle
+
+
+def test_tensor_peaks_fallback_with_12_directions_still_finds_the_single_bundle(phantom):
+    few = np.r_[np.arange(2), 2 + np.arange(0, 30, 30 / 12).astype(int)]
+    gtab = gradient_table(phantom.bvals[few], bvecs=phantom.bvecs[few])
+    fit = fit_fods(phantom.dwi[..., few], gtab, phantom.mask)
+    assert fit.model == "tensor-peaks"
+    result = track(fit, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=800, seed=1))
+    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine),
+                              phantom.labels)
+    # bundle C (11 <-> 20) crosses nothing, so one fibre per voxel is enough for it
+    assert (11, 20) in _top_pairs(counts, phantom.labels, 1)
+
+
+def test_same_seed_same_streamlines_whatever_the_thread_count(phantom, csd):
+    params = TrackingParameters(n_streamlines=400, seed=11)
+    one = track(csd, phantom.mask, phantom.affine, params, omp_nthreads=1).streamlines
+    two = track(csd, phantom.mask, phantom.affine, params, omp_nthreads=2).streamlines
+    other = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=400, seed=12)).streamlines
+    assert len(one) == len(two) == 400
+    np.testing.assert_array_equal(one.get_data(), two.get_data())
+    assert one.get_data().shape != other.get_data().shape or not np.array_equal(one.get_data(),
+                                                                                 other.get_data())
+
+
+def test_seeds_fill_white_matter_voxels_at_the_density(phantom, csd):
+    seeds = white_matter_seeds(csd.fa, phantom.mask, phantom.affine, fa_threshold=0.2, density=1.5, seed=0)
+    n_wm = int((phantom.mask & (csd.fa > 0.2)).sum())
+    assert len(seeds) == round(1.5 * n_wm)
+    inverse = np.linalg.inv(phantom.affine)
+    voxels = np.rint(seeds @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    assert (csd.fa[tuple(voxels.T)] > 0.2).all()
+
+
+def test_streamline_file_round_trip(tmp_path, phantom, csd):
+    lines = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=50, seed=2)).streamlines
+    back = load_streamlines(save_streamlines(lines, tmp_path / "s.npz"))
+    assert [len(s) for s in back] == [len(s) for s in lines]
+    np.testing.assert_allclose(back.get_data(), lines.get_data(), atol=1e-5)
+
+
+def test_parallel_csd_fit_equals_the_serial_fit():
+    small = crossing_phantom(shape=(13, 11, 9))
+    gtab = gradient_table(small.bvals, bvecs=small.bvecs)
+    serial = fit_fods(small.dwi, gtab, small.mask)
+    parallel = fit_fods(small.dwi, gtab, small.mask, n_jobs=2)
+    np.testing.assert_allclose(parallel.sh, serial.sh, rtol=1e-5, atol=1e-6)
+
+
+def test_endpoints_only_keeps_the_same_ends_and_the_mean_length(phantom, csd):
+    params = TrackingParameters(n_streamlines=300, seed=4)
+    full = track(csd, phantom.mask, phantom.affine, params)
+    ends = track(csd, phantom.mask, phantom.affine, params, endpoints_only=True)
+    assert {len(s) for s in ends.streamlines} == {2}
+    np.testing.assert_array_equal(np.stack([s[[0, -1]] for s in full.streamlines]),
+                                  np.stack(list(ends.streamlines)))
+    assert ends.mean_length_mm == pytest.approx(full.mean_length_mm)
+    # the bundles are 26, 34 and 40 mm long; the 10 mm minimum drops short stubs
+    assert 10.0 < full.mean_length_mm < 45.0
