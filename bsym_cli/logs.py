@@ -17,6 +17,7 @@ def setup_logging(verbosity: int = 0) -> logging.Logger:
         logger.propagate = False
     logger.setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
     nipype_level = logging.DEBUG if verbosity >= 2 else logging.WARNING
+    logging.getLogger("dipy").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(name).setLevel(nipype_level)
     return logger

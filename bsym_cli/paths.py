@@ -24,7 +24,8 @@ def check_paths(config: Config) -> None:
 
     * OUTPUT_DIR equal to BIDS_DIR, or inside its raw tree (anywhere but ``derivatives/``): exit 64.
     * work directory inside BIDS_DIR: exit 64.
-    * BIDS_DIR missing: exit 66; without ``dataset_description.json``: exit 16.
+    * BIDS_DIR missing: exit 66; without ``dataset_description.json``: exit 16 (participant level only;
+      the group level reads OUTPUT_DIR alone).
     * OUTPUT_DIR or the work directory not writable: exit 73.
     BIDS_DIR itself may be read-only: nothing is ever written into it.
     """
@@ -42,7 +43,7 @@ def check_paths(config: Config) -> None:
                           "(e.g. a scratch folder).")
     if _inside(bids, out):
         raise OptionError(f"BIDS_DIR {bids} is inside OUTPUT_DIR {out}; choose another OUTPUT_DIR.")
-    if not bids.is_dir():
+    if ex.analysis_level == "participant" and not bids.is_dir():  # group reads OUTPUT_DIR only
         raise MissingInputError(f"BIDS_DIR {ex.bids_dir} does not exist; check the path (and the bind "
                                 "mounts when running in a container).")
     if ex.analysis_level == "participant" and not (bids / "dataset_description.json").is_file():

@@ -116,7 +116,7 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
 
 def _record(workflow: pe.Workflow, sub: pe.Workflow, run_id: str, fields: Sequence[str], manifest_dir: Path) -> None:
     record = pe.Node(RecordOutputs(fields=list(fields), manifest=str(manifest_dir / f"{run_id}.json")),
-                     name=f"record_{run_id}", run_without_submitting=True)
+                     name=f"record_{run_id}", run_without_submitting=True, overwrite=True)  # always rewrite
     workflow.connect([(sub, record, [(f"outputnode.{f}", f) for f in fields])])
 
 

@@ -12,8 +12,10 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from pipelines.errors import InputDataError
 from pipelines.heads import LinearHead
 
+MIN_SUBJECTS = 6
 ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
@@ -74,7 +76,8 @@ def run_probe(features: np.ndarray, target: np.ndarray, *, name: str, feature_na
     seed : int
         Seed of every fold split.
     outer_folds, inner_folds : int
-        Folds of the outer (scoring) and inner (hyper-parameter) loops; reduced for small classes.
+        Folds of the outer (scoring) and inner (hyper-parameter) loops; reduced for small samples and classes.
+        At least :data:`MIN_SUBJECTS` subjects are needed.
 
     Returns
     -------
@@ -85,6 +88,11 @@ def run_probe(features: np.ndarray, target: np.ndarray, *, name: str, feature_na
     from sklearn.model_selection import KFold, StratifiedKFold
 
     x = np.asarray(features, dtype=np.float64)
+    if len(x) < MIN_SUBJECTS:
+        raise InputDataError(f"probe '{name}': {len(x)} participants have a value; nested cross-validation needs "
+                             f"at least {MIN_SUBJECTS}.")
+    outer_folds = max(2, min(outer_folds, len(x) // 2))
+    inner_folds = max(2, min(inner_folds, (len(x) - len(x) // outer_folds) // 2))
     task = target_task(target)
     y = np.asarray(target, dtype=object if task == "classification" else np.float64)
     if task == "classification":

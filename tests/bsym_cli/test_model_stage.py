@@ -1,0 +1,159 @@
+"""The model stage through the real command line on small demo participants, and the group level."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainsymphony import BrainSymphony, save_bundle
+from bsym_cli.app import main
+from bsym_cli.atlases import resolve_atlas
+from bsym_cli.demo.study import DemoSettings, build_demo
+from tests.brainsymphony.tiny import randomise_, tiny_config
+
+MANIFEST = Path(__file__).parent.parent / "data" / "participant_outputs.txt"
+FRAMES = 16  # T of the tiny bundle: 60 s at TR 1.0 -> 83 frames at 0.72 s -> 5 windows
+
+
+def run_app(*args) -> int:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return int(info.value.code or 0)
+
+
+def _bundle(path: Path, atlas, *, regions: int = 450, frames: int = FRAMES, seed: int = 0) -> Path:
+    config = tiny_config(n_regions=regions, n_timepoints=frames, max_regions=regions, max_timepoints=64)
+    model = randomise_(BrainSymphony(config), seed=seed, scale=0.1)
+    save_bundle(model, path, name="tiny-random", atlas=atlas.label, labels_sha256=atlas.labels_sha256, tr=0.72,
+                licence="none", source="tests", training="random weights for tests")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    build_demo(root, DemoSettings(participants=6, seed=5, n_frames=60, n_dummy=2, n_directions=12, n_b0=2))
+    atlas = resolve_atlas("Schaefer400Tian450", atlas_dataset=root / "atlases")
+    bundle = _bundle(root / "tiny_bundle", atlas)
+    out, work = root / "out", root / "work"
+    args = [root / "bids", out, "participant", "--skip", "dmri", "--atlas-dataset", root / "atlases",
+            "--weights", bundle, "-w", work]
+    assert run_app(*args) == 0
+    return {"root": root, "out": out, "work": work, "bundle": bundle, "args": args, "atlas": atlas}
+
+
+def test_output_file_set_matches_the_committed_manifest(study):
+    out = study["out"]
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
+    names = sorted({re.sub(r"sub-0\d", "sub-01", n) for n in names if "/log/" not in n})
+    assert names == MANIFEST.read_text().split()
+
+
+def test_embeddings_features_and_maps_have_the_documented_content(study):
+    out, atlas = study["out"], study["atlas"]
+    model = out / "sub-01" / "model"
+    emb = pd.read_csv(model / "sub-01_atlas-Schaefer400Tian450_desc-functional_embedding.tsv", sep="\t")
+    assert emb.shape == (450, 2 + 16) and list(emb["name"]) == atlas.names and list(emb["index"]) == atlas.indices
+    features = pd.read_csv(model / "sub-01_desc-bsym_features.tsv", sep="\t")
+    assert features.loc[0, "n_windows"] == 5 and features.loc[0, "modality"] == "functional"
+    np.testing.assert_allclose(features[[f"functional_{i:03d}" for i in range(16)]].to_numpy()[0],
+                               emb.iloc[:, 2:].to_numpy().mean(axis=0), atol=1e-5)
+    sidecar = json.loads((model / "sub-01_desc-bsym_features.json").read_text())
+    assert sidecar["Bundle"] == "tiny-random" and len(sidecar["BundleSHA256"]) == 64
+    assert sidecar["Sources"][0].startswith("bids:") is False or "sub-01" in sidecar["Sources"][0]
+    with h5py.File(model / "sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5") as h5:
+        assert h5["spatial"].shape == (2, 2, 450, 450) and h5["spatial"].dtype == np.float16
+        assert h5["temporal"].shape == (2, 2, FRAMES, FRAMES)
+        assert h5["perceiver_time"].shape == (450, FRAMES) and h5["spatial"].attrs["axes"].startswith("layer")
+        assert [n.decode() if isinstance(n, bytes) else n for n in h5["region_names"][:3]] == atlas.names[:3]
+        region = np.asarray(h5["perceiver_region"], np.float64)
+        spatial_rows = np.asarray(h5["spatial"], np.float64).sum(axis=-1)
+    np.testing.assert_allclose(spatial_rows, 1.0, atol=2e-2)  # softmax rows, stored as float16
+    np.testing.assert_allclose(region.sum(axis=1), 1.0, atol=2e-2)  # each query's weights over R*T keys
+    stat = model / "sub-01_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_desc-incomingattention_stat.nii.gz"
+    painted = nib.load(stat)
+    atlas_img = nib.load(atlas.image_for("MNI152NLin6Asym"))
+    assert painted.shape == atlas_img.shape and np.allclose(painted.affine, atlas_img.affine)
+    labels = np.asarray(atlas_img.dataobj)
+    values = np.asarray(painted.dataobj)
+    per_parcel = np.array([values[labels == i][0] for i in atlas.indices])
+    assert per_parcel.sum() == pytest.approx(1.0, abs=1e-4)  # normalised incoming attention
+    assert np.all(values[labels == 0] == 0)
+    np.testing.assert_allclose(per_parcel, region.sum(axis=0) / region.sum(), atol=1e-3)
+    recon = pd.read_csv(model / "sub-01_desc-bsym_reconstruction.tsv", sep="\t", na_values="n/a")
+    assert recon.shape == (450, 3) and np.isfinite(recon["r2"]).mean() > 0.9
+    report = (out / "sub-01.html").read_text()
+    assert "Incoming attention per parcel" in report and "tiny-random" in report
+
+
+def test_same_inputs_give_the_same_embeddings(study, tmp_path):
+    again = tmp_path / "again"
+    args = [*study["args"][:1], again, *study["args"][2:-1], tmp_path / "w", "--participant-label", "02"]
+    assert run_app(*args) == 0
+    name = "sub-02/model/sub-02_atlas-Schaefer400Tian450_desc-functional_embedding.tsv"
+    assert (again / name).read_bytes() == (study["out"] / name).read_bytes()
+
+
+def test_rerun_skips_finished_participants_unless_overwrite(study, caplog):
+    features = study["out"] / "sub-01" / "model" / "sub-01_desc-bsym_features.tsv"
+    before = features.stat().st_mtime_ns
+    assert run_app(*study["args"], "--participant-label", "01") == 0
+    assert features.stat().st_mtime_ns == before
+    assert run_app(*study["args"], "--participant-label", "01", "--overwrite") == 0
+    assert features.stat().st_mtime_ns > before
+
+
+def test_bundle_with_another_region_count_is_refused(study, tmp_path, capsys):
+    small = _bundle(tmp_path / "small", study["atlas"], regions=400)
+    args = [a if a != study["bundle"] else small for a in study["args"]]
+    args[1] = tmp_path / "out"
+    assert run_app(*args, "--participant-label", "01") == 64
+    assert "expects 400 regions" in capsys.readouterr().err
+
+
+def test_too_short_run_keeps_parcellation_and_skips_the_model(tmp_path, study, caplog):
+    root = tmp_path / "short"
+    build_demo(root, DemoSettings(participants=1, seed=1, n_frames=20, n_dummy=0, n_directions=12, n_b0=2))
+    long_windows = _bundle(tmp_path / "long", study["atlas"], frames=64)  # 20 s at TR 1 -> 27 frames < 64
+    out = tmp_path / "out"
+    args = [root / "bids", out, "participant", "--skip", "dmri", "--atlas-dataset", root / "atlases",
+            "--weights", long_windows, "-w", tmp_path / "w"]
+    caplog.set_level("INFO", logger="bsym")
+    assert run_app(*args) == 0
+    assert "fewer than one 64-frame window" in caplog.text
+    assert list(out.glob("sub-01/func/*_stat-mean_timeseries.tsv"))
+    assert not (out / "sub-01" / "model" / "sub-01_desc-bsym_features.tsv").exists()
+
+
+def test_group_level_from_a_folder_copied_away_from_the_raw_data(study, tmp_path):
+    copied = tmp_path / "derivatives"
+    shutil.copytree(study["out"], copied)
+    before = {p: p.stat().st_mtime_ns for p in copied.rglob("sub-*/**/*") if p.is_file()}
+    code = run_app(tmp_path / "no_raw_data_here", copied, "group", "--target", "age", "--target", "sex",
+                   "-w", tmp_path / "w")
+    assert code == 0
+    group = copied / "group"
+    features = pd.read_csv(group / "desc-bsym_features.tsv", sep="\t")
+    assert list(features["participant_id"]) == [f"sub-0{i}" for i in range(1, 7)]
+    predictions = pd.read_csv(group / "desc-bsym_predictions.tsv", sep="\t")
+    assert {"age_predicted", "age_observed", "sex_predicted"} <= set(predictions.columns)
+    metrics = json.loads((group / "desc-bsym_probes.json").read_text())
+    assert metrics["age"]["task"] == "regression" and metrics["sex"]["task"] == "classification"
+    assert (group / "heads" / "target-age" / "head.json").exists()
+    networks = json.loads((group / "atlas-Schaefer400Tian450_desc-networks_stat.json").read_text())
+    assert networks["Clusters"] == 8 and networks["Participants"] == 6
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # participant outputs untouched
+    head = group / "heads" / "target-age"
+    args = [*study["args"][:1], tmp_path / "pred", *study["args"][2:-1], tmp_path / "w2", "--participant-label",
+            "01", "--head", head]
+    assert run_app(*args) == 0
+    prediction = pd.read_csv(tmp_path / "pred/sub-01/model/sub-01_desc-bsym_prediction.tsv", sep="\t")
+    assert prediction.loc[0, "target"] == "age" and np.isfinite(prediction.loc[0, "prediction"])
