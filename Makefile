@@ -24,14 +24,14 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m ruff check bsym_cli pipelines brainsymphony tests
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/python -m ruff check bsym_cli pipelines brainsymphony tests
+	$(BIN)/python -m ruff check .
 
 demo: install
 	$(BIN)/bsym demo $(DEMO) --participants 8
@@ -42,3 +42,5 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+include mk/cluster.mk

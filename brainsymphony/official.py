@@ -73,8 +73,8 @@ def import_official(
     config : BrainSymphonyConfig, optional
         Architecture to build (its ``mode`` is replaced); defaults to the published one.
     allow_partial : bool
-        Accept an incomplete functional set; the missing parts keep their random initialisation
-        (for tests and inspection only).
+        Accept an incomplete functional set; the missing parts keep their random initialisation, seeded
+        (0) so the same files give the same bundle (for tests and inspection only).
 
     Returns
     -------
@@ -102,7 +102,9 @@ def import_official(
         mode = "multimodal"
     else:
         mode = "functional" if functional else "structural"
-    model = BrainSymphony((config or BrainSymphonyConfig.published()).replace(mode=mode))
+    with torch.random.fork_rng(devices=[]):  # parts a partial import leaves untrained are reproducible
+        torch.manual_seed(0)
+        model = BrainSymphony((config or BrainSymphonyConfig.published()).replace(mode=mode))
     problems: list[str] = []
     loaded: dict[str, dict[str, torch.Tensor]] = {}
     for name, path in found.items():

@@ -73,8 +73,16 @@ def run_group(config: Config) -> None:
     group = out_dir / "group"
     table = gather_features(out_dir, ex.participant_label, ex.session_label)
     log.info("Group: %d participant row(s) from %s", len(table), out_dir)
+    if config.model.scaling == "study":
+        table = _rescale_study(config, table, group)
+        if table is None:  # a non-zero torchrun rank: rank 0 writes everything
+            return
     with locked(group, "group"), atomic_path(group / "desc-bsym_features.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    write_json(group / "desc-bsym_features.json", {
+        "Scaling": config.model.scaling, "Participants": len(table),
+        "Description": "One row per participant (and session): mean over regions and windows of each stream's "
+                       "region embeddings."})
     kind, columns = feature_columns(table)
     if config.model.targets:
         participants = read_participants(out_dir, ex.bids_dir if Path(ex.bids_dir).exists() else None)
@@ -99,6 +107,22 @@ def run_group(config: Config) -> None:
             predictions.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         write_json(group / "desc-bsym_probes.json", metrics)
     _network_identification(out_dir, table, config)
+
+
+def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataFrame | None:
+    """Replace the embedding columns by a re-embedding with study-wide scaling (None on non-zero ranks)."""
+    from bsym_cli.runtime import resolve_device
+    from bsym_cli.study import study_embeddings
+
+    result = study_embeddings(config, table, resolve_device(config.model.device))
+    if result is None:
+        return None
+    study, statistics = result
+    embedding = [c for c in table.columns if re.fullmatch(r"(fused|functional|structural)_\d+", c)]
+    rescaled = table.drop(columns=embedding).merge(study, on=["participant_id", "session_id"], how="left")
+    with atomic_path(group / "desc-studyscaling_stat.tsv") as tmp:
+        statistics.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    return rescaled
 
 
 def _short(metrics: dict) -> str:

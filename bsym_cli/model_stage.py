@@ -7,6 +7,7 @@ feature row, predictions of every ``--head``, masked-region reconstruction quali
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,9 @@ class Weights:
 
 
 def default_bundle_path() -> Path | None:
-    """The bundle shipped in the package (``brainsymphony/weights/<DEFAULT_BUNDLE>``), if present."""
+    """``$BSYM_WEIGHTS`` (the container's baked bundle), else ``brainsymphony/weights/<DEFAULT_BUNDLE>``."""
+    if os.environ.get("BSYM_WEIGHTS") and Path(os.environ["BSYM_WEIGHTS"]).exists():
+        return Path(os.environ["BSYM_WEIGHTS"])
     root = Path(str(resources.files("brainsymphony"))) / "weights"
     for candidate in (root / DEFAULT_BUNDLE, root / f"{DEFAULT_BUNDLE}.tar"):
         if candidate.exists():

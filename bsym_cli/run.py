@@ -21,7 +21,12 @@ from bsym_cli.validate import validate
 
 
 def run(config: Config) -> None:
-    """Run the analysis level named in ``config``."""
+    """Prepare the process (caches under the work dir, threads, login name) and run the analysis level."""
+    from bsym_cli.runtime import ensure_login_name, redirect_caches, set_threads
+
+    redirect_caches(config.execution.work_dir)
+    set_threads(config.resources.omp_nthreads)
+    ensure_login_name()
     if config.execution.analysis_level == "group":
         from bsym_cli.group import run_group
 
@@ -32,12 +37,10 @@ def run(config: Config) -> None:
 
 def run_participants(config: Config) -> None:
     """Process every selected participant; raise a :class:`BsymError` if any failed."""
-    from bsym_cli.runtime import redirect_caches, resolve_device, set_threads
+    from bsym_cli.runtime import resolve_device
 
     ex, wf = config.execution, config.workflow
     log = get_logger()
-    redirect_caches(ex.work_dir)
-    set_threads(config.resources.omp_nthreads)
     device = None if "model" in wf.skip else resolve_device(config.model.device)
     study = discover(config)
     participants = validate(study)

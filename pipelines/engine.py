@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: Seconds between MultiProc polls; Nipype's default (2 s) makes small graphs crawl.
+#: Seconds between polls: short for local plugins (Nipype's default, 2 s, makes small graphs crawl), long
+#: for cluster plugins, whose polls query the scheduler (``squeue``).
 POLL_SLEEP_S = 0.05
+CLUSTER_POLL_SLEEP_S = 3.0
 
 
 def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False,
@@ -36,7 +38,11 @@ def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_c
 def run_workflow(workflow: Any, *, nprocs: int = 1, mem_gb: float | None = None,
                  plugin: str | None = None, plugin_args: dict | None = None) -> Any:
     """Run ``workflow`` with MultiProc (``nprocs`` > 1), Linear, or a named plugin; return the exec graph."""
+    from nipype import config
+
     args = dict(plugin_args or {})
+    local = plugin in (None, "Linear", "MultiProc")
+    config.set("execution", "poll_sleep_duration", str(POLL_SLEEP_S if local else CLUSTER_POLL_SLEEP_S))
     if plugin is None:
         plugin = "MultiProc" if nprocs > 1 else "Linear"
         if plugin == "MultiProc":

@@ -178,3 +178,59 @@ def masked_reconstruction_r2(model, windows: np.ndarray, sc: np.ndarray | None, 
                 sse[regions] += (diff ** 2).sum(axis=(0, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sst > 0, 1.0 - sse / sst, np.nan)
+
+
+def embed_many(model, participants: list[tuple[np.ndarray | None, np.ndarray | None]], *, batch_size: int = 32,
+               device: str = "cpu") -> list[dict[str, np.ndarray]]:
+    """Embed many participants in large batches that mix participants (no attention maps).
+
+    Parameters
+    ----------
+    model : brainsymphony.BrainSymphony
+    participants : list of (windows, sc)
+        ``windows`` (W_i, R, T) scaled, or None; ``sc`` (R, R) or None. Windows of several participants share
+        a batch; each window carries its own participant's connectome. A participant with no windows but a
+        connectome is embedded once, structurally.
+    batch_size : int
+        Windows per forward pass.
+    device : str
+
+    Returns
+    -------
+    list of dict
+        Per participant, ``functional``/``structural``/``fused`` region embeddings (R, D), means over windows.
+    """
+    import torch
+
+    cfg = model.config
+    model = model.to(device).eval()
+    items: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
+    for index, (windows, sc) in enumerate(participants):
+        sc = sc if cfg.has_structural else None
+        if windows is not None and len(windows) and cfg.has_functional:
+            items += [(index, w, sc) for w in windows]
+        elif sc is not None:
+            items.append((index, None, sc))
+    sums: list[dict[str, np.ndarray]] = [{} for _ in participants]
+    counts = np.zeros(len(participants), int)
+    groups: dict[tuple[bool, bool], list] = {}
+    for item in items:  # batches need the same inputs present
+        groups.setdefault((item[1] is not None, item[2] is not None), []).append(item)
+    with torch.inference_mode():
+        for (has_fmri, has_sc), group in sorted(groups.items()):
+            for start in range(0, len(group), batch_size):
+                chunk = group[start:start + batch_size]
+                fmri = torch.as_tensor(np.stack([c[1] for c in chunk]), device=device) if has_fmri else None
+                sc = torch.as_tensor(np.stack([c[2] for c in chunk]), dtype=torch.float32,
+                                     device=device) if has_sc else None
+                out = model(fmri=fmri, sc=sc)
+                for name in ("functional", "structural", "fused"):
+                    value = getattr(out, name)
+                    if value is None:
+                        continue
+                    value = value.float().cpu().numpy().astype(np.float64)
+                    for row, (index, _, _) in zip(value, chunk, strict=True):
+                        sums[index][name] = sums[index].get(name, 0.0) + row
+                for index, _, _ in chunk:
+                    counts[index] += 1
+    return [{k: v / counts[i] for k, v in s.items()} for i, s in enumerate(sums)]
