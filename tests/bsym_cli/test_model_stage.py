@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -157,3 +158,31 @@ def test_group_level_from_a_folder_copied_away_from_the_raw_data(study, tmp_path
     assert run_app(*args) == 0
     prediction = pd.read_csv(tmp_path / "pred/sub-01/model/sub-01_desc-bsym_prediction.tsv", sep="\t")
     assert prediction.loc[0, "target"] == "age" and np.isfinite(prediction.loc[0, "prediction"])
+
+
+def test_study_scaling_with_two_torchrun_processes_equals_one_process(study, tmp_path):
+    import subprocess
+    import sys
+
+    single, double = tmp_path / "single", tmp_path / "double"
+    for copy in (single, double):
+        shutil.copytree(study["out"], copy)
+    args = ["group", "--scaling", "study", "-w", str(study["work"]), "--weights", str(study["bundle"])]
+    assert run_app(tmp_path / "none", single, *args) == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--no-python", str(torchrun.with_name("bsym-app")),
+                             str(tmp_path / "none"), str(double), *args], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = pd.read_csv(single / "group" / "desc-bsym_features.tsv", sep="\t")
+    two = pd.read_csv(double / "group" / "desc-bsym_features.tsv", sep="\t")
+    assert list(one["participant_id"]) == list(two["participant_id"])
+    columns = [c for c in one.columns if c.startswith("functional_")]
+    np.testing.assert_allclose(one[columns].to_numpy(), two[columns].to_numpy(), atol=1e-5)
+    participant = pd.read_csv(study["out"] / "group" / "desc-bsym_features.tsv", sep="\t") if (
+        study["out"] / "group").exists() else None
+    assert participant is None or not np.allclose(participant[columns], one[columns])  # study != subject scaling
+    stats = pd.read_csv(single / "group" / "desc-studyscaling_stat.tsv", sep="\t")
+    assert stats.shape == (450, 3) and (stats["iqr"] > 0).all()
+    assert json.loads((single / "group" / "desc-bsym_features.json").read_text())["Scaling"] == "study"
