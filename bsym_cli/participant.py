@@ -188,7 +188,7 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
     sources = [s for s in (run.dwi, run.bval, run.bvec, run.mask) if s]
     written = {
         "atlas_dwi": writer.write("atlas_dwi", run.entities, src_file=files["atlas_dwi"], atlas=atlas.label,
-                                  sources=sources, sidecar={**common, **_prefixed(meta.get("registration", {}))}),
+                                  sources=sources, sidecar={**common, **meta.get("Registration", {})}),
         "count_relmat": writer.write("count_relmat", run.entities, src_file=files["count_relmat"], atlas=atlas.label,
                                      sources=sources, sidecar={**common, **_prefixed(meta)}),
         "signed_relmat": writer.write("signed_relmat", run.entities, src_file=files["signed_relmat"],
@@ -205,7 +205,7 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
                                                       extension=figure.suffix)
     if files.get("tractogram"):
         written["tractogram"] = writer.write("tractogram", run.entities, src_file=files["tractogram"],
-                                             sources=sources, sidecar={"StreamlineCount": meta.get("n_streamlines")})
+                                             sources=sources, sidecar={"StreamlineCount": meta.get("StreamlineCount")})
     return written
 
 
