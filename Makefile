@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bsym-installed
 DEMO   ?= demo
+PARTICIPANTS ?= 8
 NPROCS ?= 2
 PYTEST_ARGS ?=
 
@@ -34,11 +35,15 @@ lint: install
 	$(BIN)/python -m ruff check .
 
 demo: install
-	$(BIN)/bsym demo $(DEMO) --participants 8
+	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS)
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO)/bids/derivatives/bsym participant \
 		--atlas-dataset $(DEMO)/atlases -w $(DEMO)/work --nprocs $(NPROCS)
+	$(BIN)/bsym-app $(DEMO)/bids $(DEMO)/bids/derivatives/bsym group --target age -w $(DEMO)/work
 	@echo
-	@echo "Demo finished. Results: $(DEMO)/bids/derivatives/bsym (one HTML report per participant: sub-*.html)"
+	@echo "Demo finished. Probe of age from the embeddings (out-of-fold):"
+	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO)/bids/derivatives/bsym/group/desc-bsym_probes.json'))['age']; print('  Pearson r {pearson_r:.2f}, Spearman rho {spearman_rho:.2f}, MSE {mse:.1f} (variance of age {mse_of_mean:.1f}), n={n}'.format(**m))"
+	@echo "Outputs: $(DEMO)/bids/derivatives/bsym   group tables: $(DEMO)/bids/derivatives/bsym/group"
+	@echo "Reports:"; ls -1 $(DEMO)/bids/derivatives/bsym/sub-*.html | sed 's/^/  /'
 
 clean:
 	rm -rf $(VENV) build *.egg-info
