@@ -6,9 +6,9 @@
 #  4. check_study.py waits for both and checks resources, task-to-participant mapping, outputs and afterok;
 #  5. nipype_slurm_probe.py runs a Nipype graph through Nipype's SLURM plugin with nipype_slurm.yml, and
 #     bsym-app runs participant 01 with --nipype-plugin-file nipype_slurm.yml (its nodes become jobs).
-# Weights: $BSYM_CLUSTER_WEIGHTS (a bundle) if set; else, when ../shared/official holds the published
-# context.pth and fusion.pth, a partial functional bundle imported from them (testing only); else the
-# package's default bundle. With weights given, every participant, the group job and the
+# Weights: $BSYM_CLUSTER_WEIGHTS (a bundle) if set; else the package's default bundle when it ships one; else,
+# when ../shared/official holds the published context.pth and fusion.pth, a partial functional bundle imported
+# from them (testing only). With weights given, every participant, the group job and the
 # --nipype-plugin-file run must succeed (BSYM_CLUSTER_EXPECT=success, the default then); without, failures
 # inside bsym-app are accepted (BSYM_CLUSTER_EXPECT=any) and SLURM's behaviour is still checked.
 set -euo pipefail
@@ -30,8 +30,11 @@ mkdir -p "$study"
 elapsed "demo study written to $study/demo"
 
 weights_args=()
+default_bundle="$("$bin/python" -c 'from bsym_cli.model_stage import default_bundle_path as d; print(d() or "")')"
 if [ -n "${BSYM_CLUSTER_WEIGHTS:-}" ]; then
     weights_args=(--weights "$BSYM_CLUSTER_WEIGHTS")
+elif [ -n "$default_bundle" ]; then
+    weights_args=(--weights "$default_bundle")
 elif [ -f "$official/context.pth" ] && [ -f "$official/fusion.pth" ]; then
     "$bin/bsym" weights import-official "$official" "$study/weights" --allow-partial
     weights_args=(--weights "$study/weights")
