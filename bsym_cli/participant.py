@@ -173,10 +173,10 @@ def _write_fmri(writer: DerivativesWriter, run: BoldRun, files: dict[str, str | 
     written = {
         "timeseries": writer.write("timeseries", run.entities, src_file=files["timeseries"], sources=sources,
                                    sidecar={**common, "RepetitionTime": t_r, "SamplingFrequency": 1.0 / t_r if t_r
-                                            else None, **_prefixed(meta)}, **ents),
+                                            else None, **meta}, **ents),
         "relmat": writer.write("relmat", run.entities, src_file=files["relmat"], sources=sources,
                                sidecar={**common, "Measure": "Pearson correlation of denoised parcel means",
-                                        **_prefixed(meta)}, **ents),
+                                        **meta}, **ents),
         "coverage": writer.write("coverage", run.entities, src_file=files["coverage"], **ents),
     }
     return written
@@ -190,9 +190,9 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
         "atlas_dwi": writer.write("atlas_dwi", run.entities, src_file=files["atlas_dwi"], atlas=atlas.label,
                                   sources=sources, sidecar={**common, **meta.get("Registration", {})}),
         "count_relmat": writer.write("count_relmat", run.entities, src_file=files["count_relmat"], atlas=atlas.label,
-                                     sources=sources, sidecar={**common, **_prefixed(meta)}),
+                                     sources=sources, sidecar={**common, **meta}),
         "signed_relmat": writer.write("signed_relmat", run.entities, src_file=files["signed_relmat"],
-                                      atlas=atlas.label, sources=sources, sidecar={**common, **_prefixed(meta)}),
+                                      atlas=atlas.label, sources=sources, sidecar={**common, **meta}),
     }
     dseg_tsv = written["atlas_dwi"].with_name(written["atlas_dwi"].name.replace(".nii.gz", ".tsv"))
     from bsym_cli.atomic import atomic_path
@@ -207,8 +207,3 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
         written["tractogram"] = writer.write("tractogram", run.entities, src_file=files["tractogram"],
                                              sources=sources, sidecar={"StreamlineCount": meta.get("StreamlineCount")})
     return written
-
-
-def _prefixed(meta: dict[str, Any]) -> dict[str, Any]:
-    """Pipeline metadata as sidecar fields (CamelCase keys; nested dicts kept)."""
-    return {"".join(p[:1].upper() + p[1:] for p in str(k).split("_")): v for k, v in meta.items()}
