@@ -150,8 +150,14 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
     elif dwi_runs:
         log.warning("%s: bundle %s has no structural stream; the connectome is not embedded.", part.label, meta.name)
     if windows is None and sc is None:
-        log.warning("%s: nothing for bundle %s (%s) to embed (no full window and/or no connectome); skipping the "
-                    "model stage.", part.label, meta.name, meta.mode)
+        unusable = [kind for kind, runs_of, has in (("BOLD", fmri_runs, cfg.has_functional),
+                                                      ("DWI", dwi_runs, cfg.has_structural)) if runs_of and not has]
+        if unusable:
+            raise InputDataError(f"{part.label}: bundle {meta.name} ({weights.path}) is {meta.mode} and cannot embed "
+                                 f"this participant's {' or '.join(unusable)} data; use a bundle with that stream "
+                                 "(--weights), or --skip model.")
+        log.warning("%s: no run long enough for one %d-frame window and no connectome; skipping the model "
+                    "stage.", part.label, meta.n_timepoints)
         return {}
     scaling: dict[str, Any] = {"Scaling": config.model.scaling}
     if windows is not None:

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainsymphony import BrainSymphony, save_bundle
 from bsym_cli.demo.study import DemoSettings, build_demo
+from tests.brainsymphony.tiny import tiny_config
 from tests.bsym_cli.conftest import FRAMES, MANIFEST, _bundle, run_app
 
 
@@ -85,6 +87,18 @@ def test_bundle_with_another_region_count_is_refused(study, tmp_path, capsys):
     args[1] = tmp_path / "out"
     assert run_app(*args, "--participant-label", "01") == 64
     assert "expects 400 regions" in capsys.readouterr().err
+
+
+def test_bundle_without_the_participants_modality_refuses_it(study, tmp_path, capsys):
+    config = tiny_config(n_regions=450, max_regions=450, mode="structural")
+    path = tmp_path / "structural_only"
+    save_bundle(BrainSymphony(config), path, name="sc-only", atlas=study["atlas"].label,
+                labels_sha256=study["atlas"].labels_sha256, tr=0.72, licence="none", source="tests", training="none")
+    args = [a if a != study["bundle"] else path for a in study["args"]]
+    args[1] = tmp_path / "out"
+    assert run_app(*args, "--participant-label", "01") == 65
+    err = capsys.readouterr().err
+    assert "sc-only" in err and "cannot embed this participant's BOLD data" in err
 
 
 def test_too_short_run_keeps_parcellation_and_skips_the_model(tmp_path, study, caplog):
