@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bsym-installed
 DEMO   ?= demo
 PARTICIPANTS ?= 8
+DEMO_OUT ?= $(DEMO)/bids/derivatives/bsym
+DEMO_WORK ?= $(DEMO)/work
 NPROCS ?= 2
 PYTEST_ARGS ?=
 
@@ -36,14 +38,14 @@ lint: install
 
 demo: install
 	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS)
-	$(BIN)/bsym-app $(DEMO)/bids $(DEMO)/bids/derivatives/bsym participant \
-		--atlas-dataset $(DEMO)/atlases -w $(DEMO)/work --nprocs $(NPROCS)
-	$(BIN)/bsym-app $(DEMO)/bids $(DEMO)/bids/derivatives/bsym group --target age -w $(DEMO)/work
+	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) participant \
+		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS)
+	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age -w $(DEMO_WORK)
 	@echo
 	@echo "Demo finished. Probe of age from the embeddings (out-of-fold):"
-	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO)/bids/derivatives/bsym/group/desc-bsym_probes.json'))['age']; print('  Pearson r {pearson_r:.2f}, Spearman rho {spearman_rho:.2f}, MSE {mse:.1f} (variance of age {mse_of_mean:.1f}), n={n}'.format(**m))"
-	@echo "Outputs: $(DEMO)/bids/derivatives/bsym   group tables: $(DEMO)/bids/derivatives/bsym/group"
-	@echo "Reports:"; ls -1 $(DEMO)/bids/derivatives/bsym/sub-*.html | sed 's/^/  /'
+	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO_OUT)/group/desc-bsym_probes.json'))['age']; print('  Pearson r {pearson_r:.2f}, Spearman rho {spearman_rho:.2f}, MSE {mse:.1f} (variance of age {mse_of_mean:.1f}), n={n}'.format(**m))"
+	@echo "Outputs: $(DEMO_OUT)   group tables: $(DEMO_OUT)/group"
+	@echo "Reports:"; ls -1 $(DEMO_OUT)/sub-*.html | sed 's/^/  /'
 
 clean:
 	rm -rf $(VENV) build *.egg-info
