@@ -32,9 +32,9 @@ def gather_features(out_dir: Path, subjects: tuple[str, ...] = (), sessions: tup
         if not match or (subjects and match["sub"] not in subjects) or (sessions and match["ses"] not in sessions):
             continue
         row = pd.read_csv(path, sep="\t", na_values="n/a")
-        row.insert(0, "participant_id", f"sub-{match['sub']}")
-        row.insert(1, "session_id", f"ses-{match['ses']}" if match["ses"] else np.nan)
-        rows.append(row.drop(columns=[c for c in ("participant_id_", "session_id_") if c in row]))
+        keys = pd.DataFrame({"participant_id": [f"sub-{match['sub']}"] * len(row),
+                             "session_id": [f"ses-{match['ses']}" if match["ses"] else np.nan] * len(row)})
+        rows.append(pd.concat([keys, row.drop(columns=["participant_id", "session_id"], errors="ignore")], axis=1))
     if not rows:
         raise NothingSelectedError(
             f"No *_desc-bsym_features.tsv found in {out_dir} for the selected participants; run the "
