@@ -102,6 +102,18 @@ def check_dwi_run(run: DwiRun) -> list[Problem]:
     return problems
 
 
+def _keep_valid(part: ParticipantInputs, runs: list, check, found: list[Problem]) -> list:
+    """The runs ``check`` finds nothing wrong with; problems go to ``part.problems`` and ``found``."""
+    kept = []
+    for run in runs:
+        problems = check(run)
+        part.problems.extend(p.message for p in problems)
+        found.extend(problems)
+        if not problems:
+            kept.append(run)
+    return kept
+
+
 def validate(study: Study) -> list[ParticipantInputs]:
     """Drop bad runs and empty participants (with warnings); return the usable participants.
 
@@ -115,20 +127,8 @@ def validate(study: Study) -> list[ParticipantInputs]:
     log = get_logger()
     usable, all_problems = [], []
     for part in study.participants:
-        kept_bold = []
-        for run in part.bold_runs:
-            problems = check_bold_run(run)
-            part.problems += [p.message for p in problems]
-            all_problems += problems
-            if not problems:
-                kept_bold.append(run)
-        kept_dwi = []
-        for run in part.dwi_runs:
-            problems = check_dwi_run(run)
-            part.problems += [p.message for p in problems]
-            all_problems += problems
-            if not problems:
-                kept_dwi.append(run)
+        kept_bold = _keep_valid(part, part.bold_runs, check_bold_run, all_problems)
+        kept_dwi = _keep_valid(part, part.dwi_runs, check_dwi_run, all_problems)
         for message in part.problems:
             log.warning("%s: skipping a run: %s", part.label, message)
         part.bold_runs, part.dwi_runs = kept_bold, kept_dwi
