@@ -52,10 +52,10 @@ class Recipe:
     holdout_fraction: float
 
 
-#: Recipes of ``--recipe``. ``demo-sim`` made the bundle shipped in the package (about 10 min on 2 shared CPU cores).
+#: Recipes of ``--recipe``. ``demo-sim`` made the bundle shipped in the package (about 12 min on 2 CPU cores).
 RECIPES = {
-    "demo-sim": Recipe(name="demo-sim", n_subjects=200, windows_per_subject=1, corpus_seed=2025, seed=0,
-                       stream_epochs=2, perceiver_epochs=2, joint_epochs=0, learning_rate=1e-3, batch_size=4,
+    "demo-sim": Recipe(name="demo-sim", n_subjects=300, windows_per_subject=1, corpus_seed=2025, seed=0,
+                       stream_epochs=2, perceiver_epochs=4, joint_epochs=0, learning_rate=1e-3, batch_size=4,
                        holdout_fraction=0.1),
 }
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
