@@ -98,9 +98,9 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
     return ParticipantGraph(workflow, bold_specs, dwi_specs, manifest_dir)
 
 
-def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                  log_dir: Path, contract: ModelContract | None = None) -> list[RunResult]:
-    """Build and run the participant's Nipype graph, then write each finished run's derivatives.
+def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
+                  writer: DerivativesWriter, log_dir: Path) -> list[RunResult]:
+    """Run the participant's Nipype graph (from :func:`build_graph`), then write each finished run's derivatives.
 
     Returns the finished runs; raises a :class:`BsymError` naming the failed runs and their crash files
     if any run failed (after the finished ones are written).
@@ -112,7 +112,6 @@ def run_workflows(config: Config, part: ParticipantInputs, atlas: Atlas, writer:
     log = get_logger()
     if not part.bold_runs and not part.dwi_runs:
         return []
-    graph = build_graph(config, part, atlas, contract or ModelContract())
     if graph.manifest_dir.exists():
         shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
     configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash, verbose=ex.verbosity >= 2)

@@ -16,7 +16,7 @@ from bsym_cli.discovery import ParticipantInputs, choose_spaces, discover
 from bsym_cli.errors import BsymError, ExitCode, exit_code_for
 from bsym_cli.logs import get_logger
 from bsym_cli.model_stage import Weights, features_path, load_weights, read_contract, run_model_stage
-from bsym_cli.participant import ModelContract, run_workflows
+from bsym_cli.participant import ModelContract, ParticipantGraph, build_graph, run_workflows
 from bsym_cli.validate import validate
 
 
@@ -65,9 +65,10 @@ def run_participants(config: Config) -> None:
         log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
         dump_config(config, log_dir)
         try:
+            graph = build_graph(config, part, atlas, contract)
             if not ex.reports_only:
-                process_participant(config, part, atlas, writer, log_dir, contract, weights, device)
-            report = _report(config, part, atlas, contract, weights)
+                process_participant(config, part, graph, atlas, writer, log_dir, weights, device)
+            report = _report(config, part, graph, atlas, weights)
             log.info("%s: report %s", part.label, report)
         except Exception as exc:  # one participant's failure must not stop the others
             failures[part.label] = exc
@@ -84,11 +85,11 @@ def run_participants(config: Config) -> None:
         raise BsymError(f"{len(failures)} of {len(participants)} participant(s) failed: {details}", code=code)
 
 
-def process_participant(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                        log_dir: Path, contract: ModelContract, weights: Weights | None, device: str | None) -> None:
+def process_participant(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
+                        writer: DerivativesWriter, log_dir: Path, weights: Weights | None, device: str | None) -> None:
     """Run the workflows of one participant, write their outputs, then the model stage."""
     log = get_logger()
-    runs = run_workflows(config, part, atlas, writer, log_dir, contract)
+    runs = run_workflows(config, part, graph, atlas, writer, log_dir)
     if weights is None:
         return
     done = features_path(config, part)
@@ -99,9 +100,8 @@ def process_participant(config: Config, part: ParticipantInputs, atlas: Atlas, w
     run_model_stage(config, part, atlas, writer, runs, weights, device)
 
 
-def _report(config: Config, part: ParticipantInputs, atlas: Atlas, contract: ModelContract,
+def _report(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
             weights: Weights | None) -> Path:
-    from bsym_cli.participant import build_graph
     from bsym_cli.report import boilerplate, write_report
 
     inputs = [("Participant", part.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
@@ -113,7 +113,7 @@ def _report(config: Config, part: ParticipantInputs, atlas: Atlas, contract: Mod
         meta = weights.meta
         info = {"Weights": meta.name, "Weights sha256": meta.sha256, "Weights source": meta.source,
                 "Weights licence": meta.licence, "Weights training": meta.training}
-    methods = boilerplate([build_graph(config, part, atlas, contract).methods])
+    methods = boilerplate([graph.methods])
     return write_report(config, part.subject, Path(config.execution.output_dir), inputs=inputs,
                         problems=part.problems, methods=methods, weights_info=info)
 
@@ -122,7 +122,6 @@ def _write_boilerplate(config: Config, participants: list[ParticipantInputs], at
                        contract: ModelContract) -> None:
     """``--boilerplate-only``: write the methods text of the selected participants' graphs and stop."""
     from bsym_cli.atomic import write_text
-    from bsym_cli.participant import build_graph
     from bsym_cli.report import boilerplate
 
     texts = [build_graph(config, part, atlas, contract).methods for part in participants]
