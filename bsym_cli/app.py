@@ -28,7 +28,7 @@ Exit codes:
   16  invalid BIDS input (fix the dataset or use --skip-bids-validation)
   18  the filters selected no participant or no data
   64  an option has a bad value (the message names the option)
-  65  input data are malformed (the message names the file)
+  65  input data are malformed (the message names the file; the others are processed)
   66  a required input is missing (the message says which and how to get it)
   73  OUTPUT_DIR or the work directory cannot be written"""
 

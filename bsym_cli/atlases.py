@@ -153,6 +153,36 @@ def _scan(root: Path, label: str) -> Atlas | None:
                  table_file=table_file, root=root)
 
 
+def check_atlas_labels(atlas: Atlas) -> None:
+    """Refuse (exit 65) an atlas whose label images and labels table disagree on the region indices.
+
+    A label in an image without a row in the table would be dropped from every output; a row without a
+    voxel would be an empty region in every participant. Both are refused, naming the files.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    table = set(atlas.indices)
+    for by_res in atlas.images.values():
+        for path in by_res.values():
+            labels = np.asarray(nib.load(path).dataobj)
+            if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+                raise InputDataError(f"{path}: an atlas image must hold integer labels; this one has fractional "
+                                     "values (was it resampled with interpolation?). Use nearest-neighbour.")
+            present = set(np.flatnonzero(np.bincount(np.clip(labels.astype(np.int64), 0, None).ravel())).tolist())
+            present.discard(0)
+            if present - table:
+                extra = sorted(present - table)
+                raise InputDataError(
+                    f"{path}: {len(extra)} label(s) of the image have no row in {atlas.table_file} (first: "
+                    f"{extra[:5]}); add a row (index, name) for each, or use the table made for this image.")
+            if table - present:
+                empty = sorted(table - present)
+                raise InputDataError(
+                    f"{atlas.table_file}: {len(empty)} region(s) have no voxel in {path} (first: {empty[:5]}); "
+                    "use the labels table made for this image, or remove those rows.")
+
+
 def atlas_search_path(atlas_dataset: str | Path | None = None) -> list[Path]:
     """Folders searched for atlases, in order (see module docstring)."""
     roots = []
@@ -173,6 +203,7 @@ def resolve_atlas(label: str = DEFAULT_ATLAS, *, atlas_dataset: str | Path | Non
         if root.is_dir():
             found = _scan(root, label)
             if found is not None:
+                check_atlas_labels(found)
                 return found
     searched = ", ".join(str(r) for r in roots)
     hint = ""

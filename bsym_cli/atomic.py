@@ -67,11 +67,52 @@ def locked(root: str | Path, name: str = "root") -> Iterator[None]:
         yield
 
 
-def remove_stale_temporaries(root: str | Path) -> list[Path]:
-    """Delete temporary files left by a killed run under ``root``; return what was removed."""
+@contextlib.contextmanager
+def waiting_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for the whole block; if another process holds it, say so and wait.
+
+    The operating system releases the lock when its holder exits, killed or not, so a crashed run never
+    leaves a lock that blocks the next one.
+    """
+    from filelock import Timeout
+
+    from bsym_cli.logs import get_logger
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_logger().warning("Another bsym-app run is processing %s (lock %s); waiting for it to finish.", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(root: str | Path, *, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Delete temporary files left under ``root`` by a killed run; return what was removed.
+
+    Call it only while holding the lock of what is below ``root``: a temporary file of a live writer looks
+    the same. Top-level folders matching a pattern of ``skip`` (e.g. ``sub-*``) are left alone.
+    """
+    root = Path(root)
     removed = []
-    for tmp in Path(root).rglob(f"{TMP_PREFIX}*"):
-        if tmp.is_file():
-            tmp.unlink()
-            removed.append(tmp)
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        if entry.is_dir() and any(entry.match(pattern) for pattern in skip):
+            continue
+        candidates = entry.rglob(f"{TMP_PREFIX}*") if entry.is_dir() else [entry]
+        for tmp in candidates:
+            if tmp.name.startswith(TMP_PREFIX) and (tmp.is_file() or tmp.is_symlink()):
+                tmp.unlink()
+                removed.append(tmp)
     return removed
+
+
+def is_temporary(path: str | Path) -> bool:
+    """True for a file being written (or left by a killed run), never an output."""
+    return Path(path).name.startswith(".")

@@ -14,14 +14,26 @@ import tomllib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bsym_cli.errors import OptionError
 
 Stage = Literal["fmri", "dmri", "model"]
+
+
+def _absolute(path: Path) -> Path:
+    """``~`` expanded and made absolute against the current directory, as fMRIPrep does for its config.
+
+    Nipype nodes run in folders of their own, so a relative path that reached them would point nowhere.
+    """
+    return path.expanduser().absolute()
+
+
+#: A path option (from a flag or the TOML file): absolute from the moment it is configured.
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
 
 class _Section(BaseModel):
@@ -31,16 +43,16 @@ class _Section(BaseModel):
 class ExecutionConfig(_Section):
     """Where data come from and go, and which participants are selected."""
 
-    bids_dir: Path
-    output_dir: Path
+    bids_dir: AbsolutePath
+    output_dir: AbsolutePath
     analysis_level: Literal["participant", "group"]
-    work_dir: Path
+    work_dir: AbsolutePath
     participant_label: tuple[str, ...] = ()
     session_label: tuple[str, ...] = ()
     task_id: tuple[str, ...] = ()
     bids_filters: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    derivatives: dict[str, Path] = Field(default_factory=dict)
-    bids_database_dir: Path | None = None
+    derivatives: dict[str, AbsolutePath] = Field(default_factory=dict)
+    bids_database_dir: AbsolutePath | None = None
     skip_bids_validation: bool = False
     stop_on_first_crash: bool = False
     reports_only: bool = False
@@ -68,7 +80,7 @@ class WorkflowConfig(_Section):
     """Scientific choices of the fMRI and dMRI workflows."""
 
     atlas: str = "Schaefer400Tian450"
-    atlas_dataset: Path | None = None
+    atlas_dataset: AbsolutePath | None = None
     force_atlas_space: bool = False
     strict_atlas: bool = False
     skip: tuple[Stage, ...] = ()
@@ -94,8 +106,8 @@ class WorkflowConfig(_Section):
 class ModelConfig(_Section):
     """The network: weights, heads, scaling, device."""
 
-    weights: Path | None = None
-    heads: tuple[Path, ...] = ()
+    weights: AbsolutePath | None = None
+    heads: tuple[AbsolutePath, ...] = ()
     scaling: Literal["subject", "checkpoint", "study"] = "subject"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, ge=1)
@@ -135,9 +147,16 @@ class Config(_Section):
 
     @property
     def hash(self) -> str:
-        """Stable 12-hex-digit hash of the scientific fields (same settings, same hash)."""
+        """Stable 12-hex-digit hash of the scientific fields (same settings, same hash).
+
+        A weight or head bundle counts by its name, not by where it lies: the same study run from another
+        folder has the same hash (the bundles' contents are recorded by sha256 in the model sidecars).
+        """
         data = self.model_dump(mode="json")
         picked = {sec: {k: data[sec][k] for k in keys} for sec, keys in SCIENTIFIC.items()}
+        model = self.model
+        picked["model"].update(weights=model.weights.name if model.weights else None,
+                               heads=[head.name for head in model.heads])
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:

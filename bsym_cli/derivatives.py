@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bsym_cli import CODE_URL, __version__
-from bsym_cli.atomic import atomic_path, locked, write_json, write_text
+from bsym_cli.atomic import atomic_path, locked, remove_stale_temporaries, write_json, write_text
+from bsym_cli.logs import get_logger
 
 #: BIDS entities that identify a source acquisition, in BIDS order (long pybids name -> key).
 SOURCE_ENTITIES = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq",
@@ -194,6 +195,8 @@ class DerivativesWriter:
         Safe with concurrent participants: done under a lock, each file renamed into place.
         """
         with locked(self.out_dir):
+            for stale in remove_stale_temporaries(self.out_dir, skip=("sub-*", "group")):
+                get_logger().info("Removed %s, left by a run that was killed.", stale)
             description = self.out_dir / "dataset_description.json"
             generated = {"Name": "bsym", "Version": __version__, "CodeURL": CODE_URL,
                          "ConfigurationHash": config_hash}

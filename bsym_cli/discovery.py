@@ -8,16 +8,23 @@ the data file ``bsym_cli/data/queries.json``; ``--bids-filter-file`` overrides t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
+import os
 import re
+import shutil
+import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from bsym_cli.atomic import TMP_PREFIX, waiting_lock
 from bsym_cli.config import Config
-from bsym_cli.errors import MissingInputError, NothingSelectedError
+from bsym_cli.errors import InputDataError, MissingInputError, NothingSelectedError
 from bsym_cli.logs import get_logger
 
 SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
@@ -45,6 +52,8 @@ class BoldRun:
     t_r: float | None
     space: str
     entities: dict[str, str] = field(hash=False)
+    #: Why ``t_r`` is None when the sidecar has a RepetitionTime that is not a positive number of seconds.
+    t_r_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class Study:
     bids_dir: Path
     derivatives: dict[str, Path]
     participants: list[ParticipantInputs]
+    #: What validation found wrong (``bsym_cli.validate.Problem``); the run ends with their exit code.
+    problems: list[Any] = field(default_factory=list)
 
 
 def find_derivatives(bids_dir: Path, given: dict[str, Path]) -> dict[str, Path]:
@@ -140,17 +151,93 @@ def select_subjects(bids_dir: Path, labels: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def _layout(root: Path, subjects: list[str], database_dir: Path, derivative: bool):
+def _layout(root: Path, subjects: list[str], database_dir: Path, derivative: bool, bad_json: dict[Path, str]):
+    """The pybids layout of ``root`` (selected subjects only), indexed into ``database_dir``.
+
+    An index is reused only for the files as they are now: its folder is named after a fingerprint of
+    every indexed file (path, size, modification time), so a restored, edited or added file (a confounds
+    table, a corrected sidecar) gives a new index. An index is built, under a lock, in a temporary folder
+    renamed into place when complete, so a run killed while indexing never leaves one that a later run
+    would trust (the next build removes it). Indexes of the same datasets unused for :data:`STALE_INDEX_S`
+    are removed.
+
+    JSON files that do not parse (pybids would stop the whole index on the first) are left out of the
+    index and added to ``bad_json`` (path -> parser message); one outside the participants' folders
+    stops the run (exit 65).
+    """
     from bids.layout import BIDSLayout, BIDSLayoutIndexer
 
+    fingerprint, malformed = _scan_dataset(root, subjects)
+    for path, error in malformed.items():
+        if not path.relative_to(root).parts[0].startswith("sub-"):
+            raise InputDataError(f"{path}: not valid JSON ({error}); it applies to every participant of {root}. "
+                                 "Fix its syntax (e.g. with `python -m json.tool`) or restore the original.")
+        get_logger().warning("%s: not valid JSON (%s); left out of the index. Fix its syntax or restore the "
+                             "original.", path, error)
+    bad_json.update(malformed)
     keep = "|".join(re.escape(s) for s in subjects)
-    ignore = [*_IGNORE, re.compile(rf"^/sub-(?!(?:{keep})(?:/|$))")]
-    key = hashlib.sha256(f"{root.resolve()}|{','.join(subjects)}".encode()).hexdigest()[:16]
-    database = database_dir / f"{root.name}-{key}"
-    indexer = BIDSLayoutIndexer(validate=False, ignore=ignore)
+    ignore = [*_IGNORE, re.compile(rf"^/sub-(?!(?:{keep})(?:/|$))"),
+              *(re.compile("^" + re.escape("/" + path.relative_to(root).as_posix()) + "$") for path in malformed)]
     config = ["bids", "derivatives"] if derivative else ["bids"]
-    return BIDSLayout(root, validate=False, is_derivative=derivative, config=config, indexer=indexer,
-                      database_path=database)
+    selection = hashlib.sha256(f"{root.resolve()}|{','.join(subjects)}|{derivative}".encode()).hexdigest()[:12]
+    database = database_dir / f"{root.name}-{selection}-{fingerprint}"
+    if not database.is_dir():
+        with waiting_lock(database_dir / ".bsym-index.lock", f"the pybids index in {database_dir}"):
+            for unfinished in database_dir.glob(f"{TMP_PREFIX}*"):  # left by killed runs: no one else builds now
+                shutil.rmtree(unfinished, ignore_errors=True)
+            if not database.is_dir():  # a concurrent run may have built the same index while this one waited
+                staging = database_dir / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{database.name}"
+                BIDSLayout(root, validate=False, is_derivative=derivative, config=config,
+                           indexer=BIDSLayoutIndexer(validate=False, ignore=ignore), database_path=staging)
+                os.rename(staging, database)
+            _remove_stale_indexes(database_dir, f"{root.name}-{selection}-", keep=database)
+    with contextlib.suppress(OSError):
+        os.utime(database)
+    return BIDSLayout(root, validate=False, is_derivative=derivative, config=config, database_path=database)
+
+
+#: Seconds after which an index of the same datasets that no run used is removed.
+STALE_INDEX_S = 3600
+
+
+def _scan_dataset(root: Path, subjects: list[str]) -> tuple[str, dict[Path, str]]:
+    """One walk over what pybids indexes under ``root``.
+
+    Returns
+    -------
+    fingerprint : str
+        Hash of the path, size and modification time of every file.
+    malformed : dict of Path to str
+        JSON files that do not parse, with the parser's message.
+    """
+    skipped = {name for name in _IGNORE if isinstance(name, str)}
+    digest = hashlib.sha256()
+    malformed: dict[Path, str] = {}
+    for folder, dirs, files in os.walk(root):
+        relative = Path(folder).relative_to(root)
+        top = not relative.parts
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and (
+            d in skipped or (d.startswith("sub-") and d[4:] not in subjects))))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = Path(folder) / name
+            try:
+                stat = os.stat(path)
+                if name.endswith(".json"):
+                    json.loads(path.read_bytes())
+            except OSError:  # a broken link: pybids skips it too
+                continue
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                malformed[path] = str(exc)
+            digest.update(f"{relative / name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16], malformed
+
+
+def _remove_stale_indexes(database_dir: Path, prefix: str, keep: Path) -> None:
+    """Remove other indexes of the same selection once no run has used them for :data:`STALE_INDEX_S`."""
+    now = time.time()
+    for folder in database_dir.glob(f"{prefix}*"):
+        if folder != keep and now - folder.stat().st_mtime > STALE_INDEX_S:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _apply_filters(entities: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -187,9 +274,10 @@ def discover(config: Config) -> Study:
         validate_bids_names(bids_dir, subjects)
     database_dir = Path(ex.bids_database_dir or Path(ex.work_dir) / "bids_db")
     database_dir.mkdir(parents=True, exist_ok=True)
-    layouts = {"raw": _layout(bids_dir, subjects, database_dir, derivative=False)}
+    bad_json: dict[Path, str] = {}
+    layouts = {"raw": _layout(bids_dir, subjects, database_dir, derivative=False, bad_json=bad_json)}
     for kind, path in derivatives.items():
-        layouts[kind] = _layout(path, subjects, database_dir, derivative=True)
+        layouts[kind] = _layout(path, subjects, database_dir, derivative=True, bad_json=bad_json)
     queries = default_queries()
     for key, overrides in ex.bids_filters.items():
         queries[key]["entities"] = _apply_filters(queries[key]["entities"], overrides)
@@ -216,7 +304,7 @@ def discover(config: Config) -> Study:
             else:
                 scope_bold = scope
             if "fmri" not in wf.skip:
-                part.bold_runs = [_bold_run(f, get) for f in get("bold", **scope_bold)]
+                part.bold_runs = [_bold_run(f, get, bad_json) for f in get("bold", **scope_bold)]
             if "dmri" not in wf.skip:
                 part.dwi_runs = _dwi_runs(get, scope)
             t1w = get("t1w", **scope)
@@ -240,7 +328,7 @@ def _match(entities: dict[str, Any]) -> dict[str, Any]:
     return {k: entities.get(k, Query.NONE) for k in RUN_ENTITIES}
 
 
-def _bold_run(bold, get) -> BoldRun:
+def _bold_run(bold, get, bad_json: dict[Path, str]) -> BoldRun:
     ents = bold.get_entities()
     same_run = _match(ents)
     same_space = {**same_run, "space": ents.get("space")}
@@ -249,17 +337,37 @@ def _bold_run(bold, get) -> BoldRun:
     masks = get("boldmask", **same_space)
     refs = get("boldref", **same_space)
     confounds = get("confounds", **same_run)
-    metadata = bold.get_metadata()
-    t_r = metadata.get("RepetitionTime")
+    t_r, t_r_problem = repetition_time(bold.get_metadata().get("RepetitionTime"))
+    sidecar = Path(re.sub(r"\.nii(\.gz)?$", ".json", bold.path))
+    if sidecar in bad_json:
+        t_r_problem = (f"not valid JSON ({bad_json[sidecar]}), so its RepetitionTime cannot be read; fix its syntax "
+                       "or restore fMRIPrep's sidecar")
     return BoldRun(
         bold=Path(bold.path),
         mask=Path(masks[0].path) if masks else None,
         boldref=Path(refs[0].path) if refs else None,
         confounds=Path(confounds[0].path) if confounds else None,
-        t_r=float(t_r) if t_r else None,
+        t_r=t_r,
         space=str(ents.get("space")),
         entities={k: str(v) for k, v in ents.items() if k not in ("extension",)},
+        t_r_problem=t_r_problem,
     )
+
+
+def repetition_time(value: Any) -> tuple[float | None, str | None]:
+    """``RepetitionTime`` of a sidecar as seconds, or None and what is wrong with it.
+
+    BIDS stores it as a JSON number; a string (even ``"2.0"``), zero, a negative or a non-finite value is
+    refused rather than guessed at. Absent gives (None, None).
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, (f"RepetitionTime is {json.dumps(value)}, not a number; write it as a JSON number of "
+                      "seconds (e.g. \"RepetitionTime\": 2.0, no quotes)")
+    if not math.isfinite(value) or value <= 0:
+        return None, f"RepetitionTime is {value}; it must be a positive number of seconds"
+    return float(value), None
 
 
 def _dwi_runs(get, scope: dict[str, Any]) -> list[DwiRun]:

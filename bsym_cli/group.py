@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bsym_cli.atomic import atomic_path, locked, write_json
+from bsym_cli.atomic import atomic_path, locked, remove_stale_temporaries, write_json
 from bsym_cli.config import Config
 from bsym_cli.errors import MissingInputError, NothingSelectedError, OptionError
 from bsym_cli.logs import get_logger
@@ -71,6 +71,8 @@ def run_group(config: Config) -> None:
     log = get_logger()
     out_dir = Path(ex.output_dir)
     group = out_dir / "group"
+    with locked(group, "group"):
+        remove_stale_temporaries(group)
     table = gather_features(out_dir, ex.participant_label, ex.session_label)
     log.info("Group: %d participant row(s) from %s", len(table), out_dir)
     if config.model.scaling == "study":

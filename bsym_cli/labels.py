@@ -7,6 +7,7 @@ Click has no variable-length options, so :func:`expand_multi_value_options` rewr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bsym_cli.errors import OptionError
@@ -51,13 +52,21 @@ def expand_multi_value_options(argv: list[str], multi: set[str]) -> list[str]:
 def read_labels(values: tuple[str, ...] | list[str], prefix: str) -> list[str]:
     """Labels from values that are labels (``01``, ``sub-01``) or files with one label per line.
 
-    The ``prefix`` (``sub-`` or ``ses-``) is stripped; duplicates are dropped, order kept.
+    A value that is a valid label is always a label, even if a file of that name exists in the current
+    folder (that file is mentioned in the log); write ``./01`` to read such a file. Any other value must
+    name a file. The ``prefix`` (``sub-`` or ``ses-``) is stripped; duplicates are dropped, order kept.
     """
+    from bsym_cli.logs import get_logger
+
     labels: list[str] = []
     for value in values:
         path = Path(value)
         items = [value]
-        if path.is_file():
+        if re.fullmatch(rf"(?:{prefix})?[a-zA-Z0-9]+", value):
+            if path.is_file():
+                get_logger().warning("'%s' is read as a label, not as the file of that name in %s (write ./%s to "
+                                  "read labels from the file).", value, Path.cwd(), value)
+        elif path.is_file():
             items = [line.split("\t")[0].strip() for line in path.read_text().splitlines()]
             items = [i for i in items if i and not i.startswith("#") and i != "participant_id"]
         for item in items:

@@ -7,6 +7,8 @@ feature row, predictions of every ``--head``, masked-region reconstruction quali
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -149,6 +151,11 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
             log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
     elif dwi_runs:
         log.warning("%s: bundle %s has no structural stream; the connectome is not embedded.", part.label, meta.name)
+    if windows is not None and not np.isfinite(windows).any():
+        sources = ", ".join(str(r.written["timeseries"]) for r in fmri_runs)
+        raise InputDataError(f"{part.label}: every region is n/a in every window ({sources}); the parcellation found "
+                             "no usable signal. Check the BOLD series and brain mask, or lower --min-coverage.")
+    model_folder = features_path(config, part).parent
     if windows is None and sc is None:
         unusable = [kind for kind, runs_of, has in (("BOLD", fmri_runs, cfg.has_functional),
                                                       ("DWI", dwi_runs, cfg.has_structural)) if runs_of and not has]
@@ -158,6 +165,12 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
                                  "(--weights), or --skip model.")
         log.warning("%s: no run long enough for one %d-frame window and no connectome; skipping the model "
                     "stage.", part.label, meta.n_timepoints)
+        _remove_other_outputs(model_folder, keep=set())
+        return {}
+    record = model_record(config, weights, windows=windows, sc=sc, labels=atlas.indices)
+    if not config.execution.overwrite and _recorded(features_path(config, part)) == record:
+        log.info("%s: model outputs are up to date (same inputs, settings and weights); skipping the model stage "
+                 "(--overwrite redoes it).", part.label)
         return {}
     scaling: dict[str, Any] = {"Scaling": config.model.scaling}
     if windows is not None:
@@ -178,7 +191,74 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
              " with the connectome" if sc is not None else "", device)
     result = embed_participant(weights.model, scaled, sc, batch_size=config.model.batch_size, device=device,
                                seed=config.workflow.seed)
-    return _write(config, part, atlas, writer, runs, weights, result, scaling)
+    written = _write(config, part, atlas, writer, runs, weights, result, scaling, record)
+    _remove_other_outputs(model_folder, keep=set(written.values()))
+    return written
+
+
+def model_record(config: Config, weights: Weights, *, windows: np.ndarray | None, sc: np.ndarray | None,
+                 labels: list[int]) -> dict[str, Any]:
+    """What a participant's model outputs are computed from: input content, settings and weights.
+
+    Recorded as ``ComputedFrom`` in the feature row's sidecar; the model stage is skipped on a rerun only
+    when the record it would write equals the one on disk.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (W, R, T), or None
+        Unscaled windows of all runs.
+    sc : ndarray, shape (R, R), or None
+        Signed connectome.
+    labels : list of int
+        Atlas indices, in region order.
+    """
+    from bsym_cli import __version__
+
+    inputs = hashlib.sha256()
+    for array in (windows, sc, np.asarray(labels, np.int64)):
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            inputs.update(f"{array.dtype}{array.shape}".encode())
+            inputs.update(array.tobytes())
+        inputs.update(b"|")
+    model = config.model
+    return {"ModelInputsSHA256": inputs.hexdigest(), "BundleSHA256": weights.meta.sha256,
+            "HeadsSHA256": [_content_sha256(h) for h in model.heads], "Scaling": model.scaling,
+            "Seed": config.workflow.seed, "Version": __version__}
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def _recorded(features: Path) -> dict[str, Any] | None:
+    """The ``ComputedFrom`` record of finished model outputs, or None when there are none."""
+    sidecar = features.with_suffix(".json")
+    if not features.exists() or not sidecar.exists():
+        return None
+    try:
+        return json.loads(sidecar.read_text()).get("ComputedFrom")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _remove_other_outputs(folder: Path, keep: set[Path]) -> None:
+    """Delete the model outputs of an earlier run in ``folder`` that this run did not write (and their sidecars).
+
+    A rerun without ``--head``, say, must not leave the old predictions beside the new features.
+    """
+    from bsym_cli.atomic import is_temporary
+    from bsym_cli.derivatives import sidecar_path
+
+    kept = keep | {sidecar_path(p) for p in keep}
+    for path in folder.glob("*") if folder.is_dir() else []:
+        if path.is_file() and not is_temporary(path) and path not in kept:
+            get_logger().info("Removing %s (from an earlier run; not produced by this one).", path)
+            path.unlink()
 
 
 def save_model_inputs(path: Path, *, windows: np.ndarray | None, sc: np.ndarray | None, labels: list[int],
@@ -201,7 +281,7 @@ def save_model_inputs(path: Path, *, windows: np.ndarray | None, sc: np.ndarray 
 
 
 def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter, runs: list[RunResult],
-           weights: Weights, result, scaling: dict[str, Any]) -> dict[str, Path]:
+           weights: Weights, result, scaling: dict[str, Any], record: dict[str, Any]) -> dict[str, Path]:
     meta = weights.meta
     src = _source(part)
     provenance = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, "Bundle": meta.name,
@@ -235,9 +315,10 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
     work.mkdir(parents=True, exist_ok=True)
     with atomic_path(work / f"{part.label}_window_embeddings.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **result.window_embeddings)
-    # the feature row goes last: its presence marks the participant as finished
+    # the feature row goes last: it and its sidecar's record mark the participant as finished
     written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
-                                       sidecar={**provenance, "Description": "Mean over regions and windows of each "
+                                       sidecar={**provenance, "ComputedFrom": record,
+                                                "Description": "Mean over regions and windows of each "
                                                 "stream's region embeddings."})
     return written
 

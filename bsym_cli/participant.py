@@ -105,7 +105,7 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
     Returns the finished runs; raises a :class:`BsymError` naming the failed runs and their crash files
     if any run failed (after the finished ones are written).
     """
-    from pipelines.engine import configure_nipype, run_workflow
+    from pipelines.engine import configure_nipype, input_errors, run_workflow, set_crash_folder
     from pipelines.participant import read_manifest
 
     ex, res = config.execution, config.resources
@@ -115,6 +115,7 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
     if graph.manifest_dir.exists():
         shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
     configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash, verbose=ex.verbosity >= 2)
+    set_crash_folder(graph.workflow, log_dir)
     log.info("%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)", part.label, len(graph.bold_specs),
              len(graph.dwi_specs), res.nprocs)
     crashed: Exception | None = None
@@ -135,8 +136,13 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
             results.append(RunResult(kind, spec["id"], dict(original.entities), files, written))
             log.info("%s: %s run %s written (%d files)", part.label, kind, spec["id"], len(written))
     if failed or crashed:
-        raise BsymError(f"{part.label}: {len(failed)} run(s) failed ({', '.join(failed) or crashed}); crash files are "
-                        f"in {log_dir}", code=ExitCode.FAILURE)
+        crash_files = sorted(log_dir.glob("crash-*"))
+        errors = input_errors(crash_files)
+        if errors:  # a defect of the inputs, found inside a node: its message and exit code, not a traceback
+            raise errors[0]
+        where = f"crash files: {', '.join(str(p) for p in crash_files)}" if crash_files else f"log folder: {log_dir}"
+        raise BsymError(f"{part.label}: {len(failed)} run(s) failed ({', '.join(failed) or crashed}); {where}",
+                        code=ExitCode.FAILURE)
     return results
 
 

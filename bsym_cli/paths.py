@@ -49,8 +49,39 @@ def check_paths(config: Config) -> None:
     if ex.analysis_level == "participant" and not (bids / "dataset_description.json").is_file():
         raise InvalidBIDSError(f"{bids} has no dataset_description.json, so it is not a BIDS dataset; "
                                "point BIDS_DIR to the dataset root.")
+    for name, given in ex.derivatives.items():
+        path = Path(os.path.realpath(given))
+        if _inside(out, path) or _inside(path, out):
+            raise OptionError(f"OUTPUT_DIR {ex.output_dir} overlaps the input derivatives -d {name}={given}; "
+                              f"write bsym-app outputs to a folder of their own, e.g. {bids}/derivatives/bsym.")
+    _check_not_other_dataset(out, ex.output_dir)
     for label, folder in (("OUTPUT_DIR", out), ("work directory", work)):
         check_writable(folder, label)
+
+
+#: ``GeneratedBy[0].Name`` of datasets this app wrote (older versions called themselves ``bsym``).
+OWN_NAMES = ("bsym-app", "bsym")
+
+
+def _check_not_other_dataset(out: Path, given: Path) -> None:
+    """Refuse an OUTPUT_DIR that already is another dataset (raw BIDS, fMRIPrep, QSIPrep...): exit 64.
+
+    Writing there would rewrite its ``dataset_description.json`` and break every tool that reads it.
+    """
+    description = out / "dataset_description.json"
+    if not description.is_file():
+        return
+    try:
+        data = json.loads(description.read_text())
+        generated = data.get("GeneratedBy") or [{}]
+        name = generated[0].get("Name") if isinstance(generated[0], dict) else None
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+        name, data = None, {}
+    if name in OWN_NAMES:
+        return
+    what = f"the derivatives of {name}" if name else f"a {data.get('DatasetType', 'BIDS')} dataset"
+    raise OptionError(f"OUTPUT_DIR {given} already holds {what} ({description}); bsym-app would overwrite its "
+                      "dataset_description.json. Choose a folder of its own, e.g. BIDS_DIR/derivatives/bsym.")
 
 
 def check_writable(folder: Path, label: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bsym_cli import CODE_URL, __version__
-from bsym_cli.atomic import write_text
+from bsym_cli.atomic import is_temporary, write_text
 from bsym_cli.config import Config
 from bsym_cli.derivatives import CITATION
 
@@ -90,6 +90,11 @@ def _brain_map(path: Path, title: str) -> str:
     return _figure(src, f"{title} ({path.name})")
 
 
+def _outputs(folder: Path, pattern: str) -> list[Path]:
+    """The outputs under ``folder`` matching ``pattern``, sorted; files being written (dotfiles) excluded."""
+    return sorted(p for p in folder.rglob(pattern) if not is_temporary(p))
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
@@ -129,37 +134,37 @@ def write_report(config: Config, participant: str, out_dir: Path, *, inputs: lis
         sections.append("<h3>Skipped</h3><ul>" + "".join(f'<li class="warn">{html.escape(p)}</li>' for p in problems)
                         + "</ul>")
     sections.append("<h2>Functional connectivity</h2>")
-    for coverage in sorted(folder.rglob("*_stat-coverage_bold.tsv")):
+    for coverage in _outputs(folder, "*_stat-coverage_bold.tsv"):
         table = pd.read_csv(coverage, sep="\t", na_values="n/a")
         values = table["coverage"].to_numpy(float) if "coverage" in table else table.iloc[0].to_numpy(float)
         sections.append(_histogram(values, f"Parcel coverage by the brain mask ({coverage.name})", "coverage"))
-    for sidecar in sorted(folder.rglob("*_stat-mean_timeseries.json")):
+    for sidecar in _outputs(folder, "*_stat-mean_timeseries.json"):
         meta = json.loads(sidecar.read_text())
         keep = [(k, v) for k, v in meta.items() if not isinstance(v, (dict, list)) or k == "ConfoundColumns"]
         sections.append(f"<h3>{html.escape(sidecar.name)}</h3>" + _table(keep))
-    for relmat in sorted(folder.rglob("*_stat-pearsoncorrelation_relmat.tsv")):
+    for relmat in _outputs(folder, "*_stat-pearsoncorrelation_relmat.tsv"):
         sections.append(_matrix_figure(relmat, "Functional connectivity (Pearson r)", signed=True))
     sections.append("<h2>Structural connectivity</h2>")
-    for relmat in sorted(folder.rglob("*_stat-signedsc_relmat.tsv")):
+    for relmat in _outputs(folder, "*_stat-signedsc_relmat.tsv"):
         sections.append(_matrix_figure(relmat, "Signed structural connectome", signed=True))
-    for figure in sorted(folder.rglob("*_desc-registration_dwi.*")):
+    for figure in _outputs(folder, "*_desc-registration_dwi.*"):
         if figure.suffix in (".svg", ".png"):
             sections.append(_embed_file(figure, "Atlas-to-DWI registration check"))
     sections.append("<h2>Model</h2>")
-    for stat in sorted(folder.rglob("*_stat.nii.gz")):
+    for stat in _outputs(folder, "*_stat.nii.gz"):
         sections.append(_brain_map(stat, "Incoming attention per parcel" if "incomingattention" in stat.name
                                    else "Mean fusion gate per parcel"))
-    for h5 in sorted(folder.rglob("*_desc-bsym_attention.h5")):
+    for h5 in _outputs(folder, "*_desc-bsym_attention.h5"):
         import h5py
 
         with h5py.File(h5, "r") as data:
             if "fusion_gates" in data:
                 sections.append(_histogram(np.asarray(data["fusion_gates"], float).ravel(),
                                            "Fusion gate values (1 = functional, 0 = structural)", "gate"))
-    for recon in sorted(folder.rglob("*_desc-bsym_reconstruction.tsv")):
+    for recon in _outputs(folder, "*_desc-bsym_reconstruction.tsv"):
         r2 = pd.read_csv(recon, sep="\t", na_values="n/a")["r2"].to_numpy(float)
         sections.append(_histogram(r2, f"Masked-region reconstruction R² (median {np.nanmedian(r2):.2f})", "R²"))
-    for prediction in sorted(folder.rglob("*_desc-bsym_prediction.tsv")):
+    for prediction in _outputs(folder, "*_desc-bsym_prediction.tsv"):
         table = pd.read_csv(prediction, sep="\t")
         sections.append("<h3>Predictions</h3>" + table.to_html(index=False))
     sections.append("<h2>Provenance</h2>")

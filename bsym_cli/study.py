@@ -47,6 +47,16 @@ def _distributed():
     return dist.get_rank(), world, dist
 
 
+def _leave_group(dist) -> None:
+    """Wait for every rank, then tear the process group down before this process ends.
+
+    A rank that exits while gloo's threads are still alive aborts in C++ (``terminate called without an
+    active exception``, SIGABRT), most often on a busy node where the ranks drift apart.
+    """
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Re-embed every participant of ``table`` with study-wide scaling statistics.
 
@@ -89,6 +99,7 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
         dist.gather_object(results, gathered, dst=0)
         if rank == 0:
             results = {k: v for part in gathered for k, v in part.items()}
+        _leave_group(dist)
     if rank != 0:
         return None
     rows = []

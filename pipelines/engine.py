@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+from pipelines.errors import InputDataError, MissingInputError
 
 #: Seconds between polls: short for local plugins (Nipype's default, 2 s, makes small graphs crawl), long
 #: for cluster plugins, whose polls query the scheduler (``squeue``).
@@ -51,3 +54,35 @@ def run_workflow(workflow: Any, *, nprocs: int = 1, mem_gb: float | None = None,
                 args.setdefault("memory_gb", mem_gb)
             args.setdefault("raise_insufficient", False)
     return workflow.run(plugin=plugin, plugin_args=args)
+
+
+def set_crash_folder(workflow: Any, folder: str | Path) -> None:
+    """Send the crash files of every node of ``workflow`` to ``folder``, as text.
+
+    Nipype copies its global configuration into each node when the node is created, and a node's own
+    copy wins over the configuration in force when the graph runs; so the folder is set on the nodes.
+    """
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    settings = {"crashdump_dir": str(folder), "crashfile_format": "txt"}
+    for element in (workflow, *workflow._get_all_nodes()):
+        element.config = element.config or {}
+        element.config.setdefault("execution", {}).update(settings)
+
+
+_ERROR_LINE = re.compile(r"^\s*pipelines\.errors\.(InputDataError|MissingInputError): (.+)$", re.MULTILINE)
+
+
+def input_errors(crash_files: list[Path]) -> list[InputDataError | MissingInputError]:
+    """The input errors (:mod:`pipelines.errors`) that made nodes crash, read back from their crash files.
+
+    A node runs in its own process and Nipype reports its failure as text; this recovers the error a
+    scientific function raised, so the caller can give the user its message and exit code.
+    """
+    kinds = {"InputDataError": InputDataError, "MissingInputError": MissingInputError}
+    errors = []
+    for path in crash_files:
+        found = _ERROR_LINE.findall(Path(path).read_text(errors="replace"))
+        if found:
+            kind, message = found[-1]
+            errors.append(kinds[kind](message.strip()))
+    return errors

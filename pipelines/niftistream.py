@@ -84,6 +84,6 @@ def iter_raw_values(path: str | Path, block_bytes: int = 64 * 2**20) -> Iterator
         while remaining > 0:
             data = stream.read(min(size, remaining))
             if not data:
-                break
+                raise ValueError(f"{path}: the file ends early (truncated download or copy?)")
             remaining -= len(data)
             yield np.frombuffer(data[: len(data) // dtype.itemsize * dtype.itemsize], dtype=dtype)

@@ -177,13 +177,40 @@ def _clean(body: np.ndarray, *, design: np.ndarray | None, sample_mask: np.ndarr
                             high_pass=high_pass, low_pass=low_pass, ensure_finite=False)
 
 
+def check_confounds(confounds_file: str | Path, *, n_frames: int, strategy: str) -> None:
+    """Check, before any work, that a run's confounds can serve ``strategy``, as :func:`denoise` reads them.
+
+    Parameters
+    ----------
+    confounds_file : str or Path
+        fMRIPrep ``*_desc-confounds_timeseries.tsv``.
+    n_frames : int
+        Volumes of the run's BOLD series (the table needs one row per volume).
+    strategy : {"simple", "scrubbing", "compcor", "none"}
+
+    Raises
+    ------
+    InputDataError
+        Wrong row count, unreadable table, or columns the preset needs are missing.
+    MissingInputError
+        The file (or, for ``compcor``, its JSON sidecar) does not exist.
+    """
+    _read_confounds_table(confounds_file, n_frames)
+    if strategy != "none":
+        _load_preset(confounds_file, strategy)
+
+
 def _read_confounds_table(confounds_file: str | Path, n_frames: int) -> pd.DataFrame:
     """The confounds TSV, checked against the run length."""
     path = Path(confounds_file)
     if not path.is_file():
         raise MissingInputError(f"{path}: the confounds file does not exist; fMRIPrep writes it beside the "
                                 "BOLD series as *_desc-confounds_timeseries.tsv.")
-    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError, and UnicodeDecodeError
+        raise InputDataError(f"{path}: cannot be read as a tab-separated table ({exc}); restore fMRIPrep's "
+                             "confounds file.") from None
     if len(table) != n_frames:
         raise InputDataError(f"{path}: the confounds table has {len(table)} rows but the BOLD series has "
                              f"{n_frames} volumes; use the confounds file of the same run.")

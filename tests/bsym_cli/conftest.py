@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,18 @@ FRAMES = 16  # T of the tiny bundle: 60 s at TR 1.0 -> 83 frames at 0.72 s -> 5 
 
 
 def run_app(*args) -> int:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
+    """Run ``bsym-app`` in this process and return its exit code.
+
+    A run sets process-wide variables (library caches under its work directory, thread counts); they are
+    put back afterwards, so that they leak neither into the next test nor into the processes it starts.
+    """
+    environ = dict(os.environ)
+    try:
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     return int(info.value.code or 0)
 
 

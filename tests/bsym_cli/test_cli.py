@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.app import MULTI_VALUE, main
+from bsym_cli.app import MULTI_VALUE
 from bsym_cli.labels import expand_multi_value_options, parse_name_path_pairs, read_labels
+from tests.bsym_cli.conftest import run_app
 from tests.data.bids import make_dataset
-
-
-def run_app(*args: str | Path) -> int:
-    """Run ``bsym-app`` in-process and return its exit code."""
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    return int(info.value.code or 0)
 
 
 @pytest.fixture
@@ -179,3 +173,47 @@ def test_unwritable_output_dir_exits_73(tiny: Path, tmp_path: Path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert run_app(tiny, locked / "out", "participant", "-w", tmp_path / "w") == 73
+
+
+def test_every_path_option_is_absolute_from_flags_and_the_config_file(tiny: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[execution]\nwork_dir = "scratch/w"\nbids_database_dir = "db"\n'
+                    '[workflow]\natlas_dataset = "atlases"\n[model]\nweights = "~/bundle"\n')
+    from bsym_cli.app import cli, config_from_params
+
+    argv = expand_multi_value_options([os.path.relpath(tiny), "out", "participant", "--config-file", "c.toml",
+                                       "--head", "heads/a", "-d", "fmriprep=bids/derivatives/fmriprep"],
+                                      MULTI_VALUE)
+    ctx = cli.make_context("bsym-app", argv)
+    config = config_from_params(ctx, ctx.params)
+    ex, model = config.execution, config.model
+    assert ex.work_dir == tmp_path / "scratch" / "w" and ex.bids_database_dir == tmp_path / "db"
+    assert ex.output_dir == tmp_path / "out" and ex.bids_dir == tiny
+    assert ex.derivatives == {"fmriprep": tmp_path / "bids" / "derivatives" / "fmriprep"}
+    assert config.workflow.atlas_dataset == tmp_path / "atlases"
+    assert model.weights == Path.home() / "bundle" and model.heads == (tmp_path / "heads" / "a",)
+
+
+def test_a_label_is_a_label_even_when_a_file_has_its_name(tmp_path: Path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "01").write_text("02\n03\n")
+    (tmp_path / "list.txt").write_text("04\n")
+    assert read_labels(("01", "list.txt"), "sub-") == ["01", "04"]
+    assert "'01' is read as a label" in caplog.text
+    assert read_labels(("./01",), "sub-") == ["02", "03"]
+
+
+@pytest.mark.parametrize("description", [
+    {"Name": "fMRIPrep outputs", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]},
+    {"Name": "raw", "BIDSVersion": "1.10.0", "DatasetType": "raw"},
+])
+def test_output_dir_holding_another_dataset_is_refused(tiny: Path, tmp_path: Path, description, capsys):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps(description))
+    assert run_app(tiny, out, "participant", "-w", tmp_path / "w") == 64
+    assert "already holds" in capsys.readouterr().err
+    assert json.loads((out / "dataset_description.json").read_text()) == description
+    given = tiny / "derivatives" / "fmriprep"
+    assert run_app(tiny, given / "bsym", "participant", "-w", tmp_path / "w", "-d", f"fmriprep={given}") == 64

@@ -133,3 +133,35 @@ def test_derivatives_found_by_generated_by_name_not_folder_name(tmp_path: Path):
         discover(_config(bids, tmp_path))
     study = discover(_config(bids, tmp_path, derivatives={"fmriprep": bids / "derivatives" / "fp-24"}))
     assert len(study.participants[0].bold_runs) == 1
+
+
+@pytest.mark.parametrize("value, t_r, words", [
+    (2, 2.0, None), (0.72, 0.72, None), (None, None, None), ("2.0", None, "not a number"),
+    ("two seconds", None, "not a number"), (-1, None, "positive"), (0, None, "positive"), (True, None, "not a number"),
+])
+def test_repetition_time_is_a_positive_json_number(value, t_r, words):
+    from bsym_cli.discovery import repetition_time
+
+    parsed, problem = repetition_time(value)
+    assert parsed == t_r
+    assert (problem is None) if words is None else (words in problem)
+
+
+def test_the_index_follows_the_files_and_an_unfinished_index_is_never_used(tmp_path: Path):
+    bids = make_dataset(tmp_path / "bids", subjects=("01",), dwi=False)
+    config = _config(bids, tmp_path)
+    assert discover(config).participants[0].bold_runs[0].t_r == 2.0
+    sidecar = next((bids / "derivatives/fmriprep/sub-01/func").glob("*_bold.json"))
+    sidecar.write_text(json.dumps({"RepetitionTime": 1.5}))
+    (run,) = discover(config).participants[0].bold_runs
+    assert run.t_r == 1.5
+    indexes = sorted(p.name for p in (tmp_path / "w" / "bids_db").iterdir())
+    assert len(indexes) == 4  # raw + fMRIPrep, before and after the edit (old ones go after an hour unused)
+    confounds = run.confounds
+    confounds.rename(tmp_path / "aside.tsv")
+    assert discover(config).participants[0].bold_runs[0].confounds is None
+    (tmp_path / "aside.tsv").rename(confounds)
+    assert discover(config).participants[0].bold_runs[0].confounds == confounds
+    sidecar.write_text('{"RepetitionTime": 1.5,')
+    (run,) = discover(config).participants[0].bold_runs
+    assert run.t_r is None and "not valid JSON" in run.t_r_problem

@@ -16,6 +16,7 @@ import pytest
 
 from brainsymphony import BrainSymphony, save_bundle
 from bsym_cli.demo.study import DemoSettings, build_demo
+from bsym_cli.runtime import CACHE_VARIABLES
 from tests.brainsymphony.tiny import tiny_config
 from tests.bsym_cli.conftest import FRAMES, MANIFEST, _bundle, run_app
 
@@ -151,7 +152,7 @@ def test_study_scaling_with_two_torchrun_processes_equals_one_process(study, tmp
     args = ["group", "--scaling", "study", "-w", str(study["work"]), "--weights", str(study["bundle"])]
     assert run_app(tmp_path / "none", single, *args) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**{k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--no-python", str(torchrun.with_name("bsym-app")),
                              str(tmp_path / "none"), str(double), *args], capture_output=True, text=True, env=env,
                             cwd=tmp_path)

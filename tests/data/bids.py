@@ -12,10 +12,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+#: fMRIPrep's column names: each signal with its derivative, power and derivative-power variants (what
+#: nilearn's presets ask for), FD/DVARS and one cosine regressor.
 CONFOUND_COLUMNS = [
-    "global_signal", "csf", "white_matter", "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-    "framewise_displacement", "std_dvars", "dvars", "cosine00",
-]
+    f"{name}{variant}"
+    for name in ("global_signal", "csf", "white_matter", "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+    for variant in ("", "_derivative1", "_power2", "_derivative1_power2")
+] + ["framewise_displacement", "std_dvars", "dvars", "cosine00"]
 
 
 def _json(path: Path, data: dict) -> None:

@@ -1,0 +1,344 @@
+"""A user's first hour, replayed through the real command line.
+
+Every run here is ``bsym-app`` in a subprocess, started from the study folder with relative paths, the way
+the README's commands and a cluster job run it. Runs go into the same output and work folders after an
+input was fixed, after a setting changed, after a SIGKILL at each stage, and concurrently; outputs are
+compared byte for byte with a clean run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bsym_cli.atlases import resolve_atlas
+from bsym_cli.demo.study import DemoSettings, build_demo
+from bsym_cli.runtime import CACHE_VARIABLES
+from tests.bsym_cli.conftest import _bundle
+
+APP = Path(sys.executable).with_name("bsym-app")
+STALL = Path(__file__).with_name("stall")
+OUT = Path("bids/derivatives/bsym")
+FMRIPREP = Path("bids/derivatives/fmriprep")
+#: The run of every test, as a user types it from the study folder (small and fast: no DWI denoising, no
+#: registration, few streamlines, the tiny test bundle).
+RUN = ["bids", str(OUT), "participant", "--atlas-dataset", "atlases", "-w", "work", "--weights", "tiny_bundle",
+       "--registration", "none", "--streamlines", "200", "--no-dwi-denoise"]
+ONE = ["--participant-label", "01"]
+FMRI_ONLY = ["--skip", "dmri", "model"]
+
+
+def bsym_app(study: Path, *args: str, stall: str | None = None, wait: bool = True):
+    """Run ``bsym-app`` from ``study`` in a clean environment (no cache variables of this test process)."""
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    if stall:
+        env.update(PYTHONPATH=str(STALL), BSYM_TEST_STALL=stall, BSYM_TEST_MARKER=str(study / f"stalled-{stall}"))
+    command = [str(APP), *args]
+    if not wait:
+        return subprocess.Popen(command, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    return subprocess.run(command, cwd=study, env=env, capture_output=True, text=True, timeout=900)
+
+
+def snapshot(study: Path, prefix: str = "") -> dict[str, str]:
+    """sha256 of every output (logs, reports and dotfiles aside), with the study's location blanked out."""
+    root = study / OUT
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if (not path.is_file() or "/log/" in f"/{relative}" or path.suffix == ".html"
+                or any(part.startswith(".") for part in path.relative_to(root).parts)
+                or not relative.startswith(prefix)):
+            continue
+        data = path.read_bytes().replace(str(study).encode(), b"<study>")
+        digests[relative] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def leftovers(study: Path) -> list[Path]:
+    return [p for p in (study / OUT).rglob(".bsym-tmp-*")] + [p for p in (study / "work").rglob(".bsym-tmp-*")]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A two-participant demo study with its atlas dataset and a tiny bundle."""
+    root = tmp_path_factory.mktemp("source")
+    build_demo(root, DemoSettings(participants=2, seed=5, n_frames=60, n_dummy=2, n_directions=12, n_b0=2))
+    _bundle(root / "tiny_bundle", resolve_atlas("Schaefer400Tian450", atlas_dataset=root / "atlases"))
+    return root
+
+
+@pytest.fixture
+def study(source: Path, tmp_path: Path) -> Path:
+    """A private copy of the study for one test to change."""
+    return Path(shutil.copytree(source, tmp_path / "study", symlinks=True))
+
+
+@pytest.fixture(scope="module")
+def reference(source: Path, tmp_path_factory) -> dict[str, str]:
+    """Outputs of one clean run of sub-01, from a fresh copy."""
+    study = Path(shutil.copytree(source, tmp_path_factory.mktemp("reference") / "study", symlinks=True))
+    result = bsym_app(study, *RUN, *ONE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return snapshot(study)
+
+
+def test_readme_style_run_with_relative_paths_writes_every_output(reference):
+    names = "\n".join(reference)
+    for pattern in ("sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_stat-mean_timeseries",
+                    "sub-01/dwi/sub-01_atlas-Schaefer400Tian450_stat-signedsc_relmat.tsv",
+                    "sub-01/model/sub-01_desc-bsym_features.tsv",
+                    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
+                    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-fused_embedding.tsv"):
+        assert pattern in names
+    assert not any(name.startswith("sub-02") for name in reference)
+
+
+def test_relative_work_dir_and_atlas_dataset_in_a_config_file_reach_the_nodes(study):
+    (study / "settings.toml").write_text('[execution]\nwork_dir = "scratch/work"\n\n'
+                                         '[workflow]\natlas_dataset = "atlases"\n')
+    result = bsym_app(study, "bids", str(OUT), "participant", "--config-file", "settings.toml", *ONE, *FMRI_ONLY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dumped = next((study / "scratch" / "work").glob("*/config.toml")).read_text()
+    assert f'work_dir = "{study}/scratch/work"' in dumped
+    assert f'atlas_dataset = "{study}/atlases"' in dumped
+    assert (study / "scratch/work/sub-01/sub_01_wf").is_dir()
+
+
+def test_same_run_again_skips_the_model_stage_and_changes_nothing(study, reference):
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    features = study / OUT / "sub-01/model/sub-01_desc-bsym_features.tsv"
+    stamp = features.stat().st_mtime_ns
+    again = bsym_app(study, *RUN, *ONE)
+    assert again.returncode == 0
+    assert "model outputs are up to date" in again.stderr
+    assert features.stat().st_mtime_ns == stamp
+    assert snapshot(study) == reference
+
+
+def test_changed_setting_recomputes_the_model_stage_and_going_back_restores_the_bytes(study, reference):
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    changed = bsym_app(study, *RUN, *ONE, "--denoise-strategy", "none")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "up to date" not in changed.stderr
+    now = snapshot(study)
+    for name in ("sub-01/model/sub-01_desc-bsym_features.tsv",
+                 "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
+                 "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-functional_embedding.tsv"):
+        assert now[name] != reference[name], name
+    record = json.loads((study / OUT / "sub-01/model/sub-01_desc-bsym_features.json").read_text())["ComputedFrom"]
+    assert set(record) >= {"ModelInputsSHA256", "BundleSHA256", "Scaling", "Seed"}
+    back = bsym_app(study, *RUN, *ONE)
+    assert back.returncode == 0 and "up to date" not in back.stderr
+    assert snapshot(study) == reference
+
+
+def test_rerun_without_a_head_removes_the_old_predictions(study, source):
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    model = study / OUT / "sub-01/model"
+    stale = model / "sub-01_desc-bsym_prediction.tsv"
+    stale.write_text("head\tprediction\nold\t1.0\n")  # what a run with --head left
+    assert bsym_app(study, *RUN, *ONE, "--denoise-strategy", "none").returncode == 0
+    assert not stale.exists()
+
+
+def test_corrected_repetition_time_reaches_the_outputs(study, reference):
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    sidecar = next((study / FMRIPREP / "sub-01/func").glob("*_desc-preproc_bold.json"))
+    original = sidecar.read_text()
+    meta = json.loads(original)
+    sidecar.write_text(json.dumps({**meta, "RepetitionTime": 1.5}))
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    timeseries = next((study / OUT / "sub-01/func").glob("*_timeseries.json"))
+    assert json.loads(timeseries.read_text())["RepetitionTime"] == 1.5
+    assert snapshot(study)["sub-01/model/sub-01_desc-bsym_features.tsv"] != \
+        reference["sub-01/model/sub-01_desc-bsym_features.tsv"]
+    sidecar.write_text(original)
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    assert json.loads(timeseries.read_text())["RepetitionTime"] == meta["RepetitionTime"]
+    assert snapshot(study) == reference
+
+
+def test_restored_confounds_are_found_on_the_next_run(study, reference):
+    confounds = next((study / FMRIPREP / "sub-01/func").glob("*_desc-confounds_timeseries.tsv"))
+    aside = study / "confounds.tsv"
+    confounds.rename(aside)
+    missing = bsym_app(study, *RUN, *ONE)
+    assert missing.returncode == 66
+    assert "confounds" in missing.stderr
+    aside.rename(confounds)
+    restored = bsym_app(study, *RUN, *ONE)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert snapshot(study) == reference
+
+
+@pytest.mark.parametrize("stage", ["indexing", "fmri", "dmri", "model"])
+def test_run_killed_at_a_stage_then_rerun_gives_the_clean_bytes(study, reference, stage):
+    marker = study / f"stalled-{stage}"
+    process = bsym_app(study, *RUN, *ONE, stall=stage, wait=False)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before reaching {stage}:\n{process.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"the run did not reach {stage} in 300 s"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    if stage == "indexing":  # an unfinished index is left, as after a kill or a full disk
+        assert [p.name for p in (study / "work/bids_db").iterdir() if p.name.startswith(".bsym-tmp-")]
+    if stage == "model":  # a half-written attention file, which reports used to read as an output
+        assert [p for p in leftovers(study) if p.name.endswith("_attention.h5")]
+        reports = bsym_app(study, *RUN, *ONE, "--reports-only")
+        assert reports.returncode == 0, reports.stderr[-3000:]
+    rerun = bsym_app(study, *RUN, *ONE)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert snapshot(study) == reference
+    assert not leftovers(study)
+    assert not list(study.glob("crash-*")), "no crash file in the current folder"
+
+
+def test_two_participants_and_the_same_participant_twice_run_concurrently(study, reference):
+    runs = [bsym_app(study, *RUN, *labels, wait=False)
+            for labels in (ONE, ["--participant-label", "02"], ONE)]
+    outputs = [process.communicate(timeout=900)[0] for process in runs]
+    for process, output in zip(runs, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    assert any("Another bsym-app run is processing sub-01" in output for output in outputs)
+    assert snapshot(study, "sub-01") == {k: v for k, v in reference.items() if k.startswith("sub-01")}
+    assert (study / OUT / "sub-02/model/sub-02_desc-bsym_features.tsv").exists()
+
+
+# --- bad inputs: each gets its own message and exit code, and the other participant is processed ---
+
+def _bold(study: Path, subject: str = "01") -> Path:
+    return next((study / FMRIPREP / f"sub-{subject}/func").glob("*_desc-preproc_bold.nii.gz"))
+
+
+def _set_tr(value):
+    def defect(study: Path) -> Path:
+        sidecar = _bold(study).with_name(_bold(study).name.replace(".nii.gz", ".json"))
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "RepetitionTime": value}))
+        return sidecar
+    return defect
+
+
+def _malformed_sidecar(study: Path) -> Path:
+    sidecar = _bold(study).with_name(_bold(study).name.replace(".nii.gz", ".json"))
+    sidecar.write_text('{"RepetitionTime": 1.0,,}')
+    return sidecar
+
+
+def _constant_bold(study: Path) -> Path:
+    img = nib.load(_bold(study))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine, img.header), _bold(study))
+    return _bold(study)
+
+
+def _truncated_bold(study: Path) -> Path:
+    data = _bold(study).read_bytes()
+    _bold(study).write_bytes(data[: len(data) // 2])
+    return _bold(study)
+
+
+def _mask_on_another_grid(study: Path) -> Path:
+    mask = next(_bold(study).parent.glob("*_desc-brain_mask.nii.gz"))
+    img = nib.load(mask)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine, img.header), mask)
+    return mask
+
+
+def _confounds(study: Path) -> Path:
+    return next(_bold(study).parent.glob("*_desc-confounds_timeseries.tsv"))
+
+
+def _confounds_short(study: Path) -> Path:
+    table = pd.read_csv(_confounds(study), sep="\t")
+    table.iloc[:-3].to_csv(_confounds(study), sep="\t", index=False, na_rep="n/a")
+    return _confounds(study)
+
+
+def _confounds_without_motion(study: Path) -> Path:
+    table = pd.read_csv(_confounds(study), sep="\t")
+    table.drop(columns=[c for c in table.columns if c.startswith("trans_")]).to_csv(
+        _confounds(study), sep="\t", index=False, na_rep="n/a")
+    return _confounds(study)
+
+
+@pytest.mark.parametrize("defect, words", [
+    (_set_tr("2.0"), "not a number"),
+    (_set_tr(-1), "positive number of seconds"),
+    (_set_tr("two seconds"), "not a number"),
+    (_malformed_sidecar, "not valid JSON"),
+    (_constant_bold, "does not change over time"),
+    (_truncated_bold, "truncated or corrupt"),
+    (_mask_on_another_grid, "on another grid"),
+    (_confounds_short, "rows but the BOLD series has"),
+    (_confounds_without_motion, "cannot build the 'simple' confounds"),
+], ids=["tr-string", "tr-negative", "tr-words", "sidecar-json", "constant-bold", "truncated-bold", "mask-grid",
+        "confounds-rows", "confounds-columns"])
+def test_bad_input_of_one_participant_exits_65_naming_the_file_and_the_other_is_processed(study, defect, words):
+    path = defect(study)
+    result = bsym_app(study, *RUN, *FMRI_ONLY)
+    assert result.returncode == 65, result.stderr[-3000:]
+    assert str(path.relative_to(study)) in result.stderr and words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list((study / OUT / "sub-02/func").glob("*_timeseries.tsv"))
+    assert not (study / OUT / "sub-01/func").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda table: table.iloc[:-1], "have no row in"),
+    (lambda table: table.assign(index=table["index"].replace(450, 451)), "have no row in"),
+], ids=["missing-row", "index-differs"])
+def test_atlas_table_that_disagrees_with_its_image_exits_65(study, change, words):
+    for tsv in (study / "atlases").rglob("*_dseg.tsv"):
+        change(pd.read_csv(tsv, sep="\t")).to_csv(tsv, sep="\t", index=False)
+    result = bsym_app(study, *RUN, *ONE, *FMRI_ONLY)
+    assert result.returncode == 65, result.stderr[-3000:]
+    assert "atlases/" in result.stderr and words in result.stderr
+
+
+def test_a_file_named_like_a_label_in_the_current_folder_is_not_read_as_a_label_list(study):
+    (study / "01").write_text("02\n")
+    result = bsym_app(study, *RUN, *ONE, *FMRI_ONLY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'01' is read as a label" in result.stderr
+    assert (study / OUT / "sub-01").is_dir() and not (study / OUT / "sub-02").exists()
+
+
+def test_output_dir_that_is_the_fmriprep_dataset_is_refused_untouched(study):
+    description = study / FMRIPREP / "dataset_description.json"
+    before = description.read_bytes()
+    result = bsym_app(study, "bids", str(FMRIPREP), "participant", *RUN[3:], *ONE)
+    assert result.returncode == 64
+    assert "fMRIPrep" in result.stderr and "dataset_description.json" in result.stderr
+    assert description.read_bytes() == before
+
+
+def test_crash_files_go_to_each_participants_own_log_folder_as_text(study):
+    result = bsym_app(study, *RUN, *FMRI_ONLY, stall="fmri-crash")
+    assert result.returncode == 1
+    for subject in ("01", "02"):
+        (crash,) = (study / OUT / f"sub-{subject}" / "log").glob("*/crash-*")
+        assert crash.suffix == ".txt" and f"sub_{subject}_wf" in crash.read_text()
+        assert "planted failure" in crash.read_text()
+        assert str(crash) in result.stderr
+    assert not list(study.glob("crash-*")) and not list(study.rglob("crash-*.pklz"))
+
+
+def test_input_defect_found_inside_a_node_exits_65_with_its_message(study):
+    result = bsym_app(study, *RUN, *ONE, *FMRI_ONLY, stall="fmri-input-error")
+    assert result.returncode == 65, result.stderr[-3000:]
+    assert "planted defect; replace the file." in result.stderr and "_desc-confounds_timeseries.tsv" in result.stderr
+    assert "Traceback" not in result.stderr
