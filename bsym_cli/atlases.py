@@ -23,6 +23,7 @@ import pandas as pd
 
 from bsym_cli.atomic import atomic_path, copy_file, locked, write_json, write_text
 from bsym_cli.errors import InputDataError, MissingInputError, OptionError
+from bsym_cli.logs import get_logger
 
 DEFAULT_ATLAS = "Schaefer400Tian450"
 TEMPLATES = ("MNI152NLin6Asym", "MNI152NLin2009cAsym")
@@ -154,10 +155,10 @@ def _scan(root: Path, label: str) -> Atlas | None:
 
 
 def check_atlas_labels(atlas: Atlas) -> None:
-    """Refuse (exit 65) an atlas whose label images and labels table disagree on the region indices.
+    """Refuse (exit 65) an atlas image holding labels that its labels table lacks.
 
-    A label in an image without a row in the table would be dropped from every output; a row without a
-    voxel would be an empty region in every participant. Both are refused, naming the files.
+    Such a region would be dropped from every output without a word. A row of the table without a voxel
+    in an image (a small parcel lost on a coarse grid) is logged: that region is n/a in every participant.
     """
     import nibabel as nib
     import numpy as np
@@ -178,9 +179,9 @@ def check_atlas_labels(atlas: Atlas) -> None:
                     f"{extra[:5]}); add a row (index, name) for each, or use the table made for this image.")
             if table - present:
                 empty = sorted(table - present)
-                raise InputDataError(
-                    f"{atlas.table_file}: {len(empty)} region(s) have no voxel in {path} (first: {empty[:5]}); "
-                    "use the labels table made for this image, or remove those rows.")
+                get_logger().warning("%s: %d region(s) of %s have no voxel in this image (first: %s); they will be "
+                                     "n/a in every output made on it.", path, len(empty), atlas.table_file.name,
+                                     empty[:5])
 
 
 def atlas_search_path(atlas_dataset: str | Path | None = None) -> list[Path]:

@@ -44,7 +44,8 @@ def bsym_app(study: Path, *args: str, stall: str | None = None, wait: bool = Tru
     """Run ``bsym-app`` from ``study`` in a clean environment (no cache variables of this test process)."""
     env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
     if stall:
-        env.update(PYTHONPATH=str(STALL), BSYM_TEST_STALL=stall, BSYM_TEST_MARKER=str(study / f"stalled-{stall}"))
+        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(STALL), env.get("PYTHONPATH")])),
+                   BSYM_TEST_STALL=stall, BSYM_TEST_MARKER=str(study / f"stalled-{stall}"))
     command = [str(APP), *args]
     if not wait:
         return subprocess.Popen(command, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
