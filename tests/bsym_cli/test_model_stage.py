@@ -168,3 +168,39 @@ def test_study_scaling_with_two_torchrun_processes_equals_one_process(study, tmp
     stats = pd.read_csv(single / "group" / "desc-studyscaling_stat.tsv", sep="\t")
     assert stats.shape == (450, 3) and (stats["iqr"] > 0).all()
     assert json.loads((single / "group" / "desc-bsym_features.json").read_text())["Scaling"] == "study"
+
+
+def test_study_scaling_leaves_the_process_group_before_returning(study, tmp_path):
+    """Every rank tears the gloo group down before its process ends (a rank that exits with the group alive
+    can abort in C++ at exit: ``terminate called without an active exception``)."""
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        import torch.distributed as dist
+        from bsym_cli.config import build_config
+        from bsym_cli.group import gather_features
+        from bsym_cli.study import study_embeddings
+        out, work, bundle = sys.argv[1:4]
+        config = build_config({"execution": {"bids_dir": out, "output_dir": out, "work_dir": work,
+                                             "analysis_level": "group"},
+                               "model": {"weights": bundle, "scaling": "study"}})
+        result = study_embeddings(config, gather_features(config.execution.output_dir), "cpu")
+        print("rows", None if result is None else len(result[0]), "group alive", dist.is_initialized())
+    """)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**{k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}, "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    argv = [sys.executable, "-c", script, str(study["out"]), str(study["work"]), str(study["bundle"])]
+    ranks = [subprocess.Popen(argv, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [rank.communicate(timeout=600) for rank in ranks]
+    for rank, (stdout, stderr) in zip(ranks, outputs, strict=True):
+        assert rank.returncode == 0, stderr[-2000:]
+        assert "group alive False" in stdout
+    assert "rows 6" in outputs[0][0] and "rows None" in outputs[1][0]
