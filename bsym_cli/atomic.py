@@ -114,5 +114,5 @@ def remove_stale_temporaries(root: str | Path, *, skip: tuple[str, ...] = ()) ->
 
 
 def is_temporary(path: str | Path) -> bool:
-    """True for a file being written (or left by a killed run), never an output."""
+    """True for a dotfile: a file being written, one left by a killed run, or a lock; never an output."""
     return Path(path).name.startswith(".")

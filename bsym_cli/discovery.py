@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from bsym_cli.atomic import TMP_PREFIX, waiting_lock
 from bsym_cli.config import Config
+from bsym_cli.derivatives import sidecar_path
 from bsym_cli.errors import InputDataError, MissingInputError, NothingSelectedError
 from bsym_cli.logs import get_logger
 
@@ -338,7 +339,7 @@ def _bold_run(bold, get, bad_json: dict[Path, str]) -> BoldRun:
     refs = get("boldref", **same_space)
     confounds = get("confounds", **same_run)
     t_r, t_r_problem = repetition_time(bold.get_metadata().get("RepetitionTime"))
-    sidecar = Path(re.sub(r"\.nii(\.gz)?$", ".json", bold.path))
+    sidecar = sidecar_path(bold.path)
     if sidecar in bad_json:
         t_r_problem = (f"not valid JSON ({bad_json[sidecar]}), so its RepetitionTime cannot be read; fix its syntax "
                        "or restore fMRIPrep's sidecar")

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from bsym_cli.atlases import Atlas
-from bsym_cli.atomic import atomic_path
+from bsym_cli.atomic import atomic_path, is_temporary
 from bsym_cli.config import Config
-from bsym_cli.derivatives import DerivativesWriter, output_path
+from bsym_cli.derivatives import DerivativesWriter, output_path, sidecar_path
 from bsym_cli.discovery import ParticipantInputs
 from bsym_cli.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.logs import get_logger
@@ -237,7 +237,7 @@ def _content_sha256(path: Path) -> str:
 
 def _recorded(features: Path) -> dict[str, Any] | None:
     """The ``ComputedFrom`` record of finished model outputs, or None when there are none."""
-    sidecar = features.with_suffix(".json")
+    sidecar = sidecar_path(features)
     if not features.exists() or not sidecar.exists():
         return None
     try:
@@ -251,9 +251,6 @@ def _remove_other_outputs(folder: Path, keep: set[Path]) -> None:
 
     A rerun without ``--head``, say, must not leave the old predictions beside the new features.
     """
-    from bsym_cli.atomic import is_temporary
-    from bsym_cli.derivatives import sidecar_path
-
     kept = keep | {sidecar_path(p) for p in keep}
     for path in folder.glob("*") if folder.is_dir() else []:
         if path.is_file() and not is_temporary(path) and path not in kept:

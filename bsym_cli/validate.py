@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bsym_cli.derivatives import sidecar_path
 from bsym_cli.discovery import BoldRun, DwiRun, ParticipantInputs, Study
 from bsym_cli.errors import InputDataError, InvalidBIDSError, MissingInputError
 from bsym_cli.logs import get_logger
@@ -107,10 +108,6 @@ def _image_problem(path: Path, *, ndim: int | None = None, what: str) -> Problem
     return None
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name.split(".")[0] + ".json")
-
-
 def check_bold_run(run: BoldRun, *, denoise_strategy: str = "simple") -> list[Problem]:
     """Problems of one BOLD run, found before any work (each names the file and the fix).
 
@@ -132,7 +129,7 @@ def check_bold_run(run: BoldRun, *, denoise_strategy: str = "simple") -> list[Pr
         problems.append(Problem(f"{run.bold}: no brain mask (*_space-{run.space}_desc-brain_mask.nii.gz) "
                                 "in the same space; rerun fMRIPrep with this output space.", missing=True))
     if run.t_r_problem is not None:
-        problems.append(Problem(f"{_sidecar(run.bold)}: {run.t_r_problem}."))
+        problems.append(Problem(f"{sidecar_path(run.bold)}: {run.t_r_problem}."))
     elif run.t_r is None:
         problems.append(Problem(f"{run.bold}: no RepetitionTime in its JSON sidecar; add it (seconds) "
                                 "or restore fMRIPrep's sidecar."))
