@@ -107,6 +107,27 @@ def test_readme_style_run_with_relative_paths_writes_every_output(reference):
     assert not any(name.startswith("sub-02") for name in reference)
 
 
+#: Checksums of a few outputs of the reference run, one per stage. They change only on purpose: a change of the
+#: science or of an output format. Regenerate with ``BSYM_UPDATE_CHECKSUMS=1 make test PYTEST_ARGS=-k pinned``
+#: and say why in the commit.
+PINNED = Path(__file__).parent.parent / "data" / "output_checksums.json"
+PINNED_OUTPUTS = (
+    "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_stat-mean_timeseries.tsv",
+    "sub-01/dwi/sub-01_atlas-Schaefer400Tian450_stat-signedsc_relmat.tsv",
+    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-fused_embedding.tsv",
+    "sub-01/model/sub-01_desc-bsym_features.tsv",
+    "sub-01/model/sub-01_desc-bsym_reconstruction.tsv",
+    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
+)
+
+
+def test_outputs_match_the_pinned_checksums(reference):
+    found = {name: reference.get(name) for name in PINNED_OUTPUTS}
+    if os.environ.get("BSYM_UPDATE_CHECKSUMS"):
+        PINNED.write_text(json.dumps(found, indent=2) + "\n")
+    assert found == json.loads(PINNED.read_text())
+
+
 def test_relative_work_dir_and_atlas_dataset_in_a_config_file_reach_the_nodes(study):
     (study / "settings.toml").write_text('[execution]\nwork_dir = "scratch/work"\n\n'
                                          '[workflow]\natlas_dataset = "atlases"\n')
