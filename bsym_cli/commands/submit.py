@@ -26,8 +26,8 @@ from pathlib import Path
 import click
 
 from bsym_cli import __version__
-from bsym_cli.errors import MissingInputError, NothingSelectedError, OptionError
-from bsym_cli.labels import read_labels
+from bsym_cli.cli.labels import read_labels
+from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, OptionError
 
 _SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
 _SLURM_MEM = re.compile(r"(\d+)([KMGT]?)", re.IGNORECASE)
@@ -260,7 +260,7 @@ def write_slurm_scripts(plan: SlurmPlan) -> SlurmScripts:
     SlurmScripts
         The paths written.
     """
-    from bsym_cli.atomic import write_text
+    from pipelines.atomic import write_text
 
     plan.script_dir.mkdir(parents=True, exist_ok=True)
     participants_file = write_text(plan.script_dir / "participants.txt", "\n".join(plan.participants) + "\n")
@@ -305,7 +305,7 @@ def submit_slurm(scripts: SlurmScripts, *, sbatch: str = "sbatch") -> dict[str, 
     dict of str to str
         ``{"participant": <array job id>, "group": <job id>}`` (no ``group`` without a group script).
     """
-    from bsym_cli.atomic import write_json
+    from pipelines.atomic import write_json
 
     jobs = {"participant": _sbatch([sbatch, "--parsable", str(scripts.participant_script)])}
     if scripts.group_script:

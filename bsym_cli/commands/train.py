@@ -2,7 +2,7 @@
 
 Inputs are a work directory (``-w`` of participant runs, whose model stage caches every participant's windows
 and connectome), a corpus ``.npz`` file, or the simulated ``demo-sim`` corpus (``--recipe demo-sim``); see
-:mod:`bsym_cli.corpus` and docs/pretraining.md.
+:mod:`pipelines.model.corpus` and docs/pretraining.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from bsym_cli.errors import OptionError
+from bsym_cli.utils.errors import OptionError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,8 +110,9 @@ def pretrain(corpus: Path | None, out: Path, recipe: str | None, mode: str, init
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig, load_bundle
     from brainsymphony.pretrain import PretrainConfig, Pretrainer, inference_model, objectives_for
-    from bsym_cli.corpus import read_corpus, save_corpus_file, simulate_corpus
-    from bsym_cli.logs import get_logger
+    from bsym_cli.utils.logs import get_logger
+    from pipelines.model.corpus import read_corpus, save_corpus_file
+    from simulation.corpus import simulate_corpus
 
     log = get_logger()
     torch.set_num_threads(threads)
@@ -207,8 +208,8 @@ def _write_bundle(model, out: Path, name: str, data, summary: dict[str, Any], st
 
     atlas, labels_hash = "unknown", None
     if data.labels is not None and len(data.labels) == 450 and summary["recipe"]:
-        from bsym_cli.atlases import labels_sha256
-        from bsym_cli.demo.atlas import ATLAS_LABEL, build_demo_atlas
+        from bsym_cli.bids.atlases import labels_sha256
+        from simulation.atlas import ATLAS_LABEL, build_demo_atlas
 
         table = build_demo_atlas().table
         atlas, labels_hash = ATLAS_LABEL, labels_sha256(table["index"].tolist(), table["name"].tolist())
@@ -308,10 +309,10 @@ def finetune(corpus: Path, targets_file: Path, target: str, out: Path, weights: 
     from brainsymphony import load_bundle, save_bundle
     from brainsymphony.finetune import FinetuneConfig, subject_embeddings
     from brainsymphony.finetune import finetune as run_finetune
-    from bsym_cli.corpus import read_corpus
-    from bsym_cli.model_stage import default_bundle_path
+    from bsym_cli.levels.model_stage import default_bundle_path
     from pipelines.group.probes import run_probe, target_task
     from pipelines.heads import LinearHead, save_head
+    from pipelines.model.corpus import read_corpus
 
     torch.set_num_threads(threads)
     weights = weights or default_bundle_path()

@@ -10,7 +10,7 @@ Workflow: :func:`pipelines.dmri.workflow.init_dmri_wf`. Plain functions, usable 
 * :func:`pipelines.dmri.register.register_atlas` - template -> b0 (affine / SyN / none), labels warped
 * :func:`pipelines.dmri.connectome.count_connectome`, :func:`~pipelines.dmri.connectome.parcel_volumes`,
   :func:`~pipelines.dmri.connectome.signed_connectome`, :func:`~pipelines.dmri.connectome.write_relmat`
-* :mod:`pipelines.dmri.phantom` - seeded phantoms with known bundles (tests, bench, demo)
+* :mod:`simulation.phantom` - seeded phantoms with known bundles (tests, bench, demo)
 
 Submodules are imported on use (``from pipelines.dmri.workflow import init_dmri_wf``) so that importing the
 package stays cheap.

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from brainsymphony import BrainSymphony, save_bundle
-from bsym_cli.app import main
-from bsym_cli.atlases import resolve_atlas
-from bsym_cli.demo.study import DemoSettings, build_demo
+from bsym_cli.bids.atlases import resolve_atlas
+from bsym_cli.cli.app import main
+from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from tests.brainsymphony.tiny import randomise_, tiny_config
 
 MANIFEST = Path(__file__).parent.parent / "data" / "participant_outputs.txt"

@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bsym_cli.atlases import copy_atlas_dataset, labels_sha256, read_labels_table, resolve_atlas, write_atlas_dataset
-from bsym_cli.errors import ExitCode, InputDataError, MissingInputError, OptionError
+from bsym_cli.bids.atlases import (
+    copy_atlas_dataset,
+    labels_sha256,
+    read_labels_table,
+    resolve_atlas,
+    write_atlas_dataset,
+)
+from bsym_cli.utils.errors import ExitCode, InputDataError, MissingInputError, OptionError
 
 
 def _atlas(root: Path, label: str = "Toy", template: str = "MNI152NLin6Asym", res: str | None = "02") -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.app import MULTI_VALUE
-from bsym_cli.labels import expand_multi_value_options, parse_name_path_pairs, read_labels
+from bsym_cli.cli.app import MULTI_VALUE
+from bsym_cli.cli.labels import expand_multi_value_options, parse_name_path_pairs, read_labels
 from tests.bsym_cli.conftest import run_app
 from tests.data.bids import make_dataset
 
@@ -46,7 +46,7 @@ def test_derivatives_pairs_parse_and_reject_empty_names():
 
 def test_help_is_fast_and_lists_groups_and_exit_codes():
     code = (
-        "import sys\nfrom bsym_cli import app\n"
+        "import sys\nfrom bsym_cli.cli import app\n"
         "try:\n    app.main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
         "print(sorted(m for m in ('torch', 'nilearn', 'dipy', 'nipype', 'bids') if m in sys.modules))"
     )
@@ -106,7 +106,7 @@ def test_bad_file_names_exit_16_unless_validation_is_skipped(tiny: Path, tmp_pat
 
 
 def test_output_inside_derivatives_is_accepted(tiny: Path, tmp_path: Path):
-    from bsym_cli.app import cli, config_from_params
+    from bsym_cli.cli.app import cli, config_from_params
 
     ctx = cli.make_context("bsym-app", [str(tiny), str(tiny / "derivatives" / "bsym"), "participant",
                                         "-w", str(tmp_path / "w")])
@@ -115,7 +115,7 @@ def test_output_inside_derivatives_is_accepted(tiny: Path, tmp_path: Path):
 
 
 def _config(tmp_path: Path, bids: Path, *extra: str):
-    from bsym_cli.app import cli, config_from_params
+    from bsym_cli.cli.app import cli, config_from_params
 
     argv = expand_multi_value_options([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"),
                                        *extra], MULTI_VALUE)
@@ -137,7 +137,7 @@ def test_config_precedence_defaults_then_file_then_flags(tiny: Path, tmp_path: P
 
 
 def test_dumped_config_reproduces_the_run(tiny: Path, tmp_path: Path):
-    from bsym_cli.config import dump_config
+    from bsym_cli.cli.config import dump_config
 
     first = _config(tmp_path, tiny, "--participant-label", "01", "--denoise-strategy", "scrubbing",
                     "--skip", "dmri", "--mem", "6000MB", "--seed", "7")
@@ -180,7 +180,7 @@ def test_every_path_option_is_absolute_from_flags_and_the_config_file(tiny: Path
     toml = tmp_path / "c.toml"
     toml.write_text('[execution]\nwork_dir = "scratch/w"\nbids_database_dir = "db"\n'
                     '[workflow]\natlas_dataset = "atlases"\n[model]\nweights = "~/bundle"\n')
-    from bsym_cli.app import cli, config_from_params
+    from bsym_cli.cli.app import cli, config_from_params
 
     argv = expand_multi_value_options([os.path.relpath(tiny), "out", "participant", "--config-file", "c.toml",
                                        "--head", "heads/a", "-d", "fmriprep=bids/derivatives/fmriprep"],

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bsym_cli.demo.simulate import coupling_for_age, simulate_bold, simulate_connectome
-from bsym_cli.demo.study import DemoSettings, build_demo
-from bsym_cli.errors import OutputError
+from bsym_cli.commands.demo.study import DemoSettings, build_demo
+from bsym_cli.utils.errors import OutputError
+from simulation.simulate import coupling_for_age, simulate_bold, simulate_connectome
 
 # Small, deliberately unequal sizes: 3 dummy + 50 steady volumes at TR 1.3 s, 2 + 12 DWI volumes.
 SMALL = {"t_r": 1.3, "n_frames": 50, "n_dummy": 3, "n_directions": 12, "n_b0": 2}
@@ -109,10 +109,10 @@ def test_confounds_load_with_nilearn_strategies(study_dir):
 
 
 def test_regressing_confounds_recovers_planted_connectivity():
-    from bsym_cli.demo.anatomy import anatomy_on_grid
-    from bsym_cli.demo.atlas import build_demo_atlas
-    from bsym_cli.demo.bold import paint_bold
-    from bsym_cli.demo.confounds import confounds_table, simulate_motion
+    from simulation.anatomy import anatomy_on_grid
+    from simulation.atlas import build_demo_atlas
+    from simulation.bold import paint_bold
+    from simulation.confounds import confounds_table, simulate_motion
 
     atlas, anatomy = build_demo_atlas(), anatomy_on_grid(4)
     rng = np.random.default_rng(5)
@@ -205,7 +205,7 @@ def test_existing_study_is_refused_without_overwrite(study_dir):
 
 
 def test_cosine_regressors_match_fmripreps_count():
-    from bsym_cli.demo.confounds import cosine_basis
+    from simulation.confounds import cosine_basis
 
     basis = cosine_basis(304, 1.0)  # floor(2 * 304 s / 128 s) - 1 = 3 regressors
     assert basis.shape == (304, 3)

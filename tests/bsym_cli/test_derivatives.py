@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.atomic import TMP_PREFIX, atomic_path, remove_stale_temporaries
-from bsym_cli.derivatives import DerivativesWriter, output_path, parse_entities, pybids_config
+from bsym_cli.bids.derivatives import DerivativesWriter, output_path, parse_entities, pybids_config
+from pipelines.atomic import TMP_PREFIX, atomic_path, remove_stale_temporaries
 
 SRC = {"subject": "01", "session": "pre", "task": "rest", "run": 2, "space": "MNI152NLin6Asym", "desc": "preproc"}
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.config import build_config
-from bsym_cli.discovery import choose_spaces, discover
-from bsym_cli.errors import ExitCode, InputDataError, MissingInputError
-from bsym_cli.validate import count_nonfinite, validate
+from bsym_cli.bids.discovery import choose_spaces, discover
+from bsym_cli.bids.validate import count_nonfinite, validate
+from bsym_cli.cli.config import build_config
+from bsym_cli.utils.errors import ExitCode, InputDataError, MissingInputError
 from tests.data.bids import make_dataset
 
 
@@ -140,7 +140,7 @@ def test_derivatives_found_by_generated_by_name_not_folder_name(tmp_path: Path):
     ("two seconds", None, "not a number"), (-1, None, "positive"), (0, None, "positive"), (True, None, "not a number"),
 ])
 def test_repetition_time_is_a_positive_json_number(value, t_r, words):
-    from bsym_cli.discovery import repetition_time
+    from bsym_cli.bids.discovery import repetition_time
 
     parsed, problem = repetition_time(value)
     assert parsed == t_r

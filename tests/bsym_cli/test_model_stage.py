@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from brainsymphony import BrainSymphony, save_bundle
-from bsym_cli.demo.study import DemoSettings, build_demo
-from bsym_cli.runtime import CACHE_VARIABLES
+from bsym_cli.commands.demo.study import DemoSettings, build_demo
+from bsym_cli.levels.runtime import CACHE_VARIABLES
 from tests.brainsymphony.tiny import tiny_config
 from tests.bsym_cli.conftest import FRAMES, MANIFEST, _bundle, run_app
 
@@ -181,9 +181,9 @@ def test_study_scaling_leaves_the_process_group_before_returning(study, tmp_path
     script = textwrap.dedent("""
         import sys
         import torch.distributed as dist
-        from bsym_cli.config import build_config
-        from bsym_cli.group import gather_features
-        from bsym_cli.study import study_embeddings
+        from bsym_cli.cli.config import build_config
+        from bsym_cli.levels.group import gather_features
+        from bsym_cli.levels.study import study_embeddings
         out, work, bundle = sys.argv[1:4]
         config = build_config({"execution": {"bids_dir": out, "output_dir": out, "work_dir": work,
                                              "analysis_level": "group"},

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bsym_cli.app import main
-from bsym_cli.atlases import write_atlas_dataset
+from bsym_cli.bids.atlases import write_atlas_dataset
+from bsym_cli.cli.app import main
 from tests.data.fmri import build_hcp_painted_derivative
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bsym_cli.atlases import resolve_atlas
-from bsym_cli.demo.study import DemoSettings, build_demo
-from bsym_cli.runtime import CACHE_VARIABLES
+from bsym_cli.bids.atlases import resolve_atlas
+from bsym_cli.commands.demo.study import DemoSettings, build_demo
+from bsym_cli.levels.runtime import CACHE_VARIABLES
 from tests.bsym_cli.conftest import _bundle
 
 APP = Path(sys.executable).with_name("bsym-app")

@@ -10,15 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from bsym_cli.commands.train import finetune, pretrain
-from bsym_cli.corpus import (
-    read_corpus,
-    read_corpus_file,
-    save_corpus_file,
-    signed_connectome,
-    simulate_corpus,
-    streamline_counts,
-)
-from bsym_cli.model_stage import save_model_inputs
+from bsym_cli.levels.model_stage import save_model_inputs
+from pipelines.model.corpus import read_corpus, read_corpus_file, save_corpus_file
+from simulation.corpus import simulate_corpus, streamline_counts
 
 R, T = 7, 11
 
@@ -36,13 +30,7 @@ def _corpus_file(path, *, subjects: int = 6, windows: int = 2):
     return path
 
 
-def test_signed_connectome_follows_the_count_per_volume_rule():
-    counts = np.array([[0, 10, 0], [10, 0, 2000], [0, 2000, 0]])
-    volumes = np.array([1000.0, 3000.0, 1000.0])
-    signed = signed_connectome(counts, volumes)
-    assert signed[0, 1] == pytest.approx(np.log10(10 / 2000))  # -2.30: fewer than 1 streamline per mm^3
-    assert signed[1, 2] == pytest.approx(np.log10(2000 / 2000))
-    assert signed[0, 2] == 0.0 and signed[0, 0] == 0.0
+def test_simulated_streamline_counts_are_symmetric_poisson_draws_of_the_weights():
     weights = np.array([[0, 1.0, 0.0], [1.0, 0, 3.0], [0.0, 3.0, 0]])
     sampled = streamline_counts(weights, 4e5, np.random.default_rng(0))
     assert np.array_equal(sampled, sampled.T) and np.all(np.diag(sampled) == 0) and sampled[0, 2] == 0

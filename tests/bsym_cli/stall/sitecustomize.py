@@ -56,7 +56,7 @@ def _install(stage: str) -> None:
 
         interfaces.track = lambda *args, **kwargs: _stall()
     elif stage == "model":
-        import bsym_cli.model_stage as model_stage
+        import bsym_cli.levels.model_stage as model_stage
 
         def half_written(path, *args, **kwargs):
             Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from bsym_cli.bench.tractography import INSTALL_HINT, run_tractography_bench
+from bsym_cli.commands.bench.tractography import INSTALL_HINT, run_tractography_bench
 
 
 def test_bench_without_mrtrix_reports_dipy_rates_and_recovers_the_planted_pairs():

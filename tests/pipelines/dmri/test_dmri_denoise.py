@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.dmri.denoise import denoise_dwi
-from pipelines.dmri.phantom import crossing_phantom
+from simulation.phantom import crossing_phantom
 
 
 def test_mppca_cuts_the_error_to_the_noiseless_phantom_at_least_in_half():

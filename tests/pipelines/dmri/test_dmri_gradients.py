@@ -9,8 +9,8 @@ from dipy.core.gradients import gradient_table
 
 from pipelines.dmri.gradients import check_gradients, count_directions, sh_order_for
 from pipelines.dmri.mask import brain_mask
-from pipelines.dmri.phantom import crossing_phantom, hemisphere_directions
 from pipelines.errors import InputDataError, MissingInputError
+from simulation.phantom import crossing_phantom, hemisphere_directions
 from tests.data.dmri import write_gradients, write_phantom, write_small_64d
 
 

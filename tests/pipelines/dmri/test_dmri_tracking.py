@@ -8,7 +8,6 @@ import pytest
 from dipy.core.gradients import gradient_table
 
 from pipelines.dmri.connectome import count_connectome
-from pipelines.dmri.phantom import crossing_phantom
 from pipelines.dmri.reconstruct import fit_fods
 from pipelines.dmri.track import (
     TrackingParameters,
@@ -17,6 +16,7 @@ from pipelines.dmri.track import (
     track,
     white_matter_seeds,
 )
+from simulation.phantom import crossing_phantom
 
 
 @pytest.fixture(scope="module")

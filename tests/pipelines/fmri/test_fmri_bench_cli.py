@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from bsym_cli.bench.parcellation import parcellation
+from bsym_cli.commands.bench.parcellation import parcellation
 
 
 def test_bench_reports_both_formats_and_agreement(tmp_path):

@@ -1,0 +1,1 @@
+"""BIDS input and output: finding and checking inputs, atlases, and writing derivatives."""

@@ -1,0 +1,144 @@
+"""``bsym bench model``: throughput, memory, efficiency and bf16 agreement of BrainSymphony.
+
+Every batch size runs in a fresh subprocess so its peak resident memory is its own. Efficiency is
+subjects/s x the MODEL.md reference FLOP count per subject / the machine's fp32 matmul rate measured in the
+same run, so it is comparable across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+#: Targets of DESIGN.md section 11 and the issue.
+TARGET_EFFICIENCY = 0.6
+TARGET_PEAK_GB = 1.5
+TARGET_BF16_COSINE = 0.999
+
+
+def matmul_rate(*, device: str = "cpu", size: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matrix-multiply rate, FLOP/s, of (size x size) @ (size x size) on ``device``."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2.0 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _worker(batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
+    """Run inside a fresh process: time the published model at one batch size; report peak memory."""
+    import resource
+
+    import torch
+
+    from brainsymphony import BrainSymphony, BrainSymphonyConfig
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = BrainSymphonyConfig.published()
+    model = BrainSymphony(config).eval().to(device)
+    generator = torch.Generator().manual_seed(1)
+    fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
+    sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
+    sc = (sc + sc.transpose(1, 2)) / 2
+
+    def embed():
+        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
+            return model(fmri=fmri, sc=sc)
+
+    reference = embed()  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = embed()
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    result = {"batch": batch, "device": device, "precision": precision, "subjects_per_s": batch * repeats / elapsed}
+    if precision == "bf16":
+        with torch.inference_mode():
+            exact = model(fmri=fmri, sc=sc)
+        cosines = []
+        for name in ("functional", "structural", "fused"):
+            a = getattr(out, name).float().flatten(1)
+            b = getattr(exact, name).float().flatten(1)
+            cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=1).min()))
+        result["min_cosine_to_fp32"] = min(cosines)
+    del reference
+    if device.startswith("cuda"):
+        result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    else:
+        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return result
+
+
+def _run_fresh(batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
+    code = (
+        "import json, sys; from bsym_cli.commands.bench.model import _worker; "
+        f"print(json.dumps(_worker({batch}, {device!r}, {precision!r}, {repeats}, {threads})))"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise click.ClickException(f"benchmark worker (batch {batch}, {device}, {precision}) failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@click.command("model")
+@click.option("--batches", default="1,4,16", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--repeats", default=2, show_default=True, help="Timed forward passes per batch size.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores).")
+@click.option("--bf16-batch", default=4, show_default=True, help="Batch size of the bf16 comparison.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
+def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json_path: Path | None) -> None:
+    """Throughput, peak memory, efficiency and bf16 agreement of the published configuration."""
+    import torch
+
+    from brainsymphony import BrainSymphonyConfig
+    from brainsymphony.flops import PUBLISHED_REFERENCE_FLOPS, reference_flops
+
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    flops = reference_flops(BrainSymphonyConfig.published())
+    report: dict = {"threads": threads, "reference_flops_per_subject": flops["total"], "flops_parts": flops, "runs": []}
+    click.echo(f"analytic reference FLOPs per subject: {flops['total'] / 1e9:.2f} G (MODEL.md: 32.6 G)")
+    for device in devices:
+        rate = matmul_rate(device=device)
+        report[f"matmul_flops_{device}"] = rate
+        click.echo(f"{device}: measured fp32 matmul rate {rate / 1e9:.1f} GFLOP/s ({threads} threads)")
+        runs = [(int(b), "fp32") for b in batches.split(",")] + [(bf16_batch, "bf16")]
+        for batch, precision in runs:
+            result = _run_fresh(batch, device, precision, repeats, threads)
+            result["efficiency"] = result["subjects_per_s"] * PUBLISHED_REFERENCE_FLOPS / rate
+            report["runs"].append(result)
+            line = (
+                f"  {device} {precision} batch {batch:>3}: {result['subjects_per_s']:7.2f} subjects/s,"
+                f" efficiency {result['efficiency']:.2f} (target >= {TARGET_EFFICIENCY}),"
+                f" peak {result['peak_gb']:.2f} GB (target <= {TARGET_PEAK_GB})"
+            )
+            if "min_cosine_to_fp32" in result:
+                line += f", cosine to fp32 {result['min_cosine_to_fp32']:.5f} (target >= {TARGET_BF16_COSINE})"
+            click.echo(line)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+        click.echo(f"wrote {json_path}")

@@ -1,0 +1,1 @@
+"""Running the analysis levels: the participant graph, the model stage, the group level and reports."""

@@ -1,0 +1,174 @@
+"""Group level: aggregate participant outputs, probe targets of ``participants.tsv``, identify networks.
+
+Reads only OUTPUT_DIR (the raw data need not be present) and never modifies participant outputs;
+writes under ``OUTPUT_DIR/group/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bsym_cli.cli.config import Config
+from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, OptionError
+from bsym_cli.utils.logs import get_logger
+from pipelines.atomic import atomic_path, locked, remove_stale_temporaries, write_json
+
+FEATURE_KINDS = ("fused", "functional", "structural")
+_FEATURES = re.compile(r"^sub-(?P<sub>[a-zA-Z0-9]+)(?:_ses-(?P<ses>[a-zA-Z0-9]+))?_desc-bsym_features\.tsv$")
+
+
+def gather_features(out_dir: Path, subjects: tuple[str, ...] = (), sessions: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per participant (and session) from ``sub-*/[ses-*/]model/*_desc-bsym_features.tsv``.
+
+    Returns a table keyed by ``participant_id`` (``sub-<label>``) and ``session_id`` (``ses-<label>`` or n/a).
+    """
+    rows = []
+    for path in sorted(Path(out_dir).glob("sub-*/**/model/*_desc-bsym_features.tsv")):
+        match = _FEATURES.match(path.name)
+        if not match or (subjects and match["sub"] not in subjects) or (sessions and match["ses"] not in sessions):
+            continue
+        row = pd.read_csv(path, sep="\t", na_values="n/a")
+        keys = pd.DataFrame({"participant_id": [f"sub-{match['sub']}"] * len(row),
+                             "session_id": [f"ses-{match['ses']}" if match["ses"] else np.nan] * len(row)})
+        rows.append(pd.concat([keys, row.drop(columns=["participant_id", "session_id"], errors="ignore")], axis=1))
+    if not rows:
+        raise NothingSelectedError(
+            f"No *_desc-bsym_features.tsv found in {out_dir} for the selected participants; run the "
+            "participant level first (without --skip model)."
+        )
+    table = pd.concat(rows, ignore_index=True)
+    return table.loc[:, ~table.columns.duplicated()]
+
+
+def feature_columns(table: pd.DataFrame) -> tuple[str, list[str]]:
+    """The embedding kind probes use (fused, else functional, else structural) and its columns."""
+    for kind in FEATURE_KINDS:
+        cols = [c for c in table.columns if re.fullmatch(rf"{kind}_\d+", c)]
+        if cols and table[cols].notna().all(axis=None):
+            return kind, cols
+    raise MissingInputError("The feature tables have no complete embedding columns (fused_000, ...).")
+
+
+def read_participants(out_dir: Path, bids_dir: Path | None) -> pd.DataFrame:
+    """``participants.tsv`` from OUTPUT_DIR (copied there at participant level), else from BIDS_DIR."""
+    for folder in (out_dir, bids_dir):
+        if folder and (Path(folder) / "participants.tsv").exists():
+            return pd.read_csv(Path(folder) / "participants.tsv", sep="\t", na_values="n/a",
+                               dtype={"participant_id": str})
+    raise MissingInputError(f"No participants.tsv in {out_dir} or {bids_dir}; --target needs it.")
+
+
+def run_group(config: Config) -> None:
+    """Write the group tables, probes and network identification (see module docstring)."""
+    from pipelines.group.probes import run_probe
+    from pipelines.heads import save_head
+
+    ex = config.execution
+    log = get_logger()
+    out_dir = Path(ex.output_dir)
+    group = out_dir / "group"
+    with locked(group, "group"):
+        remove_stale_temporaries(group)
+    table = gather_features(out_dir, ex.participant_label, ex.session_label)
+    log.info("Group: %d participant row(s) from %s", len(table), out_dir)
+    if config.model.scaling == "study":
+        table = _rescale_study(config, table, group)
+        if table is None:  # a non-zero torchrun rank: rank 0 writes everything
+            return
+    with locked(group, "group"), atomic_path(group / "desc-bsym_features.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    write_json(group / "desc-bsym_features.json", {
+        "Scaling": config.model.scaling, "Participants": len(table),
+        "Description": "One row per participant (and session): mean over regions and windows of each stream's "
+                       "region embeddings."})
+    kind, columns = feature_columns(table)
+    if config.model.targets:
+        participants = read_participants(out_dir, ex.bids_dir if Path(ex.bids_dir).exists() else None)
+        merged = table.merge(participants, on="participant_id", how="left")
+        predictions = merged[["participant_id", "session_id"]].copy()
+        metrics = {}
+        for target in config.model.targets:
+            if target not in participants.columns:
+                raise OptionError(f"--target {target}: no such column in participants.tsv (columns: "
+                                  f"{', '.join(participants.columns)}).")
+            keep = merged[target].notna().to_numpy()
+            values = merged.loc[keep, target].to_numpy()
+            result = run_probe(merged.loc[keep, columns].to_numpy(), values, name=target, feature_names=columns,
+                               seed=config.workflow.seed)
+            predictions.loc[keep, f"{target}_predicted"] = result.predictions
+            predictions[f"{target}_observed"] = merged[target]
+            metrics[target] = {**result.metrics, "features": kind}
+            head_dir = save_head(result.head, group / "heads" / f"target-{target}")
+            metrics[target]["head"] = str(head_dir)
+            log.info("Probe %s (%s): %s", target, result.task, _short(result.metrics))
+        with atomic_path(group / "desc-bsym_predictions.tsv") as tmp:
+            predictions.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        write_json(group / "desc-bsym_probes.json", metrics)
+    _network_identification(out_dir, table, config)
+
+
+def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataFrame | None:
+    """Replace the embedding columns by a re-embedding with study-wide scaling (None on non-zero ranks)."""
+    from bsym_cli.levels.runtime import resolve_device
+    from bsym_cli.levels.study import study_embeddings
+
+    result = study_embeddings(config, table, resolve_device(config.model.device))
+    if result is None:
+        return None
+    study, statistics = result
+    embedding = [c for c in table.columns if re.fullmatch(r"(fused|functional|structural)_\d+", c)]
+    rescaled = table.drop(columns=embedding).merge(study, on=["participant_id", "session_id"], how="left")
+    with atomic_path(group / "desc-studyscaling_stat.tsv") as tmp:
+        statistics.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    return rescaled
+
+
+def _short(metrics: dict) -> str:
+    keys = ("pearson_r", "spearman_rho", "mse") if metrics["task"] == "regression" else ("accuracy", "f1", "auc")
+    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys)
+
+
+def _network_identification(out_dir: Path, table: pd.DataFrame, config: Config) -> None:
+    """Cluster the mean region embeddings; compare with the atlas's ``network`` column."""
+    from bsym_cli.bids.atlases import resolve_atlas
+    from pipelines.group.networks import identify_networks, plot_contingency
+
+    log = get_logger()
+    atlases = out_dir / "sourcedata" / "atlases"
+    try:
+        atlas = resolve_atlas(config.workflow.atlas, atlas_dataset=atlases)
+    except MissingInputError:
+        log.warning("No atlas copy under %s; skipping network identification.", atlases)
+        return
+    if atlas.networks is None:
+        log.info("Atlas %s has no 'network' column; skipping network identification.", atlas.label)
+        return
+    for kind in FEATURE_KINDS:
+        files = []
+        for pid, sid in zip(table["participant_id"], table["session_id"], strict=True):
+            ses = f"_{sid}" if isinstance(sid, str) else ""
+            folder = out_dir / pid / (sid if isinstance(sid, str) else "") / "model"
+            files += list(folder.glob(f"{pid}{ses}_atlas-{atlas.label}_desc-{kind}_embedding.tsv"))
+        if files:
+            break
+    else:
+        log.warning("No region embeddings found; skipping network identification.")
+        return
+    stack = np.stack([pd.read_csv(f, sep="\t").iloc[:, 2:].to_numpy(float) for f in files])
+    result = identify_networks(stack, atlas.networks, seed=config.workflow.seed)
+    group = out_dir / "group"
+    write_json(group / f"atlas-{atlas.label}_desc-networks_stat.json", {
+        "Embedding": kind, "Participants": len(files), "Clusters": result.n_clusters,
+        "AdjustedRandIndex": result.adjusted_rand, "NormalizedMutualInformation": result.normalized_mutual_info})
+    labels = pd.DataFrame({"index": atlas.indices, "name": atlas.names, "network": atlas.networks,
+                           "cluster": result.clusters})
+    with atomic_path(group / f"atlas-{atlas.label}_desc-networks_dseg.tsv") as tmp:
+        labels.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(group / f"atlas-{atlas.label}_desc-networks_figure.svg") as tmp:
+        plot_contingency(result, tmp)
+    log.info("Network identification (%s embeddings, k=%d): ARI %.2f, NMI %.2f", kind, result.n_clusters,
+             result.adjusted_rand, result.normalized_mutual_info)

@@ -1,0 +1,175 @@
+"""Participant level: discover, validate, run the Nipype graph, write derivatives, run the model.
+
+One participant's failure is logged with its crash files and does not stop the others (unless
+``--stop-on-first-crash``); the exit code reflects what went wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bsym_cli.bids.atlases import Atlas, copy_atlas_dataset, resolve_atlas
+from bsym_cli.bids.derivatives import DerivativesWriter, upstream_generated_by
+from bsym_cli.bids.discovery import ParticipantInputs, choose_spaces, discover
+from bsym_cli.bids.validate import validate
+from bsym_cli.cli.config import Config, dump_config
+from bsym_cli.levels.model_stage import Weights, load_weights, read_contract, run_model_stage
+from bsym_cli.levels.participant import ModelContract, ParticipantGraph, build_graph, run_workflows
+from bsym_cli.utils.errors import BsymError, ExitCode, exit_code_for
+from bsym_cli.utils.logs import get_logger
+from pipelines.atomic import remove_stale_temporaries, waiting_lock
+
+
+def run(config: Config) -> None:
+    """Prepare the process (caches under the work dir, threads, login name) and run the analysis level."""
+    from bsym_cli.levels.runtime import ensure_login_name, redirect_caches, set_threads
+
+    redirect_caches(config.execution.work_dir)
+    set_threads(config.resources.omp_nthreads)
+    ensure_login_name()
+    if config.execution.analysis_level == "group":
+        from bsym_cli.levels.group import run_group
+
+        run_group(config)
+    else:
+        run_participants(config)
+
+
+def run_participants(config: Config) -> None:
+    """Process every selected participant; raise a :class:`BsymError` if any failed."""
+    from bsym_cli.levels.runtime import resolve_device
+
+    ex, wf = config.execution, config.workflow
+    log = get_logger()
+    device = None if "model" in wf.skip else resolve_device(config.model.device)
+    study = discover(config)
+    participants = validate(study, denoise_strategy=wf.denoise_strategy)
+    atlas = resolve_atlas(wf.atlas, atlas_dataset=wf.atlas_dataset)
+    log.info("Atlas %s: %d regions, from %s", atlas.label, len(atlas.indices), atlas.root)
+    for part in participants:
+        part.bold_runs = choose_spaces(part.bold_runs, list(atlas.images))
+    datasets = {"raw": study.bids_dir, **study.derivatives}
+    writer = DerivativesWriter(ex.output_dir, datasets)
+    writer.write_dataset_files(config_hash=config.hash, upstream=upstream_generated_by(datasets))
+    _copy_shared_inputs(atlas, study.bids_dir, Path(ex.output_dir))
+    dump_config(config, Path(ex.work_dir) / ex.run_uuid)
+    contract = read_contract(config)
+    if ex.boilerplate_only:
+        _write_boilerplate(config, participants, atlas, contract)
+        return
+    weights = None if device is None or ex.reports_only else load_weights(config, atlas)
+    failures: dict[str, BaseException] = {}
+    for part in participants:
+        start = time.monotonic()
+        log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
+        try:
+            with participant_lock(config, part.subject):
+                remove_stale_temporaries(Path(ex.output_dir) / f"sub-{part.subject}")
+                remove_stale_temporaries(Path(ex.work_dir) / f"sub-{part.subject}")
+                dump_config(config, log_dir)
+                graph = build_graph(config, part, atlas, contract)
+                if not ex.reports_only:
+                    process_participant(config, part, graph, atlas, writer, log_dir, weights, device)
+                report = _report(config, part, graph, atlas, weights)
+            log.info("%s: report %s", part.label, report)
+        except Exception as exc:  # one participant's failure must not stop the others
+            failures[part.label] = exc
+            log.error("%s failed: %s", part.label, exc)
+            if ex.stop_on_first_crash:
+                raise
+        else:
+            log.info("%s finished in %.0f s; outputs in %s", part.label, time.monotonic() - start,
+                     Path(ex.output_dir) / f"sub-{part.subject}")
+    if failures or study.problems:
+        raise _summary(failures, study.problems, len(participants))
+
+
+def _summary(failures: dict[str, BaseException], problems: list, n_processed: int) -> BsymError:
+    """One error for the end of a run in which participants failed or inputs were skipped.
+
+    Its code is the failures' and problems' common exit code; 1 when a participant crashed beside
+    other errors, else 65 when some input was malformed, else 66.
+    """
+    codes = {exit_code_for(exc) for exc in failures.values()}
+    codes |= {ExitCode.MISSING_INPUT if p.missing else ExitCode.BAD_INPUT_DATA for p in problems}
+    if len(codes) == 1:
+        code = codes.pop()
+    else:
+        code = ExitCode.FAILURE if ExitCode.FAILURE in codes else ExitCode.BAD_INPUT_DATA
+    parts = []
+    if failures:
+        details = "; ".join(f"{label}: {exc}" for label, exc in failures.items())
+        parts.append(f"{len(failures)} of {n_processed} participant(s) failed: {details}")
+    if problems:
+        details = "\n  ".join(p.message for p in problems)
+        parts.append(f"{len(problems)} input problem(s); the affected runs were skipped:\n  {details}")
+    return BsymError("\n".join(parts), code=code)
+
+
+@contextlib.contextmanager
+def participant_lock(config: Config, subject: str) -> Iterator[None]:
+    """Let one run at a time process ``sub-<subject>`` in this work directory and this OUTPUT_DIR.
+
+    A second run of the same participant (a resubmitted job, a typo in an array) waits for the first,
+    then finds its work finished and reuses it.
+    """
+    ex = config.execution
+    name = f".bsym-sub-{subject}.lock"
+    with waiting_lock(Path(ex.work_dir) / name, f"sub-{subject} in {ex.work_dir}"), \
+            waiting_lock(Path(ex.output_dir) / name, f"sub-{subject} in {ex.output_dir}"):
+        yield
+
+
+def process_participant(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
+                        writer: DerivativesWriter, log_dir: Path, weights: Weights | None, device: str | None) -> None:
+    """Run the workflows of one participant, write their outputs, then the model stage."""
+    runs = run_workflows(config, part, graph, atlas, writer, log_dir)
+    if weights is not None:
+        run_model_stage(config, part, atlas, writer, runs, weights, device)
+
+
+def _report(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
+            weights: Weights | None) -> Path:
+    from bsym_cli.levels.report import boilerplate, write_report
+
+    inputs = [("Participant", part.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
+    inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in part.bold_runs]
+    inputs += [("DWI", f"{r.dwi.name} ({r.source})") for r in part.dwi_runs]
+    inputs += [("T1w", part.t1w.name)] if part.t1w else []
+    info = {}
+    if weights is not None:
+        meta = weights.meta
+        info = {"Weights": meta.name, "Weights sha256": meta.sha256, "Weights source": meta.source,
+                "Weights licence": meta.licence, "Weights training": meta.training}
+    methods = boilerplate([graph.methods])
+    return write_report(config, part.subject, Path(config.execution.output_dir), inputs=inputs,
+                        problems=part.problems, methods=methods, weights_info=info)
+
+
+def _write_boilerplate(config: Config, participants: list[ParticipantInputs], atlas: Atlas,
+                       contract: ModelContract) -> None:
+    """``--boilerplate-only``: write the methods text of the selected participants' graphs and stop."""
+    from bsym_cli.levels.report import boilerplate
+    from pipelines.atomic import write_text
+
+    texts = [build_graph(config, part, atlas, contract).methods for part in participants]
+    path = write_text(Path(config.execution.output_dir) / "logs" / "CITATION.md", boilerplate(texts))
+    get_logger().info("Methods boilerplate written to %s", path)
+
+
+def _copy_shared_inputs(atlas: Atlas, bids_dir: Path, out_dir: Path) -> None:
+    """Copy the atlas dataset to ``sourcedata/atlases`` and ``participants.tsv`` (+ json) beside the outputs.
+
+    With the table there, the group level needs only OUTPUT_DIR. Done under the dataset's lock, as
+    concurrent participant jobs write the same files.
+    """
+    from pipelines.atomic import copy_file, locked
+
+    with locked(out_dir):
+        copy_atlas_dataset(atlas, out_dir / "sourcedata" / "atlases")
+        for name in ("participants.tsv", "participants.json"):
+            if (bids_dir / name).exists():
+                copy_file(bids_dir / name, out_dir / name)
