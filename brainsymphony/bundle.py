@@ -26,6 +26,9 @@ from brainsymphony.config import BrainSymphonyConfig
 from brainsymphony.errors import CheckpointError, ConfigError
 from brainsymphony.model import BrainSymphony
 
+#: The transform of streamline counts into the model's signed connectome (see docs/model.md).
+SIGNED_TRANSFORM = "log10_count_per_volume"
+
 WEIGHTS_NAME = "model.safetensors"
 MANIFEST_NAME = "bundle.json"
 FORMAT = "bsym-bundle"
@@ -86,7 +89,7 @@ class BundleMetadata:
     def to_manifest(self) -> dict[str, Any]:
         """The ``bundle.json`` dictionary."""
         scaling = None
-        if self.scaling_median is not None:
+        if self.scaling_median is not None and self.scaling_iqr is not None:
             scaling = {"median": self.scaling_median.tolist(), "iqr": self.scaling_iqr.tolist()}
         return {
             "format": FORMAT,
@@ -143,7 +146,7 @@ def save_bundle(
     tr: float | None = None,
     scaling_median: np.ndarray | None = None,
     scaling_iqr: np.ndarray | None = None,
-    sc_transform: str = "log10_count_per_volume",
+    sc_transform: str = SIGNED_TRANSFORM,
     licence: str = "unspecified",
     source: str = "unspecified",
     training: str = "unspecified",
@@ -270,7 +273,10 @@ def _read_members(path: Path) -> tuple[bytes, bytes]:
                 if info.isfile() and base in (MANIFEST_NAME, WEIGHTS_NAME):
                     if base in found:
                         raise CheckpointError(f"{path}: the archive holds more than one {base}")
-                    found[base] = archive.extractfile(info).read()
+                    stream = archive.extractfile(info)
+                    if stream is None:
+                        raise CheckpointError(f"{path}: cannot read {info.name} from the archive")
+                    found[base] = stream.read()
         for member in (MANIFEST_NAME, WEIGHTS_NAME):
             if member not in found:
                 raise CheckpointError(f"{path}: not a weight bundle, the archive has no {member}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from brainsymphony.errors import ConfigError
 from brainsymphony.model import BrainSymphony
-from brainsymphony.pretrain import TrainingSet
+from brainsymphony.pretraining import TrainingSet
 
 Embedding = Literal["fused", "functional", "structural"]
 Task = Literal["regression", "classification"]
@@ -216,7 +216,7 @@ def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, co
         if score > best.score:
             best = _Best(score=score, epoch=epoch, encoder=copy.deepcopy(encoder.state_dict()),
                          head=copy.deepcopy(head.state_dict()))
-    if best.encoder is not None:
+    if best.encoder is not None and best.head is not None:
         encoder.load_state_dict(best.encoder)
         head.load_state_dict(best.head)
     encoder.eval()
@@ -274,6 +274,9 @@ def prediction_metrics(task: Task, truth: np.ndarray, predictions: np.ndarray, c
 class _Head(nn.Module):
     """Standardise then Linear(D -> K); regression outputs are in standardised target units."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, mean: np.ndarray, scale: np.ndarray, *, n_outputs: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
@@ -314,8 +317,12 @@ def _subject_vectors(model: BrainSymphony, data: TrainingSet, index: np.ndarray,
     """Mean over regions of one embedding for windows ``index``: (B, D)."""
     fmri = sc = None
     if model.config.has_functional:
+        if data.fmri is None:
+            raise ValueError(f"a {model.config.mode} model needs fMRI windows, but the data has none")
         fmri = torch.as_tensor(data.fmri[index], dtype=torch.float32, device=device)
     if model.config.has_structural:
+        if data.sc is None:
+            raise ValueError(f"a {model.config.mode} model needs connectomes, but the data has none")
         sc = torch.as_tensor(data.sc[data.subject[index]], dtype=torch.float32, device=device)
     return getattr(model(fmri=fmri, sc=sc), embedding).mean(dim=1)
 

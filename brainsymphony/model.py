@@ -121,18 +121,20 @@ class BrainSymphony(nn.Module):
         out = BrainSymphonyOutput()
         if self.gate is not None and fmri is None and sc is None:
             raise ValueError("this multimodal model needs fmri=(B, R, T), sc=(B, R, R), or both")
-        if self.spatial is not None and (fmri is not None or self.gate is None):
-            self._check_input("fmri", fmri, (self.config.n_regions, self.config.n_timepoints))
-            series = self.context.masked_series(fmri, entry_mask)
-            spatial = self.spatial(
+        functional = self.functional_modules()
+        if functional is not None and (fmri is not None or self.gate is None):
+            spatial_stream, temporal_stream, context, perceiver = functional
+            fmri = self._check_input("fmri", fmri, (self.config.n_regions, self.config.n_timepoints))
+            series = context.masked_series(fmri, entry_mask)
+            spatial = spatial_stream(
                 series, gradients=gradients, region_mask=region_mask, need_weights="spatial" in wanted
             )
-            temporal = self.temporal(series, time_mask=time_mask, need_weights="temporal" in wanted)
-            distilled = self.perceiver(
+            temporal = temporal_stream(series, time_mask=time_mask, need_weights="temporal" in wanted)
+            distilled = perceiver(
                 spatial.embeddings,
                 temporal.embeddings,
                 series,
-                self.context.conv1d,
+                context.conv1d,
                 spatial.positional,
                 need_weights="perceiver" in wanted,
                 method=perceiver_method,
@@ -146,13 +148,19 @@ class BrainSymphony(nn.Module):
             out.perceiver_region_attention = distilled.region_attention
             out.perceiver_time_attention = distilled.time_attention
         if self.structural is not None and (sc is not None or self.gate is None):
-            self._check_input("sc", sc, (self.config.n_regions, self.config.n_regions))
+            sc = self._check_input("sc", sc, (self.config.n_regions, self.config.n_regions))
             structural = self.structural(sc, edge_mask=edge_mask, need_weights="structural" in wanted)
             out.structural = structural.embeddings
             out.structural_attention = structural.attention
         if self.gate is not None and out.functional is not None and out.structural is not None:
             out.fused, out.gates = self.gate(out.functional, out.structural)
         return out
+
+    def functional_modules(self) -> tuple[SpatialStream, TemporalStream, ContextPath, Perceiver] | None:
+        """The spatial and temporal streams, the context path and the Perceiver (built together), or None."""
+        if self.spatial is None or self.temporal is None or self.context is None or self.perceiver is None:
+            return None
+        return self.spatial, self.temporal, self.context, self.perceiver
 
     def _wanted_maps(self, attention: bool | str | Iterable[str] | None) -> set[str]:
         if attention is None or attention is False:
@@ -165,7 +173,8 @@ class BrainSymphony(nn.Module):
             raise ValueError(f"unknown attention map(s) {sorted(unknown)}; choose from {ATTENTION_MAPS}")
         return wanted
 
-    def _check_input(self, name: str, value: torch.Tensor | None, shape: tuple[int, int]) -> None:
+    def _check_input(self, name: str, value: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        """``value`` if it is a (B, shape[0], shape[1]) batch, else a ValueError naming the expected shape."""
         if value is None:
             raise ValueError(f"this {self.config.mode} model needs {name}=(B, {shape[0]}, {shape[1]})")
         if value.dim() != 3 or tuple(value.shape[1:]) != shape:
@@ -173,3 +182,4 @@ class BrainSymphony(nn.Module):
                 f"{name} has shape {tuple(value.shape)}; this model expects (B, {shape[0]}, {shape[1]})"
                 f" (n_regions={self.config.n_regions}, n_timepoints={self.config.n_timepoints})"
             )
+        return value

@@ -198,10 +198,11 @@ class Perceiver(nn.Module):
             w_in[:, 2 * token_width :],
         )
         conv_weight = conv.weight.float()[:, 0, :]  # (C, K)
+        conv_bias = conv_weight.new_zeros(conv_weight.shape[0]) if conv.bias is None else conv.bias.float()
         signal_weight = self.signal_proj.weight.float()  # (P, C)
         a = F.linear(spatial, self.roi_proj.weight.float(), self.roi_proj.bias.float()) @ w_region.T
         constant = (
-            w_signal @ (signal_weight @ conv.bias.float() + self.signal_proj.bias.float())
+            w_signal @ (signal_weight @ conv_bias + self.signal_proj.bias.float())
             + self.input_proj.bias.float()
         )
         b = F.linear(temporal, self.time_proj.weight.float(), self.time_proj.bias.float()) @ w_time.T + constant
@@ -262,7 +263,7 @@ class Perceiver(nn.Module):
             chunk = self.chunk_elements * (1 if series.device.type == "cpu" else _ACCELERATOR_CHUNK_FACTOR)
             mean_token, region_weights, time_weights = stream.run(chunk)
             outputs.append(self._values(mean_token, heads, head_width))
-            if need_weights:
+            if region_weights is not None and time_weights is not None:
                 region_maps.append(region_weights.view(heads, query_count, -1).mean(0))
                 time_maps.append(time_weights.view(heads, query_count, -1).mean(0))
         attended = torch.stack(outputs)
@@ -312,7 +313,8 @@ class Perceiver(nn.Module):
             shift = torch.full((heads, query_count, 1), -torch.inf)
             total = torch.zeros(heads, query_count, 1)
             acc = torch.zeros(heads, query_count, head_width)
-            region_mass, time_mass = [], torch.zeros(heads, query_count, frames)
+            region_mass: list[torch.Tensor] = []
+            time_mass = torch.zeros(heads, query_count, frames)
             for start in range(0, series.shape[1], step):
                 stop = min(series.shape[1], start + step)
                 count = stop - start
@@ -421,7 +423,7 @@ class _KeyStream:
             region_shift[:, start:stop] = shift[:, None]
             per_region = weights.view(n_queries, count, frames)
             time_sum += per_region.sum(1)
-            if region_mass is not None:
+            if region_mass is not None and time_mass is not None:
                 region_mass[:, start:stop] = sums[:, kernel + 1 + count :]
                 time_mass += (per_region * terms.sigma[start:stop]).sum(1)
         assert shift is not None  # at least one region
@@ -429,7 +431,7 @@ class _KeyStream:
         scale = total.reciprocal()[:, None]
         normalised = ((region_sum * correction) @ terms.a + time_sum @ terms.b + window_sum @ terms.m.T) * scale
         normalised = normalised - normalised.mean(dim=-1, keepdim=True)
-        if region_mass is None:
+        if region_mass is None or time_mass is None:
             return normalised, None, None
         return normalised, region_mass * correction * scale, time_mass * scale
 

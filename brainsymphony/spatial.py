@@ -25,7 +25,8 @@ class RegionPositionalEncoding(nn.Module):
         self.pe = nn.Parameter(torch.randn(1, config.max_regions, config.width) * 0.02)
         self.alpha = nn.Parameter(torch.tensor(0.1))
         self.ln = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
-        self.gradient_proj = nn.Linear(config.gradient_dim, config.width) if self.kind == "brain_gradient" else None
+        gradient_dim = config.gradient_dim if self.kind == "brain_gradient" else None  # set, the config checks
+        self.gradient_proj = nn.Linear(gradient_dim, config.width) if gradient_dim is not None else None
 
     def forward(self, h: torch.Tensor, gradients: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the positional term.
@@ -118,10 +119,10 @@ class SpatialStream(nn.Module):
         h = self.embedding_layer(fmri)  # (B, R, T) -> (B, R, D)
         h = _apply_mask_token(h, region_mask, self.mask_token, what="region_mask")
         h, positional = self.pos_enc(h, gradients)
-        maps = [] if need_weights else None
+        maps: list[torch.Tensor] | None = [] if need_weights else None
         for layer in self.layers:
             h, weights = layer(h, need_weights=need_weights)
-            if maps is not None:
+            if maps is not None and weights is not None:
                 maps.append(weights)
         return SpatialOutput(embeddings=h, positional=positional, attention=maps)
 

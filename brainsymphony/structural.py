@@ -228,10 +228,10 @@ class SignedGraphTransformer(nn.Module):
         else:
             h = h + self.positional_proj(laplacian_encoding(sc, self.config.laplacian_dim))
         weightings = attention_weightings(sc, self.config)
-        maps = [] if need_weights else None
+        maps: list[torch.Tensor] | None = [] if need_weights else None
         for layer in self.layers:
             h, attention = layer(h, weightings, need_weights=need_weights)
-            if maps is not None:
+            if maps is not None and attention is not None:
                 maps.append(attention)
         return StructuralOutput(embeddings=h, attention=maps)
 

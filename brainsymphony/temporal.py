@@ -38,6 +38,8 @@ def sinusoid_table(positions: int, width: int) -> torch.Tensor:
 class TimePositionalEncoding(nn.Module):
     """Adds the fixed sinusoid ``pe`` (1, max_timepoints, D), a persistent buffer as in the release."""
 
+    pe: torch.Tensor
+
     def __init__(self, config: BrainSymphonyConfig) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoid_table(config.max_timepoints, config.width))
@@ -100,9 +102,9 @@ class TemporalStream(nn.Module):
         h = self.embedding_layer(fmri.transpose(1, 2))  # (B, R, T) -> (B, T, R) -> (B, T, D)
         h = _apply_mask_token(h, time_mask, self.mask_token, what="time_mask")
         h = self.pos_enc(h)
-        maps = [] if need_weights else None
+        maps: list[torch.Tensor] | None = [] if need_weights else None
         for layer in self.layers:
             h, weights = layer(h, need_weights=need_weights)
-            if maps is not None:
+            if maps is not None and weights is not None:
                 maps.append(weights)
         return TemporalOutput(embeddings=h, attention=maps)

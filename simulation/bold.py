@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from pipelines._docs import fill_doc
+from pipelines.docstrings import fill_doc
 from simulation.anatomy import Anatomy
 
 #: MNI mm point rotations turn about (roughly the centre of the head).

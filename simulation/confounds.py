@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d
 
-from pipelines._docs import fill_doc
+from pipelines.docstrings import fill_doc
 
 MOTION_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 #: Radius of the sphere that turns rotations into displacements for framewise displacement (Power 2012).

@@ -7,7 +7,7 @@ import numpy as np
 from pipelines.dmri.connectome import signed_connectome
 from pipelines.fmri.resample import resample_to_tr
 from pipelines.model.corpus import Corpus
-from simulation.atlas import build_demo_atlas
+from simulation.atlas import ATLAS_LABEL, build_demo_atlas
 from simulation.simulate import coupling_for_age, simulate_bold, simulate_connectome
 
 #: TR choices (s) of the simulated acquisitions.
@@ -26,7 +26,7 @@ def simulate_corpus(n_subjects: int, *, seed: int = 0, windows_per_subject: int 
     ``windows_per_subject`` windows of ``n_timepoints`` frames. Streamline counts are Poisson with mean
     ``total * w_ij / sum(w)`` (total ~ U(2e5, 1e6) streamlines); parcel volumes are the demo atlas's voxel counts
     (1 mm^3) times a per-subject head size factor ~ U(0.9, 1.1); the signed connectome is
-    log10(count / ((V_i + V_j) / 2)) where count > 0, else 0 (DESIGN.md section 4).
+    log10(count / ((V_i + V_j) / 2)) where count > 0, else 0 (docs/model.md, "Signed structural connectome").
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ def simulate_corpus(n_subjects: int, *, seed: int = 0, windows_per_subject: int 
             covariates[key][s] = value
     return Corpus(windows=windows, window_subject=np.repeat(np.arange(n_subjects), windows_per_subject), sc=sc,
                   subject_ids=[f"sim{s:04d}" for s in range(n_subjects)], t_r=target_tr, labels=indices,
-                  covariates=covariates)
+                  covariates=covariates, atlas=ATLAS_LABEL, labels_sha256=atlas.labels_sha256)
 
 
 def streamline_counts(weights: np.ndarray, total: float, rng: np.random.Generator) -> np.ndarray:

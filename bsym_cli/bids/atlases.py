@@ -13,7 +13,6 @@ baked into the container (``$BSYM_BAKED_ATLAS_DIR``, default ``/opt/bsym/atlases
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pandas as pd
 
 from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
+from pipelines.atlas_labels import labels_sha256
 from pipelines.atomic import atomic_path, copy_file, locked, write_json, write_text
 
 DEFAULT_ATLAS = "Schaefer400Tian450"
@@ -91,12 +91,6 @@ class Atlas:
             f"tpl-{template}_atlas-{self.label}_dseg.nii.gz in the atlas dataset, "
             "or pass --force-atlas-space to use another template's image."
         )
-
-
-def labels_sha256(indices: list[int], names: list[str]) -> str:
-    """sha256 of the lines ``"<index>\\t<name>\\n"`` in order: a stable fingerprint of an atlas's labels."""
-    text = "".join(f"{int(i)}\t{n}\n" for i, n in zip(indices, names, strict=True))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _finest(by_res: dict[str, Path]) -> Path:

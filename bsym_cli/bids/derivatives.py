@@ -1,4 +1,4 @@
-"""The one place that names and writes outputs (DESIGN.md §6).
+"""The one place that names and writes outputs (docs/architecture.md, "Derivatives layout").
 
 Names follow XCP-D (BIDS 1.11 ``atlas-``), built from the source file's entities; every file is written
 atomically with a JSON sidecar that records ``Sources`` as BIDS URIs. The dataset's shared root files
@@ -8,7 +8,6 @@ atomically with a JSON sidecar that records ``Sources`` as BIDS URIs. The datase
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ SOURCE_ENTITIES = {"subject": "sub", "session": "ses", "task": "task", "acquisit
                    "ceagent": "ce", "reconstruction": "rec", "direction": "dir", "run": "run", "echo": "echo"}
 #: Output entities, in the order they appear in a name after the source ones.
 OUTPUT_ENTITIES = ("space", "atlas", "stat", "desc")
-_KEY = re.compile(r"([a-zA-Z0-9]+)-([a-zA-Z0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -85,11 +83,6 @@ using Nipype (Gorgolewski et al., 2011), nilearn (Abraham et al., 2014), DIPY (G
 2014), pybids (Yarkoni et al., 2019) and PyTorch (Paszke et al., 2019).
 See each participant's HTML report for the methods of that run.
 """
-
-
-def parse_entities(path: str | Path) -> dict[str, str]:
-    """Short-key entities of a BIDS file name (``sub-01_task-rest_bold.nii.gz`` -> ``{sub: 01, task: rest}``)."""
-    return dict(_KEY.findall(Path(path).name.split(".")[0]))
 
 
 def source_entities(entities: Mapping[str, Any]) -> dict[str, str]:

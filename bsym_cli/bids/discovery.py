@@ -17,12 +17,12 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from bsym_cli.bids.derivatives import sidecar_path
+from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs, Study
 from bsym_cli.cli.config import Config
 from bsym_cli.utils.errors import InputDataError, MissingInputError, NothingSelectedError
 from bsym_cli.utils.logs import get_logger
@@ -40,66 +40,6 @@ def default_queries() -> dict[str, dict[str, Any]]:
     """The default pybids queries (``bsym_cli/bids/data/queries.json``), without its ``_doc`` entry."""
     text = resources.files("bsym_cli.bids").joinpath("data/queries.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
-
-
-@dataclass(frozen=True)
-class BoldRun:
-    """One preprocessed BOLD run and its companions (None where absent)."""
-
-    bold: Path
-    mask: Path | None
-    boldref: Path | None
-    confounds: Path | None
-    t_r: float | None
-    space: str
-    entities: dict[str, str] = field(hash=False)
-    #: Why ``t_r`` is None when the sidecar has a RepetitionTime that is not a positive number of seconds.
-    t_r_problem: str | None = None
-
-
-@dataclass(frozen=True)
-class DwiRun:
-    """One diffusion series: raw BIDS or QSIPrep-preprocessed."""
-
-    dwi: Path
-    bval: Path | None
-    bvec: Path | None
-    mask: Path | None
-    source: Literal["raw", "qsiprep"]
-    entities: dict[str, str] = field(hash=False)
-
-
-@dataclass
-class ParticipantInputs:
-    """Everything found for one participant (and session), and what was wrong with it."""
-
-    subject: str
-    session: str | None
-    bold_runs: list[BoldRun] = field(default_factory=list)
-    dwi_runs: list[DwiRun] = field(default_factory=list)
-    t1w: Path | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        """``sub-01`` or ``sub-01_ses-a``."""
-        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
-
-    @property
-    def usable(self) -> bool:
-        """True when at least one BOLD or DWI run is left."""
-        return bool(self.bold_runs or self.dwi_runs)
-
-
-@dataclass
-class Study:
-    """The datasets in play and the participants selected."""
-
-    bids_dir: Path
-    derivatives: dict[str, Path]
-    participants: list[ParticipantInputs]
-    #: What validation found wrong (``bsym_cli.bids.validate.Problem``); the run ends with their exit code.
-    problems: list[Any] = field(default_factory=list)
 
 
 def find_derivatives(bids_dir: Path, given: dict[str, Path]) -> dict[str, Path]:

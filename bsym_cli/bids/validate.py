@@ -15,17 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from bsym_cli.bids.derivatives import sidecar_path
-from bsym_cli.bids.discovery import BoldRun, DwiRun, ParticipantInputs, Study
+from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs, Problem, Study
 from bsym_cli.utils.errors import InputDataError, InvalidBIDSError, MissingInputError
 from bsym_cli.utils.logs import get_logger
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with an input; ``missing`` distinguishes exit 66 from exit 65."""
-
-    message: str
-    missing: bool = False
 
 
 def count_nonfinite(path: Path) -> int:
@@ -190,10 +182,8 @@ def check_dwi_run(run: DwiRun) -> list[Problem]:
         problems.append(problem)
     if problems:
         return problems
-    try:
-        from pipelines.dmri.gradients import check_gradients
-    except ImportError:  # pragma: no cover - the dMRI package is part of the app
-        return problems
+    from pipelines.dmri.gradients import check_gradients
+
     try:
         check_gradients(run.dwi, run.bval, run.bvec)
     except ValueError as exc:

@@ -231,7 +231,7 @@ def config_from_params(ctx: click.Context, params: dict[str, Any]) -> Config:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: parse, run, and exit with the code of DESIGN.md §8."""
+    """Console entry point: parse, run, and exit with the codes of docs/architecture.md ("Exit codes")."""
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = expand_multi_value_options(argv, MULTI_VALUE)
     log = logging.getLogger("bsym")

@@ -20,6 +20,7 @@ import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bsym_cli.utils.errors import OptionError
+from pipelines.defaults import DEFAULT_SEED, DEFAULT_STREAMLINES
 
 Stage = Literal["fmri", "dmri", "model"]
 
@@ -90,11 +91,11 @@ class WorkflowConfig(_Section):
     high_pass: float | None = Field(None, gt=0)
     min_coverage: float = Field(0.5, ge=0, le=1)
     window_stride: int | None = Field(None, ge=1)
-    streamlines: int = Field(20000, ge=100)
+    streamlines: int = Field(DEFAULT_STREAMLINES, ge=100)
     dwi_denoise: bool | None = None
     registration: Literal["affine", "syn", "none"] = "affine"
     save_tractogram: bool = False
-    seed: int = Field(20250623, ge=0)
+    seed: int = Field(DEFAULT_SEED, ge=0)
 
     @model_validator(mode="after")
     def _band(self) -> WorkflowConfig:

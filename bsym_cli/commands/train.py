@@ -19,6 +19,7 @@ import click
 import numpy as np
 
 from bsym_cli.utils.errors import OptionError
+from pipelines.dmri.connectome import SIGNED_TRANSFORM
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +110,7 @@ def pretrain(corpus: Path | None, out: Path, recipe: str | None, mode: str, init
     import torch
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig, load_bundle
-    from brainsymphony.pretrain import PretrainConfig, Pretrainer, inference_model, objectives_for
+    from brainsymphony.pretraining import PretrainConfig, Pretrainer, inference_model, objectives_for
     from bsym_cli.utils.logs import get_logger
     from pipelines.model.corpus import read_corpus, save_corpus_file
     from simulation.corpus import simulate_corpus
@@ -207,12 +208,8 @@ def _write_bundle(model, out: Path, name: str, data, summary: dict[str, Any], st
     from brainsymphony import save_bundle
 
     atlas, labels_hash = "unknown", None
-    if data.labels is not None and len(data.labels) == 450 and summary["recipe"]:
-        from bsym_cli.bids.atlases import labels_sha256
-        from simulation.atlas import ATLAS_LABEL, build_demo_atlas
-
-        table = build_demo_atlas().table
-        atlas, labels_hash = ATLAS_LABEL, labels_sha256(table["index"].tolist(), table["name"].tolist())
+    if data.labels_sha256:  # the corpus knows its atlas (the demo-sim corpus does)
+        atlas, labels_hash = data.atlas or "unknown", data.labels_sha256
     elif start_meta is not None:
         atlas, labels_hash = start_meta.atlas, start_meta.labels_sha256
     trained, initial = summary["heldout_trained_float32"], summary["heldout_random_init"] or {}
@@ -229,7 +226,7 @@ def _write_bundle(model, out: Path, name: str, data, summary: dict[str, Any], st
              "mask tokens of the spatial/temporal streams dropped after pretraining (inference config)",
              scores]
     return save_bundle(model, out, name=name, atlas=atlas, labels_sha256=labels_hash,
-                       tr=data.t_r, sc_transform="log10_count_per_volume",
+                       tr=data.t_r, sc_transform=SIGNED_TRANSFORM,
                        licence="Apache-2.0 (bsym-app)",
                        source="bsym-app self-supervised pretraining (`bsym pretrain"
                               + (f" --recipe {summary['recipe']['name']}" if summary["recipe"] else "") + "`)",
@@ -336,7 +333,9 @@ def finetune(corpus: Path, targets_file: Path, target: str, out: Path, weights: 
                           f"the corpus subjects (e.g. {data.subject_ids[:3]}).")
     observed = np.array([v for v in per_subject[present]])
     task = target_task(observed) if task == "auto" else task
-    feature_names = [f"{embedding}_{i:03d}" for i in range(cfg.width)]
+    from pipelines.model.features import feature_names as names_of
+
+    feature_names = names_of(embedding, cfg.width)
     provenance = {"corpus": str(corpus), "weights": str(weights), "weights_sha256": meta.sha256, "method": method,
                   "embedding": embedding, "seed": seed}
     if method == "probe":

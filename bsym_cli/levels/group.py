@@ -16,8 +16,8 @@ from bsym_cli.cli.config import Config
 from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import atomic_path, locked, remove_stale_temporaries, write_json
+from pipelines.model.features import FEATURE_KINDS, embedding_columns
 
-FEATURE_KINDS = ("fused", "functional", "structural")
 _FEATURES = re.compile(r"^sub-(?P<sub>[a-zA-Z0-9]+)(?:_ses-(?P<ses>[a-zA-Z0-9]+))?_desc-bsym_features\.tsv$")
 
 
@@ -47,7 +47,7 @@ def gather_features(out_dir: Path, subjects: tuple[str, ...] = (), sessions: tup
 def feature_columns(table: pd.DataFrame) -> tuple[str, list[str]]:
     """The embedding kind probes use (fused, else functional, else structural) and its columns."""
     for kind in FEATURE_KINDS:
-        cols = [c for c in table.columns if re.fullmatch(rf"{kind}_\d+", c)]
+        cols = embedding_columns(table.columns, kind)
         if cols and table[cols].notna().all(axis=None):
             return kind, cols
     raise MissingInputError("The feature tables have no complete embedding columns (fused_000, ...).")
@@ -120,7 +120,7 @@ def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataF
     if result is None:
         return None
     study, statistics = result
-    embedding = [c for c in table.columns if re.fullmatch(r"(fused|functional|structural)_\d+", c)]
+    embedding = embedding_columns(table.columns)
     rescaled = table.drop(columns=embedding).merge(study, on=["participant_id", "session_id"], how="left")
     with atomic_path(group / "desc-studyscaling_stat.tsv") as tmp:
         statistics.to_csv(tmp, sep="\t", index=False, na_rep="n/a")

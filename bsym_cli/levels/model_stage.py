@@ -20,12 +20,13 @@ import pandas as pd
 
 from bsym_cli.bids.atlases import Atlas
 from bsym_cli.bids.derivatives import DerivativesWriter, output_path, sidecar_path
-from bsym_cli.bids.discovery import ParticipantInputs
+from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.cli.config import Config
 from bsym_cli.levels.participant import ModelContract, RunResult
 from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
-from pipelines.atomic import atomic_path, is_temporary
+from pipelines.atomic import is_temporary
+from pipelines.model.features import feature_names, feature_values
 
 DEFAULT_BUNDLE = "bsym-demo-sim"
 
@@ -105,15 +106,9 @@ def _first_difference(names, atlas: Atlas) -> str:
     return ""
 
 
-def read_relmat(path: str | Path) -> np.ndarray:
-    """An XCP-D style relmat TSV (``Node`` column + one column per parcel) as an (R, R) array (n/a -> NaN)."""
-    table = pd.read_csv(path, sep="\t", na_values="n/a", index_col=0)
-    return table.to_numpy(dtype=np.float64)
-
-
-def features_path(config: Config, part: ParticipantInputs) -> Path:
+def features_path(output_dir: Path, part: ParticipantInputs) -> Path:
     """Where this participant's feature row goes (its existence marks a finished model stage)."""
-    return output_path(config.execution.output_dir, "features", _source(part))
+    return output_path(output_dir, "features", _source(part))
 
 
 def _source(part: ParticipantInputs) -> dict[str, str]:
@@ -123,42 +118,36 @@ def _source(part: ParticipantInputs) -> dict[str, str]:
 def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
                     runs: list[RunResult], weights: Weights, device: str) -> dict[str, Path]:
     """Scale, embed and write one participant's model outputs; return the written paths."""
-    from pipelines.fmri.model_input import load_model_input
-    from pipelines.model.embed import embed_participant
-    from pipelines.model.scaling import robust_statistics, scale_windows
+    from pipelines.model.inputs import cache_path, participant_inputs, save_model_inputs
+    from pipelines.model.stage import run_model
 
     log = get_logger()
     meta, cfg = weights.meta, weights.model.config
-    fmri_runs = [r for r in runs if r.kind == "fmri"]
-    dwi_runs = [r for r in runs if r.kind == "dmri"]
-    windows = None
-    if fmri_runs and cfg.has_functional:
-        arrays = [load_model_input(r.files["windows"]) for r in fmri_runs]
-        for run, arr in zip(fmri_runs, arrays, strict=True):
-            if arr["windows"].shape[0] == 0:
-                log.warning("%s: run %s has %d frames at TR %.2f s, fewer than one %d-frame window; the model "
-                            "skips it (its parcellation outputs are written).", part.label, run.run_id,
-                            arr["n_frames"], arr["t_r"], meta.n_timepoints)
-        kept = [a["windows"] for a in arrays if a["windows"].shape[0]]
-        if kept:
-            windows = np.concatenate(kept)
-    elif fmri_runs:
-        log.warning("%s: bundle %s has no functional stream; BOLD runs are not embedded.", part.label, meta.name)
-    sc = None
-    if dwi_runs and cfg.has_structural:
-        sc = np.nan_to_num(read_relmat(dwi_runs[0].files["signed_relmat"]))
-        if len(dwi_runs) > 1:
-            log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
-    elif dwi_runs:
-        log.warning("%s: bundle %s has no structural stream; the connectome is not embedded.", part.label, meta.name)
-    if windows is not None and not np.isfinite(windows).any():
+    fmri_runs = [r for r in runs if r.kind == "fmri"] if cfg.has_functional else []
+    dwi_runs = [r for r in runs if r.kind == "dmri"] if cfg.has_structural else []
+    for kind, present, used in (("BOLD runs are not embedded", any(r.kind == "fmri" for r in runs), fmri_runs),
+                                ("the connectome is not embedded", any(r.kind == "dmri" for r in runs), dwi_runs)):
+        if present and not used:
+            log.warning("%s: bundle %s has no %s stream; %s.", part.label, meta.name,
+                        "functional" if kind.startswith("BOLD") else "structural", kind)
+    if len(dwi_runs) > 1:
+        log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
+    inputs, short_runs = participant_inputs([r.files["windows"] for r in fmri_runs],
+                                            dwi_runs[0].files["signed_relmat"] if dwi_runs else None,
+                                            atlas.indices, meta.tr)
+    for position, frames, t_r in short_runs:
+        log.warning("%s: run %s has %d frames at TR %.2f s, fewer than one %d-frame window; the model skips it "
+                    "(its parcellation outputs are written).", part.label, fmri_runs[position].run_id, frames, t_r,
+                    meta.n_timepoints)
+    if inputs.windows is not None and not np.isfinite(inputs.windows).any():
         sources = ", ".join(str(r.written["timeseries"]) for r in fmri_runs)
         raise InputDataError(f"{part.label}: every region is n/a in every window ({sources}); the parcellation found "
                              "no usable signal. Check the BOLD series and brain mask, or lower --min-coverage.")
-    model_folder = features_path(config, part).parent
-    if windows is None and sc is None:
-        unusable = [kind for kind, runs_of, has in (("BOLD", fmri_runs, cfg.has_functional),
-                                                      ("DWI", dwi_runs, cfg.has_structural)) if runs_of and not has]
+    model_folder = features_path(config.execution.output_dir, part).parent
+    if inputs.windows is None and inputs.sc is None:
+        unusable = [kind for kind, kind_runs, has in (("BOLD", "fmri", cfg.has_functional),
+                                                       ("DWI", "dmri", cfg.has_structural))
+                    if not has and any(r.kind == kind_runs for r in runs)]
         if unusable:
             raise InputDataError(f"{part.label}: bundle {meta.name} ({weights.path}) is {meta.mode} and cannot embed "
                                  f"this participant's {' or '.join(unusable)} data; use a bundle with that stream "
@@ -167,31 +156,31 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
                     "stage.", part.label, meta.n_timepoints)
         _remove_other_outputs(model_folder, keep=set())
         return {}
-    record = model_record(config, weights, windows=windows, sc=sc, labels=atlas.indices)
-    if not config.execution.overwrite and _recorded(features_path(config, part)) == record:
+    checkpoint = None
+    if config.model.scaling == "checkpoint" and inputs.windows is not None:
+        if meta.scaling_median is None:
+            raise OptionError(f"--scaling checkpoint: bundle {weights.path} stores no scaling statistics; use "
+                              "--scaling subject or study.")
+        checkpoint = (meta.scaling_median, meta.scaling_iqr)
+    if config.model.scaling == "study" and inputs.windows is not None:
+        log.info("%s: --scaling study: the participant level scales each participant by its own statistics; the "
+                 "group level re-embeds everyone with the study's.", part.label)
+    record = model_record(config, weights, windows=inputs.windows, sc=inputs.sc, labels=atlas.indices)
+    features = features_path(config.execution.output_dir, part)
+    if not config.execution.overwrite and _recorded(features) == record:
         log.info("%s: model outputs are up to date (same inputs, settings and weights); skipping the model stage "
                  "(--overwrite redoes it).", part.label)
         return {}
-    scaling: dict[str, Any] = {"Scaling": config.model.scaling}
-    if windows is not None:
-        if config.model.scaling == "checkpoint":
-            if meta.scaling_median is None:
-                raise OptionError(f"--scaling checkpoint: bundle {weights.path} stores no scaling statistics; use "
-                                  "--scaling subject or study.")
-            median, iqr = meta.scaling_median, meta.scaling_iqr
-        else:
-            median, iqr = robust_statistics(windows)
-        scaled, available = scale_windows(windows, median, iqr)
-        scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(~available.all(axis=0))]
-    else:
-        scaled = None
-    cache = Path(config.execution.work_dir) / f"sub-{part.subject}" / "model" / f"{part.label}_model_input.npz"
-    save_model_inputs(cache, windows=windows, sc=sc, labels=atlas.indices, t_r=meta.tr)
-    log.info("%s: embedding %d window(s)%s on %s", part.label, 0 if scaled is None else len(scaled),
-             " with the connectome" if sc is not None else "", device)
-    result = embed_participant(weights.model, scaled, sc, batch_size=config.model.batch_size, device=device,
-                               seed=config.workflow.seed)
-    written = _write(config, part, atlas, writer, runs, weights, result, scaling, record)
+    save_model_inputs(cache_path(config.execution.work_dir, part.subject, part.label), windows=inputs.windows,
+                      sc=inputs.sc, labels=atlas.indices, t_r=meta.tr)
+    log.info("%s: embedding %d window(s)%s on %s", part.label, 0 if inputs.windows is None else len(inputs.windows),
+             " with the connectome" if inputs.sc is not None else "", device)
+    result = run_model(weights.model, inputs, scaling=config.model.scaling, checkpoint=checkpoint,
+                       batch_size=config.model.batch_size, device=device, seed=config.workflow.seed)
+    scaling: dict[str, Any] = {"Scaling": result.scaling or config.model.scaling}
+    if inputs.windows is not None:
+        scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(result.incomplete)]
+    written = _write(config, part, atlas, writer, runs, weights, result.embedding, scaling, record)
     _remove_other_outputs(model_folder, keep=set(written.values()))
     return written
 
@@ -223,8 +212,13 @@ def model_record(config: Config, weights: Weights, *, windows: np.ndarray | None
         inputs.update(b"|")
     model = config.model
     return {"ModelInputsSHA256": inputs.hexdigest(), "BundleSHA256": weights.meta.sha256,
-            "HeadsSHA256": [_content_sha256(h) for h in model.heads], "Scaling": model.scaling,
+            "HeadsSHA256": [_content_sha256(h) for h in model.heads], "Scaling": _scaling_used(model.scaling, windows),
             "Seed": config.workflow.seed, "Version": __version__}
+
+
+def _scaling_used(scaling: str, windows: np.ndarray | None) -> str:
+    """The participant level has no study statistics: ``study`` scales like ``subject`` there."""
+    return "subject" if scaling == "study" and windows is not None else scaling
 
 
 def _content_sha256(path: Path) -> str:
@@ -258,25 +252,6 @@ def _remove_other_outputs(folder: Path, keep: set[Path]) -> None:
             path.unlink()
 
 
-def save_model_inputs(path: Path, *, windows: np.ndarray | None, sc: np.ndarray | None, labels: list[int],
-                      t_r: float | None) -> Path:
-    """Cache a participant's model inputs for study scaling, pretraining and fine-tuning.
-
-    The ``.npz`` holds ``windows`` (W, R, T) float32, unscaled, NaN rows for n/a parcels (W may be 0),
-    ``sc`` (R, R) float32 signed connectome (empty (0, 0) when absent), ``labels`` (R,) atlas indices and
-    ``t_r`` (s). ``bsym pretrain``/``bsym finetune`` read these files from a work directory.
-    """
-    n_regions = len(labels)
-    arrays = {
-        "windows": np.zeros((0, n_regions, 0), np.float32) if windows is None else windows.astype(np.float32),
-        "sc": np.zeros((0, 0), np.float32) if sc is None else sc.astype(np.float32),
-        "labels": np.asarray(labels, np.int32), "t_r": np.float64(t_r or np.nan),
-    }
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    return path
-
-
 def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter, runs: list[RunResult],
            weights: Weights, result, scaling: dict[str, Any], record: dict[str, Any]) -> dict[str, Path]:
     meta = weights.meta
@@ -293,8 +268,7 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
                                          sidecar={**provenance, "Windows": result.n_windows})
     used = [k for k in ("functional", "structural") if getattr(result, k) is not None]
     features = {"n_windows": result.n_windows, "modality": "multimodal" if len(used) == 2 else used[0]}
-    for kind, vector in result.subject_vector().items():
-        features.update({f"{kind}_{i:03d}": float(v) for i, v in enumerate(vector)})
+    features.update(feature_values(result.subject_vector()))
     row = pd.DataFrame([features])
     if config.model.heads:
         written["prediction"] = writer.write("prediction", src, writer=_table_writer(_predict(config, row)),
@@ -308,10 +282,6 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
     written["attention"] = writer.write("attention", src, writer=lambda tmp: _write_h5(tmp, result, atlas, meta),
                                         atlas=atlas.label, sources=sources, sidecar=provenance)
     written.update(_parcel_maps(config, part, atlas, writer, runs, result, provenance))
-    work = Path(config.execution.work_dir) / f"sub-{part.subject}" / "model"
-    work.mkdir(parents=True, exist_ok=True)
-    with atomic_path(work / f"{part.label}_window_embeddings.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **result.window_embeddings)
     # the feature row goes last: it and its sidecar's record mark the participant as finished
     written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
                                        sidecar={**provenance, "ComputedFrom": record,
@@ -321,7 +291,7 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
 
 
 def _region_table(atlas: Atlas, values: np.ndarray, prefix: str) -> pd.DataFrame:
-    table = pd.DataFrame(values, columns=[f"{prefix}_{i:03d}" for i in range(values.shape[1])])
+    table = pd.DataFrame(values, columns=feature_names(prefix, values.shape[1]))
     table.insert(0, "name", atlas.names)
     table.insert(0, "index", atlas.indices)
     return table
@@ -374,25 +344,11 @@ def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
             data.attrs["axes"] = "region,channel"
 
 
-def incoming_attention(region_map: np.ndarray) -> np.ndarray:
-    """Incoming attention per parcel: column sums of the directed (query x key) map, normalised to sum 1."""
-    incoming = np.asarray(region_map, dtype=np.float64).sum(axis=0)
-    return incoming / incoming.sum()
-
-
-def paint_parcels(atlas_img, indices: list[int], values: np.ndarray):
-    """A float32 image on the atlas grid with each parcel's voxels set to its value (0 outside parcels)."""
-    import nibabel as nib
-
-    labels = np.asarray(atlas_img.dataobj).astype(np.int64)
-    lookup = np.zeros(max(int(labels.max()), max(indices)) + 1, np.float32)
-    lookup[np.asarray(indices)] = values
-    return nib.Nifti1Image(lookup[np.clip(labels, 0, None)], atlas_img.affine)
-
-
 def _parcel_maps(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
                  runs: list[RunResult], result, provenance: dict[str, Any]) -> dict[str, Path]:
     import nibabel as nib
+
+    from pipelines.model.maps import incoming_attention, paint_parcels
 
     spaces = [r.source.get("space") for r in runs if r.kind == "fmri" and r.source.get("space")]
     space = spaces[0] if spaces else next(iter(atlas.images))

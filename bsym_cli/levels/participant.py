@@ -11,7 +11,7 @@ from typing import Any
 
 from bsym_cli.bids.atlases import Atlas
 from bsym_cli.bids.derivatives import DerivativesWriter
-from bsym_cli.bids.discovery import BoldRun, DwiRun, ParticipantInputs
+from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs
 from bsym_cli.cli.config import Config
 from bsym_cli.utils.errors import BsymError, ExitCode
 from bsym_cli.utils.logs import get_logger

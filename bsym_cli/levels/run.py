@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bsym_cli.bids.atlases import Atlas, copy_atlas_dataset, resolve_atlas
 from bsym_cli.bids.derivatives import DerivativesWriter, upstream_generated_by
-from bsym_cli.bids.discovery import ParticipantInputs, choose_spaces, discover
+from bsym_cli.bids.discovery import choose_spaces, discover
+from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.bids.validate import validate
 from bsym_cli.cli.config import Config, dump_config
 from bsym_cli.levels.model_stage import Weights, load_weights, read_contract, run_model_stage

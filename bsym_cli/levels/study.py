@@ -22,10 +22,11 @@ from bsym_cli.utils.logs import get_logger
 
 def model_input_files(work_dir: Path, participants: list[tuple[str, str | None]]) -> list[Path]:
     """The cached model inputs of each (participant_id, session_id), in order; exit 66 naming what is missing."""
+    from pipelines.model.inputs import cache_path
+
     files, missing = [], []
     for pid, sid in participants:
-        label = pid + (f"_{sid}" if sid else "")
-        path = Path(work_dir) / pid / "model" / f"{label}_model_input.npz"
+        path = cache_path(work_dir, pid.removeprefix("sub-"), pid + (f"_{sid}" if sid else ""))
         (files if path.exists() else missing).append(path)
     if missing:
         raise MissingInputError(
@@ -61,12 +62,14 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
     """Re-embed every participant of ``table`` with study-wide scaling statistics.
 
     Returns (features, statistics) on rank 0 — ``features`` has the columns of the participant feature rows,
-    ``statistics`` one row per region (``index``, ``name``, ``median``, ``iqr``) — and None on other ranks.
+    ``statistics`` one row per region (``index``, ``median``, ``iqr``) — and None on other ranks.
     """
     from brainsymphony import load_bundle
     from bsym_cli.levels.model_stage import weights_path
     from pipelines.model.embed import embed_many
-    from pipelines.model.scaling import robust_statistics, scale_windows
+    from pipelines.model.features import feature_values
+    from pipelines.model.inputs import load_model_inputs
+    from pipelines.model.scaling import robust_statistics, scale_windows, select_statistics
 
     log = get_logger()
     rank, world, dist = _distributed()
@@ -75,9 +78,10 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
     files = model_input_files(Path(config.execution.work_dir), keys)
     stats = None
     if rank == 0:
-        windows = [w for f in files if len(w := np.load(f)["windows"])]
+        cached = [load_model_inputs(f) for f in files]
+        windows = [c.windows for c in cached if c.windows is not None]
         median, iqr = robust_statistics(np.concatenate(windows)) if windows else (None, None)
-        stats = {"median": median, "iqr": iqr, "labels": np.load(files[0])["labels"]}
+        stats = {"median": median, "iqr": iqr, "labels": cached[0].labels}
     if dist is not None:
         box = [stats]
         dist.broadcast_object_list(box, src=0)
@@ -86,11 +90,12 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
     mine = list(range(rank, len(files), world))
     inputs = []
     for i in mine:
-        data = np.load(files[i])
-        windows = data["windows"]
-        scaled = scale_windows(windows, stats["median"], stats["iqr"])[0] if len(windows) else None
-        sc = data["sc"] if data["sc"].size else None
-        inputs.append((scaled, sc))
+        data = load_model_inputs(files[i])
+        scaled = None
+        if data.windows is not None:
+            median, iqr, _ = select_statistics(data.windows, "study", study=(stats["median"], stats["iqr"]))
+            scaled = scale_windows(data.windows, median, iqr)[0]
+        inputs.append((scaled, data.sc))
     log.info("Study scaling: rank %d/%d embeds %d participant(s) on %s", rank, world, len(mine), device)
     results = dict(zip(mine, embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device),
                        strict=True))
@@ -105,9 +110,7 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
     rows = []
     for i, (pid, sid) in enumerate(keys):
         row = {"participant_id": pid, "session_id": sid if sid else np.nan}
-        for kind in ("fused", "functional", "structural"):
-            if kind in results[i]:
-                row.update({f"{kind}_{j:03d}": v for j, v in enumerate(results[i][kind].mean(axis=0))})
+        row.update(feature_values({kind: regions.mean(axis=0) for kind, regions in results[i].items()}))
         rows.append(row)
     labels = stats["labels"]
     statistics = pd.DataFrame({"index": labels, "median": stats["median"], "iqr": stats["iqr"]})

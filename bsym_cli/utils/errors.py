@@ -73,11 +73,9 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.MISSING_INPUT
     if isinstance(exc, PipelineDataError):
         return ExitCode.BAD_INPUT_DATA
-    try:
-        from brainsymphony.errors import CheckpointError
-    except ImportError:  # pragma: no cover - model package always present
-        CheckpointError = ()  # type: ignore[assignment]
-    if CheckpointError and isinstance(exc, CheckpointError):
+    from brainsymphony.errors import CheckpointError
+
+    if isinstance(exc, CheckpointError):
         return ExitCode.BAD_INPUT_DATA
     if isinstance(exc, PermissionError):
         return ExitCode.CANNOT_WRITE

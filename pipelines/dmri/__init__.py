@@ -1,4 +1,4 @@
-"""dMRI: one DWI to a structural connectome on an atlas (DESIGN.md sections 2.3 and 4).
+"""dMRI: one DWI to a structural connectome on an atlas (docs/architecture.md, "Participant run: data flow").
 
 Workflow: :func:`pipelines.dmri.workflow.init_dmri_wf`. Plain functions, usable without Nipype:
 

@@ -1,8 +1,8 @@
 """Structural connectomes: streamline endpoint counts per parcel pair and the signed transform.
 
-DESIGN.md section 4: counts are symmetric with a zero diagonal; the signed connectome (the model's input)
-is ``log10_count_per_volume``: ``log10(count_ij / ((V_i + V_j) / 2))`` for counts > 0, 0 where the count is
-0, with V the parcel volume in mm^3 inside the DWI brain mask.
+Counts are symmetric with a zero diagonal. The signed connectome (the model's input; docs/model.md,
+"Signed structural connectome") is ``log10_count_per_volume``: ``log10(count_ij / ((V_i + V_j) / 2))`` for
+counts > 0 and 0 where the count is 0, with V the parcel volume in mm^3 inside the DWI brain mask.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from pipelines._docs import fill_doc
+from pipelines.docstrings import fill_doc
 
-#: Name of the signed transform, recorded in every sidecar.
+#: Name of the signed transform, recorded in every sidecar and checked against a bundle's ``sc_transform``
+#: (``brainsymphony.bundle.SIGNED_TRANSFORM``, which the model package keeps torch-side; a test ties the two).
 SIGNED_TRANSFORM = "log10_count_per_volume"
 #: An endpoint in unlabelled tissue is given the nearest parcel within this distance (mm).
 ENDPOINT_SEARCH_MM = 2.0
@@ -115,7 +116,7 @@ def parcel_volumes(atlas_img: nib.Nifti1Image, mask_img: nib.Nifti1Image, labels
 
 
 def signed_connectome(counts: np.ndarray, volumes_mm3: np.ndarray) -> np.ndarray:
-    """The ``log10_count_per_volume`` transform of DESIGN.md section 4.
+    """The ``log10_count_per_volume`` transform of docs/model.md ("Signed structural connectome").
 
     Parameters
     ----------

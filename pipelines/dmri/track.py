@@ -20,14 +20,12 @@ from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
 from dipy.tracking.streamline import Streamlines, length
 from dipy.tracking.tracker import probabilistic_tracking
 
-from pipelines._docs import fill_doc
+from pipelines.defaults import DEFAULT_SEED, DEFAULT_STREAMLINES
 from pipelines.dmri.reconstruct import FodFit
+from pipelines.docstrings import fill_doc
 
 LOGGER = logging.getLogger("bsym.dmri")
 
-#: Default streamline count: about 100 s of tracking on 2 busy cores for a brain-sized 2 mm phantom. Research runs
-#: usually ask for 1-10 million (``--streamlines``).
-DEFAULT_STREAMLINES = 100_000
 #: Tracking gives up after this many seeds per requested streamline (a mask with little white matter).
 MAX_SEEDS_PER_STREAMLINE = 50
 
@@ -58,7 +56,7 @@ class TrackingParameters:
     """
 
     n_streamlines: int = DEFAULT_STREAMLINES
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     step_size: float = 1.0
     max_angle: float = 30.0
     fa_threshold: float = 0.2

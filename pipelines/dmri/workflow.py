@@ -8,9 +8,10 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
-from pipelines._docs import fill_doc
+from pipelines.defaults import DEFAULT_STREAMLINES
 from pipelines.dmri.interfaces import Connectome, FitFods, PrepareDwi, RegisterAtlas, SaveTractogram, Track
-from pipelines.dmri.track import DEFAULT_STREAMLINES, TrackingParameters
+from pipelines.dmri.track import TrackingParameters
+from pipelines.docstrings import fill_doc
 
 INPUT_FIELDS = ["dwi_file", "bval_file", "bvec_file", "mask_file"]
 OUTPUT_FIELDS = ["atlas_dwi", "count_relmat", "signed_relmat", "registration_figure", "tractogram", "metadata"]

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines._docs import fill_doc
+from pipelines.docstrings import fill_doc
 from pipelines.errors import InputDataError
 from pipelines.fmri.atlas_grid import AFFINE_ATOL_MM
 from pipelines.niftistream import iter_volume_blocks

@@ -1,4 +1,6 @@
-"""Windows of T frames cut from a parcel series: the model's input unit (DESIGN.md section 5).
+"""Windows of T frames cut from a parcel series: the model's input unit.
+
+See docs/architecture.md, "Windows and the model's TR".
 
 Windows start at frame 0 and every ``stride`` frames after it (default ``stride = length``: non-overlapping);
 only whole windows are kept, so the last ``(T - length) % stride`` frames are not used. A series shorter than

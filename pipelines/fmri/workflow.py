@@ -21,7 +21,7 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from pipelines._docs import fill_doc
+from pipelines.docstrings import fill_doc
 from pipelines.fmri.denoise import STRATEGIES
 from pipelines.fmri.interfaces import AtlasOnGrid, CutModelWindows, DenoiseParcels, ParcellateBold, WriteParcelTables
 from pipelines.fmri.parcellate import DEFAULT_CHUNK

@@ -16,16 +16,17 @@ Series are robust-scaled per subject (``--scaling subject``, the app's default) 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bsym_cli.utils.errors import InputDataError, MissingInputError
-from bsym_cli.utils.logs import get_logger
+from pipelines.errors import InputDataError, MissingInputError
+from pipelines.model.inputs import WORK_DIR_GLOB, load_model_inputs
 
-#: Glob of the cached model inputs inside a work directory.
-WORK_DIR_GLOB = "sub-*/model/*_model_input.npz"
+LOGGER = logging.getLogger("bsym")
+
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Corpus:
         Atlas indices of the rows.
     covariates : dict of str to ndarray, shape (S,)
         Per-subject values known to the corpus (``age`` ... for demo-sim).
+    atlas, labels_sha256 : str or None
+        The atlas of the rows and its labels' fingerprint, when the corpus knows them.
     """
 
     windows: np.ndarray | None
@@ -57,6 +60,8 @@ class Corpus:
     t_r: float | None = None
     labels: np.ndarray | None = None
     covariates: dict[str, np.ndarray] = field(default_factory=dict)
+    atlas: str | None = None
+    labels_sha256: str | None = None
 
     def training_set(self, *, functional: bool, structural: bool):
         """Scale per subject and keep the subjects that have every modality needed.
@@ -71,7 +76,7 @@ class Corpus:
         brainsymphony.pretrain.TrainingSet
             ``fmri`` (N', R, T) scaled float32, ``sc`` (S, R, R), ``subject`` (N',).
         """
-        from brainsymphony.pretrain import TrainingSet
+        from brainsymphony.pretraining import TrainingSet
 
         has_sc = self._has_sc()
         if structural and not has_sc.any():
@@ -86,7 +91,7 @@ class Corpus:
         windows_ok = has_sc[self.window_subject] if structural else np.ones(len(self.window_subject), bool)
         dropped = sorted({self.subject_ids[s] for s in self.window_subject[~windows_ok]})
         if dropped:
-            get_logger().warning("%d subject(s) without a connectome left out of multimodal training: %s",
+            LOGGER.warning("%d subject(s) without a connectome left out of multimodal training: %s",
                                  len(dropped), ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
         scaled = self.scaled_windows()[windows_ok]
         return TrainingSet(fmri=scaled, sc=None if not structural else self.sc.astype(np.float32),
@@ -154,20 +159,18 @@ def read_work_dir(work_dir: str | Path) -> Corpus:
     for s, (_subject, paths) in enumerate(sorted(by_subject.items())):
         sc = None
         for file in paths:
-            with np.load(file) as data:
-                found = data["labels"].astype(int)
-                if labels is None:
-                    labels = found
-                elif not np.array_equal(labels, found):
-                    raise InputDataError(f"{file}: atlas labels differ from those of the other participants; "
-                                         "pretrain on participants parcellated with one atlas.")
-                w, c, t_r = data["windows"], data["sc"], float(data["t_r"])
-            if w.ndim == 3 and w.shape[0] and w.shape[2]:
-                windows.append(w.astype(np.float32))
-                owners.append(np.full(w.shape[0], s))
-                trs.add(round(t_r, 6))
-            if sc is None and c.size:
-                sc = c.astype(np.float32)
+            cached = load_model_inputs(file)
+            if labels is None:
+                labels = cached.labels
+            elif not np.array_equal(labels, cached.labels):
+                raise InputDataError(f"{file}: atlas labels differ from those of the other participants; "
+                                     "pretrain on participants parcellated with one atlas.")
+            if cached.windows is not None:
+                windows.append(cached.windows.astype(np.float32))
+                owners.append(np.full(cached.windows.shape[0], s))
+                trs.add(np.nan if cached.t_r is None else round(cached.t_r, 6))
+            if sc is None and cached.sc is not None:
+                sc = cached.sc.astype(np.float32)
         connectomes.append(sc)
     _check_one_tr(trs, work_dir)
     return _assemble(windows, owners, connectomes, sorted(by_subject), labels, trs)

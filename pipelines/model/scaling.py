@@ -1,4 +1,4 @@
-"""Robust scaling of parcel series: (x - median) / IQR per region (MODEL.md §1)."""
+"""Robust scaling of parcel series: (x - median) / IQR per region (docs/model.md, "Inputs and scaling")."""
 
 from __future__ import annotations
 
@@ -49,3 +49,40 @@ def scale_windows(windows: np.ndarray, median: np.ndarray, iqr: np.ndarray) -> t
     scaled = (windows - median[None, :, None]) / iqr[None, :, None]
     scaled[~np.isfinite(scaled)] = 0.0
     return scaled.astype(np.float32), available
+
+
+#: The choices of ``--scaling``: whose statistics scale a participant's windows.
+SCALINGS = ("subject", "checkpoint", "study")
+
+
+def select_statistics(windows: np.ndarray, scaling: str, *, checkpoint: tuple[np.ndarray, np.ndarray] | None = None,
+                      study: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The (median, IQR) that scale ``windows``, and the scaling actually used.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (W, R, T)
+        One participant's unscaled windows.
+    scaling : {"subject", "checkpoint", "study"}
+        ``subject``: the participant's own statistics. ``checkpoint``: the weight bundle's. ``study``: statistics
+        over every participant of the study; without them (one participant at the participant level) the
+        participant's own are used and the scaling used is ``subject``.
+    checkpoint, study : tuple of ndarray, shape (R,), optional
+        (median, IQR) of the bundle and of the study.
+
+    Returns
+    -------
+    median, iqr : ndarray, shape (R,)
+    used : str
+        The scaling the statistics belong to, as sidecars record it.
+    """
+    if scaling == "checkpoint":
+        if checkpoint is None:
+            raise ValueError("scaling 'checkpoint' needs the bundle's statistics")
+        return checkpoint[0], checkpoint[1], "checkpoint"
+    if scaling == "study" and study is not None:
+        return study[0], study[1], "study"
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}; expected one of {SCALINGS}")
+    median, iqr = robust_statistics(windows)
+    return median, iqr, "subject"

@@ -9,7 +9,7 @@ import torch
 from brainsymphony import BrainSymphony
 from brainsymphony.errors import ConfigError
 from brainsymphony.finetune import FinetuneConfig, finetune, prediction_metrics, subject_embeddings
-from brainsymphony.pretrain import TrainingSet
+from brainsymphony.pretraining import TrainingSet
 from tests.brainsymphony.tiny import FRAMES, REGIONS, tiny_config
 
 N_SUBJECTS, WINDOWS = 40, 2

@@ -1,4 +1,4 @@
-"""Pretraining: masked objectives learn, resume is bit-exact, masked SC edges do not leak."""
+"""Pretraining: masked objectives learn, resume is bit-exact, masked SC edges do not leak, decay hits matrices."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import torch
 
 from brainsymphony import BrainSymphony, BrainSymphonyConfig
 from brainsymphony.errors import CheckpointError, ConfigError
-from brainsymphony.pretrain import (
+from brainsymphony.pretraining import (
     MaskingRatios,
     PretrainConfig,
     Pretrainer,
     Stage,
     TrainingSet,
-    _random_mask,
-    _random_pairs,
     inference_model,
     objectives_for,
 )
+from brainsymphony.pretraining.checkpoint import CHECKPOINT_FORMAT
+from brainsymphony.pretraining.objectives import random_mask, random_pairs
 from tests.brainsymphony.tiny import FRAMES, REGIONS, tiny_config
 
 
@@ -101,6 +101,18 @@ def test_resume_refuses_a_checkpoint_of_another_schedule(tmp_path):
         other.load_checkpoint(tmp_path / "ckpt.pt")
 
 
+def test_resume_refuses_a_checkpoint_written_before_the_weight_decay_groups(tmp_path):
+    data = TrainingSet(fmri=_low_rank_windows(6, seed=0), sc=None, subject=np.arange(6))
+    trainer = Pretrainer(BrainSymphony(tiny_config(mode="functional")), data,
+                         config=PretrainConfig.joint(epochs=1, objectives=("context",), batch_size=2))
+    trainer.save_checkpoint(tmp_path / "ckpt.pt")
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert state["format"] == CHECKPOINT_FORMAT
+    torch.save({**state, "format": "bsym-pretrain-checkpoint/1"}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="checkpoint/1 checkpoint of an older bsym-app"):
+        trainer.load_checkpoint(tmp_path / "old.pt")
+
+
 def _edge_r2_after_training(leak: bool) -> float:
     torch.manual_seed(0)
     model = BrainSymphony(tiny_config(mode="structural", dropout=0.0))
@@ -126,10 +138,10 @@ def test_the_no_leak_test_detects_a_leak():
 
 def test_random_masks_have_exact_counts_and_pairs_are_upper_triangular():
     generator = torch.Generator().manual_seed(0)
-    mask = _random_mask((3, REGIONS, FRAMES), 0.15, generator)
+    mask = random_mask((3, REGIONS, FRAMES), 0.15, generator)
     assert mask.shape == (3, REGIONS, FRAMES)
     assert mask.view(3, -1).sum(dim=1).tolist() == [round(0.15 * REGIONS * FRAMES)] * 3
-    source, target = _random_pairs(2, REGIONS, 0.2, generator)
+    source, target = random_pairs(2, REGIONS, 0.2, generator)
     assert source.shape == (2, round(0.2 * REGIONS * (REGIONS - 1) / 2))
     assert bool((source < target).all())
     assert all(len(set(zip(s.tolist(), t.tolist(), strict=True))) == s.numel()
@@ -167,3 +179,29 @@ def test_objectives_need_mask_tokens_and_the_inference_model_drops_them():
     assert float(clean.gate.proj.weight.detach().abs().sum()) == 0.0
     published = BrainSymphonyConfig.published()
     assert inference_model(BrainSymphony(published.replace(mask_tokens=True))).config == published
+
+
+def test_weight_decay_reaches_only_the_trainable_matrices():
+    torch.manual_seed(0)
+    model = BrainSymphony(tiny_config(mask_tokens=True))
+    data = TrainingSet(fmri=_low_rank_windows(6, seed=0), sc=_noise_connectomes(6, seed=0), subject=np.arange(6))
+    trainer = Pretrainer(model, data, config=PretrainConfig.joint(epochs=1, batch_size=2, weight_decay=0.05))
+    trainer.run(max_steps=1)
+    names = {id(p): n for n, p in [*model.named_parameters(), *trainer.decoders.named_parameters(prefix="decoders")]}
+    decay = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in trainer.optimizer.param_groups}
+    assert sorted(decay) == [0.0, 0.05]
+    decayed, plain = decay[0.05], decay[0.0]
+    # matrices: linear/attention/conv weights and the embedding-like tables
+    assert {"spatial.embedding_layer.weight", "spatial.pos_enc.pe", "spatial.layers.0.attn.qkv.weight",
+            "temporal.layers.1.mlp.2.weight", "context.conv1d.weight", "perceiver.latents",
+            "perceiver.cross_attn.in_proj_weight", "structural.pos_embed", "structural.layers.0.q_linear.weight",
+            "decoders.spatial.weight"} <= decayed
+    # biases, norms, gains and mask tokens: no decay
+    assert {"spatial.mask_token", "temporal.mask_token", "context.mask_token", "spatial.pos_enc.alpha",
+            "spatial.layers.0.norm1.weight", "perceiver.input_ln.weight", "structural.layers.0.layer_norm1.weight",
+            "perceiver.cross_attn.in_proj_bias", "decoders.spatial.bias"} <= plain
+    # everything but the fusion gate (frozen: no pretraining objective reaches it) lands in exactly one group
+    assert decayed | plain == {n for n in names.values() if not n.startswith("gate.")}
+    assert not decayed & plain
+    assert all(p.dim() >= 2 for g in trainer.optimizer.param_groups if g["weight_decay"] for p in g["params"])
+    assert all(p.dim() <= 1 for g in trainer.optimizer.param_groups if not g["weight_decay"] for p in g["params"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.bids.derivatives import DerivativesWriter, output_path, parse_entities, pybids_config
+from bsym_cli.bids.derivatives import DerivativesWriter, output_path, pybids_config
 from pipelines.atomic import TMP_PREFIX, atomic_path, remove_stale_temporaries
 
 SRC = {"subject": "01", "session": "pre", "task": "rest", "run": 2, "space": "MNI152NLin6Asym", "desc": "preproc"}
@@ -36,7 +36,8 @@ def test_output_names_follow_design(kind, entities, expected):
 
 
 def test_output_names_from_file_names_and_refusals():
-    ents = parse_entities("sub-07_task-rest_acq-mb_run-01_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz")
+    ents = {"sub": "07", "task": "rest", "acq": "mb", "run": "01", "space": "MNI152NLin2009cAsym", "res": "2",
+            "desc": "preproc"}  # a preprocessed BOLD's entities: those that do not identify the source are dropped
     path = output_path("/o", "timeseries", ents, space="MNI152NLin2009cAsym", atlas="B")
     assert path.name == "sub-07_task-rest_acq-mb_run-01_space-MNI152NLin2009cAsym_atlas-B_stat-mean_timeseries.tsv"
     with pytest.raises(ValueError, match="no subject"):

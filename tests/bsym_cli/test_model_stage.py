@@ -59,10 +59,38 @@ def test_embeddings_features_and_maps_have_the_documented_content(study):
     assert per_parcel.sum() == pytest.approx(1.0, abs=1e-4)  # normalised incoming attention
     assert np.all(values[labels == 0] == 0)
     np.testing.assert_allclose(per_parcel, region.sum(axis=0) / region.sum(), atol=1e-3)
-    recon = pd.read_csv(model / "sub-01_desc-bsym_reconstruction.tsv", sep="\t", na_values="n/a")
-    assert recon.shape == (450, 3) and np.isfinite(recon["r2"]).mean() > 0.9
     report = (out / "sub-01.html").read_text()
     assert "Incoming attention per parcel" in report and "tiny-random" in report
+
+
+def test_reconstruction_r2_scores_each_region_while_the_model_cannot_see_it(study):
+    """Recompute one region's R^2 by hand: its fold's regions replaced by the mask token in every window."""
+    import torch
+
+    from brainsymphony import load_bundle
+    from pipelines.defaults import DEFAULT_SEED
+    from pipelines.model.inputs import cache_path, load_model_inputs
+    from pipelines.model.scaling import robust_statistics, scale_windows
+
+    cached = load_model_inputs(cache_path(study["work"], "01", "sub-01"))
+    scaled = scale_windows(cached.windows, *robust_statistics(cached.windows))[0]
+    model, _ = load_bundle(study["bundle"])
+    order = np.random.default_rng(DEFAULT_SEED).permutation(450)  # 5 interleaved groups of the seeded order
+    table = pd.read_csv(study["out"] / "sub-01" / "model" / "sub-01_desc-bsym_reconstruction.tsv", sep="\t",
+                        na_values="n/a")
+    assert list(table["index"]) == study["atlas"].indices
+    for fold, region in ((0, order[0]), (3, order[3])):
+        mask = np.zeros(scaled.shape, bool)
+        mask[:, np.sort(order[fold::5])] = True
+        with torch.inference_mode():
+            masked = model.eval()(fmri=torch.from_numpy(scaled), entry_mask=torch.from_numpy(mask))
+            seen = model(fmri=torch.from_numpy(scaled), entry_mask=torch.zeros(mask.shape, dtype=torch.bool))
+        truth = scaled[:, region].astype(np.float64)
+        sst = ((truth - truth.mean()) ** 2).sum()
+        expected = 1 - ((masked.reconstruction.numpy()[:, region] - truth) ** 2).sum() / sst
+        unmasked = 1 - ((seen.reconstruction.numpy()[:, region] - truth) ** 2).sum() / sst
+        assert table.loc[region, "r2"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        assert abs(expected - unmasked) > 1e-4  # the score depends on the region being hidden
 
 
 def test_same_inputs_give_the_same_embeddings(study, tmp_path):

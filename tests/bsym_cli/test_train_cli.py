@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bsym_cli.commands.train import finetune, pretrain
-from bsym_cli.levels.model_stage import save_model_inputs
 from pipelines.model.corpus import read_corpus, read_corpus_file, save_corpus_file
+from pipelines.model.inputs import save_model_inputs
 from simulation.corpus import simulate_corpus, streamline_counts
 
 R, T = 7, 11

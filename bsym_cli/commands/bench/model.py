@@ -1,7 +1,7 @@
 """``bsym bench model``: throughput, memory, efficiency and bf16 agreement of BrainSymphony.
 
 Every batch size runs in a fresh subprocess so its peak resident memory is its own. Efficiency is
-subjects/s x the MODEL.md reference FLOP count per subject / the machine's fp32 matmul rate measured in the
+subjects/s x the published reference FLOP count per subject / the machine's fp32 matmul rate measured in the
 same run, so it is comparable across machines.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-#: Targets of DESIGN.md section 11 and the issue.
+#: Targets of docs/architecture.md ("Performance budget").
 TARGET_EFFICIENCY = 0.6
 TARGET_PEAK_GB = 1.5
 TARGET_BF16_COSINE = 0.999
@@ -121,7 +121,7 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     flops = reference_flops(BrainSymphonyConfig.published())
     report: dict = {"threads": threads, "reference_flops_per_subject": flops["total"], "flops_parts": flops, "runs": []}
-    click.echo(f"analytic reference FLOPs per subject: {flops['total'] / 1e9:.2f} G (MODEL.md: 32.6 G)")
+    click.echo(f"analytic reference FLOPs per subject: {flops['total'] / 1e9:.2f} G (published configuration: 32.6 G)")
     for device in devices:
         rate = matmul_rate(device=device)
         report[f"matmul_flops_{device}"] = rate

@@ -22,11 +22,14 @@ import click
 import nibabel as nib
 import numpy as np
 
+from pipelines.defaults import DEFAULT_SEED
+
 INSTALL_HINT = ("MRtrix3 is not on PATH; install it (Debian/Ubuntu: `apt-get install mrtrix3`, or conda: "
                 "`conda install -c mrtrix3 mrtrix3`) to compare against tckgen. Reporting DIPY alone.")
 
 
-def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size: str = "full", seed: int = 42,
+def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size: str = "full",
+                           seed: int = DEFAULT_SEED,
                            work_dir: Path | None = None, use_mrtrix: bool = True) -> dict:
     """Run both tractographies on one phantom and return the measurements.
 
@@ -99,7 +102,7 @@ def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size
               help="Threads for both tools.")
 @click.option("--size", type=click.Choice(["full", "small"]), default="full", show_default=True,
               help="full: brain-sized phantom; small: the 7-parcel crossing phantom.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--no-mrtrix", is_flag=True, help="Skip MRtrix3 even if tckgen is installed.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the measurements to this JSON file.")

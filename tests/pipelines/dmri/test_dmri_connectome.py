@@ -73,8 +73,13 @@ def test_signed_connectome_is_log10_count_per_mean_volume():
     expected = np.array([[0, np.log10(50 / 200), 0], [np.log10(50 / 200), 0, np.log10(3 / 160)],
                          [0, np.log10(3 / 160), 0]])
     np.testing.assert_allclose(signed, expected)
-    assert SIGNED_TRANSFORM == "log10_count_per_volume"
     assert signed[0, 1] < 0  # fewer than one streamline per mm^3 is negative
+
+
+def test_the_pipeline_writes_the_transform_that_bundles_declare():
+    from brainsymphony.bundle import SIGNED_TRANSFORM as BUNDLE_DEFAULT
+
+    assert SIGNED_TRANSFORM == BUNDLE_DEFAULT == "log10_count_per_volume"
 
 
 def test_relmat_tsv_has_node_column_names_and_na_for_missing(tmp_path):

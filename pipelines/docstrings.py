@@ -1,4 +1,4 @@
-"""Parameter descriptions shared by many functions, written once (nilearn's docdict idea).
+"""Parameter descriptions shared by many functions of this project, written once (nilearn's docdict idea).
 
 Use ``@fill_doc`` on a function whose docstring contains ``%(name)s`` placeholders.
 """
