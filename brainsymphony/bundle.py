@@ -1,4 +1,4 @@
-"""Weight bundles: ``model.safetensors`` + ``bundle.json`` (DESIGN.md section 7), as a folder or a ``.tar``.
+"""Weight bundles: ``model.safetensors`` + ``bundle.json``, as a folder or a ``.tar`` (docs/model.md, "Weight bundles").
 
 ``bundle.json`` carries the model config, the data contract (atlas label and labels sha256, R, T, TR,
 optional scaling statistics, SC transform), provenance, and the sha256 of the weights file, which
@@ -56,7 +56,7 @@ class BundleMetadata:
     scaling_median, scaling_iqr : ndarray, shape (R,), or None
         Per-region robust scaling statistics, both or neither.
     sc_transform : str
-        Name of the structural connectome transform (DESIGN.md section 4).
+        Name of the structural connectome transform (docs/model.md, "Signed structural connectome").
     sha256 : str
         sha256 of ``model.safetensors``.
     licence, source, training : str

@@ -24,7 +24,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class BrainSymphonyConfig:
-    """Hyper-parameters of BrainSymphony (MODEL.md section 2); the defaults are the published model.
+    """Hyper-parameters of BrainSymphony (docs/model.md); the defaults are the published model.
 
     Sizes
     -----

@@ -1,4 +1,7 @@
-"""Context path: local temporal features of each region's series by a 1-D convolution (MODEL.md 2.3)."""
+"""Context path: local temporal features of each region's series by a 1-D convolution.
+
+See docs/model.md, "Context path (1-D conv + Perceiver)".
+"""
 
 from __future__ import annotations
 

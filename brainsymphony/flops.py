@@ -1,14 +1,15 @@
-"""Analytic FLOP count of one forward pass as the MODEL.md formulas are written (2 FLOPs per multiply-add).
+"""Analytic FLOP count of one forward pass as the formulas of docs/model.md are written (2 FLOPs per multiply-add).
 
-This is the *reference* count that speed goals are stated against (MODEL.md 2.7: ~32.6 GFLOP per subject
-for the published multimodal configuration); the fast Perceiver needs far fewer.
+This is the *reference* count that speed goals are stated against (docs/model.md, "Parameter counts and reference
+cost": ~32.6 GFLOP per subject for the published multimodal configuration); the fast Perceiver needs far fewer.
 """
 
 from __future__ import annotations
 
 from brainsymphony.config import BrainSymphonyConfig
 
-#: Reference cost of one published multimodal forward pass, FLOPs per subject (MODEL.md 2.7).
+#: Reference cost of one published multimodal forward pass, FLOPs per subject (docs/model.md, "Parameter counts
+#: and reference cost").
 PUBLISHED_REFERENCE_FLOPS = 32.6e9
 
 

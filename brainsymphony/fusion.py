@@ -1,4 +1,4 @@
-"""Fusion gate: per region and channel mixing of functional and structural embeddings (MODEL.md 2.6)."""
+"""Fusion gate: per region and channel mixing of functional and structural embeddings (docs/model.md, "Fusion gate")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Import of the authors' published checkpoints (MODEL.md section 3) into a :class:`BrainSymphony`."""
+"""Import of the authors' published checkpoints into a :class:`BrainSymphony`.
+
+See docs/model.md, "Published checkpoint layout".
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Perceiver: distils region, time and context features of all R*T tokens into one latent per region.
 
-MODEL.md 2.4. The reference computes, for every (r, t), a token u = LN(W_in [A s_r ; B e_t ; C c_rt] + b)
-and cross-attends R latent queries to all R*T tokens. That costs ~28 GFLOP per subject and a (B, R*T, D)
-key tensor. :meth:`Perceiver.forward` computes the same numbers exactly with far less work:
+See docs/model.md, "Context path (1-D conv + Perceiver)". The reference computes, for every (r, t), a token
+u = LN(W_in [A s_r ; B e_t ; C c_rt] + b) and cross-attends R latent queries to all R*T tokens. That costs
+~28 GFLOP per subject and a (B, R*T, D) key tensor. :meth:`Perceiver.forward` computes the same numbers exactly
+with far less work:
 
 * the context path is linear, so the pre-LayerNorm token is z_rt = a_r + b_t + M w_rt, with a_r from the
   region embedding, b_t from the time embedding (plus every constant bias), M = W3 C Wconv (D x K) and

@@ -1,4 +1,7 @@
-"""Spatial stream: one token per region, embedded from the region's whole series (MODEL.md 2.1)."""
+"""Spatial stream: one token per region, embedded from the region's whole series.
+
+See docs/model.md, "Spatial and temporal streams".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Signed graph transformer: the structural stream over rows of the signed connectome (MODEL.md 2.5)."""
+"""Signed graph transformer: the structural stream over rows of the signed connectome.
+
+See docs/model.md, "Signed graph transformer".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Temporal stream: one token per time point, embedded from the R-vector of that frame (MODEL.md 2.2)."""
+"""Temporal stream: one token per time point, embedded from the R-vector of that frame.
+
+See docs/model.md, "Spatial and temporal streams".
+"""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ class _Position:
     step: int = 0
 
 
-def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(parameters: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: decay the matrices, nothing else (as nanoGPT's ``configure_optimizers``).
 
     Matrices are the parameters with two or more dimensions: Linear, attention and convolution weights and
@@ -110,8 +110,8 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
 
     Parameters
     ----------
-    named : iterable of (str, Parameter)
-        E.g. ``model.named_parameters()``.
+    parameters : iterable of Parameter
+        E.g. ``model.parameters()``; the order is kept within each group.
     weight_decay : float
 
     Returns
@@ -120,7 +120,7 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
         ``[{"params": matrices, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]``,
         without empty groups.
     """
-    trainable = [p for _, p in named if p.requires_grad]
+    trainable = [p for p in parameters if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
     return [group for group in groups if group["params"]]
@@ -166,7 +166,7 @@ class Pretrainer:
         self._baseline_mean = self._region_means()
         self._epoch_sums: dict[str, float] = {}
         self._epoch_steps = 0
-        self._trainable: list[nn.Parameter] = []
+        self._trainable: list[nn.Parameter] = []  # the stage's, in module order (gradient clipping)
 
     # ------------------------------------------------------------------ schedule
     def batches_per_epoch(self) -> int:
@@ -225,9 +225,8 @@ class Pretrainer:
                 module.requires_grad_(part in trainable)
         if self.model.gate is not None:
             self.model.gate.requires_grad_(False)  # no pretraining objective reaches the gate
-        named = [*self.model.named_parameters(), *self.decoders.named_parameters(prefix="decoders")]
-        self._trainable = [p for _, p in named if p.requires_grad]  # module order, for gradient clipping
-        groups = parameter_groups(named, self.config.weight_decay)
+        self._trainable = [p for p in [*self.model.parameters(), *self.decoders.parameters()] if p.requires_grad]
+        groups = parameter_groups(self._trainable, self.config.weight_decay)
         if not groups:
             raise ConfigError(f"stage {stage.name!r} trains {stage.trainable}, which this model does not have")
         self.optimizer = torch.optim.AdamW(groups, lr=stage.learning_rate)
@@ -289,18 +288,17 @@ class Pretrainer:
         with self._autocast():
             losses = {name: self.masked.loss(name, fmri, sc, generator) for name in stage.objectives}
             total: torch.Tensor = functools.reduce(operator.add, losses.values())
-        params = self._trainable
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             self.scaler.unscale_(optimizer)
             if self.config.clip_norm:
-                torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)
+                torch.nn.utils.clip_grad_norm_(self._trainable, self.config.clip_norm)
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             total.backward()
             if self.config.clip_norm:
-                torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)
+                torch.nn.utils.clip_grad_norm_(self._trainable, self.config.clip_norm)
             optimizer.step()
         return {name: float(value.detach()) for name, value in losses.items()}
 

@@ -1,4 +1,4 @@
-"""Naive reference implementations written straight from the MODEL.md formulas (loops, no tricks).
+"""Naive reference implementations written straight from the formulas of docs/model.md (loops, no tricks).
 
 They are slow and only meant for the tiny odd-sized configurations of the tests.
 """

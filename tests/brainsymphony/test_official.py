@@ -30,7 +30,7 @@ def _block_shapes(prefix: str, width: int = 128, mlp: int = 512) -> dict[str, tu
 
 
 def published_layout() -> dict[str, dict[str, tuple[int, ...]]]:
-    """Key -> shape of the five release files, transcribed from MODEL.md section 3."""
+    """Key -> shape of the five release files, transcribed from docs/model.md, "Published checkpoint layout"."""
     spatial = {"embedding_layer.weight": (128, 200), "embedding_layer.bias": (128,), "pos_enc.pe": (1, 500, 128)}
     spatial |= {"pos_enc.alpha": (), "pos_enc.ln.weight": (128,), "pos_enc.ln.bias": (128,)}
     temporal = {"embedding_layer.weight": (128, 450), "embedding_layer.bias": (128,), "pos_enc.pe": (1, 5000, 128)}

@@ -1,4 +1,7 @@
-"""The Perceiver's fast exact path against the literal cross-attention of MODEL.md 2.4."""
+"""The Perceiver's fast exact path against the literal cross-attention.
+
+See docs/model.md, "Context path (1-D conv + Perceiver)".
+"""
 
 from __future__ import annotations
 

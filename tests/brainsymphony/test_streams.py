@@ -1,4 +1,4 @@
-"""Spatial, temporal, context and fusion modules against the naive references of MODEL.md."""
+"""Spatial, temporal, context and fusion modules against the naive references of docs/model.md."""
 
 from __future__ import annotations
 

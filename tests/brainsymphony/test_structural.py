@@ -1,4 +1,4 @@
-"""Signed graph transformer against the literal formulas of MODEL.md 2.5."""
+"""Signed graph transformer against the literal formulas of docs/model.md, "Signed graph transformer"."""
 
 from __future__ import annotations
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bsym_cli.cli.app import MULTI_VALUE
 from bsym_cli.cli.labels import expand_multi_value_options, parse_name_path_pairs, read_labels
+from bsym_cli.cli.options import OPTIONS, help_sections, multi_value_spellings
 from tests.bsym_cli.conftest import run_app
 from tests.data.bids import make_dataset
+
+MULTI_VALUE = multi_value_spellings()
 
 
 @pytest.fixture
@@ -217,3 +219,18 @@ def test_output_dir_holding_another_dataset_is_refused(tiny: Path, tmp_path: Pat
     assert json.loads((out / "dataset_description.json").read_text()) == description
     given = tiny / "derivatives" / "fmriprep"
     assert run_app(tiny, given / "bsym", "participant", "-w", tmp_path / "w", "-d", f"fmriprep={given}") == 64
+
+
+def test_every_option_is_declared_once_and_help_defaults_come_from_the_configuration():
+    from bsym_cli.cli.app import cli
+    from bsym_cli.cli.config import ModelConfig, WorkflowConfig
+
+    spellings = [flag for option in OPTIONS for flag in option.flags]
+    assert len(spellings) == len(set(spellings))
+    listed = [name for names in help_sections().values() for name in names]
+    assert sorted(listed) == sorted([p.name for p in cli.params if p.param_type_name == "option"] + ["help"])
+    text = subprocess.run([sys.executable, "-m", "bsym_cli.cli.app", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}).stdout
+    assert f"[default: {WorkflowConfig.model_fields['streamlines'].default}]" in text
+    assert f"[default: {WorkflowConfig.model_fields['seed'].default}]" in text
+    assert "--scaling {" + ",".join(ModelConfig.model_fields["scaling"].annotation.__args__) + "}" in text
