@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from pipelines.atomic import atomic_folder
 from pipelines.errors import InputDataError
 
 HEAD_FORMAT = "bsym-head/1"
@@ -79,20 +77,15 @@ def save_head(head: LinearHead, path: str | Path) -> Path:
     """Write ``head`` as a bundle folder at ``path`` (atomically: built aside, then renamed)."""
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
     arrays = {k: np.ascontiguousarray(getattr(head, k), dtype=np.float64)
               for k in ("mean", "scale", "weight", "bias")}
-    save_file(arrays, tmp / "head.safetensors")
-    digest = hashlib.sha256((tmp / "head.safetensors").read_bytes()).hexdigest()
-    info = {"format": HEAD_FORMAT, "target": head.target, "task": head.task, "features": head.features,
-            "classes": head.classes, "metadata": head.metadata, "sha256": digest}
-    (tmp / "head.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    with atomic_folder(path) as tmp:
+        save_file(arrays, tmp / "head.safetensors")
+        digest = hashlib.sha256((tmp / "head.safetensors").read_bytes()).hexdigest()
+        info = {"format": HEAD_FORMAT, "target": head.target, "task": head.task, "features": head.features,
+                "classes": head.classes, "metadata": head.metadata, "sha256": digest}
+        (tmp / "head.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return Path(path)
 
 
 def load_head(path: str | Path) -> LinearHead:

@@ -23,6 +23,8 @@ from nipype.interfaces.base import (
 from nipype.interfaces.io import add_traits
 from nipype.pipeline import engine as pe
 
+from pipelines.atomic import write_text
+
 
 class _RecordInputSpec(DynamicTraitedSpec, BaseInterfaceInputSpec):
     manifest = traits.Str(mandatory=True, desc="JSON file to write (absolute path)")
@@ -48,11 +50,7 @@ class RecordOutputs(SimpleInterface):
         for name in self._fields:
             value = getattr(self.inputs, name)
             values[name] = value if isdefined(value) else None
-        path = Path(self.inputs.manifest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(values, indent=1))
-        tmp.replace(path)
+        path = write_text(self.inputs.manifest, json.dumps(values, indent=1))
         self._results["manifest"] = str(path)
         return runtime
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pipelines.atomic import atomic_path
+
 #: Wheels we read data from, pinned.
 WHEELS: dict[str, str] = {
     "braphin": "1.0.0",  # Schaefer-100/200/400 volumes, 1 mm FSL MNI152 grid (MIT)
@@ -64,7 +66,6 @@ def wheel_member(package: str, member: str) -> Path:
                 data = zf.read(member)
             except KeyError:
                 raise FileNotFoundError(f"{wheel} has no member {member}") from None
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
     return target

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from pipelines.atomic import write_text
 from pipelines.docstrings import fill_doc
 
 #: Name of the signed transform, recorded in every sidecar and checked against a bundle's ``sc_transform``
@@ -170,11 +171,7 @@ def write_relmat(matrix: np.ndarray, names: Sequence[str], path: str | Path, *,
     lines = ["\t".join(["Node", *names])]
     for name, row in zip(names, values, strict=True):
         lines.append("\t".join([name, *("n/a" if np.isnan(v) else fmt.format(v) for v in row)]))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def _nearest_labels(atlas: np.ndarray, affine: np.ndarray, search_mm: float) -> np.ndarray:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path
+
 
 def registration_figure(b0: np.ndarray, warped_template: np.ndarray, mask: np.ndarray, path: str | Path, *,
                         title: str = "") -> Path:
@@ -50,9 +52,7 @@ def registration_figure(b0: np.ndarray, warped_template: np.ndarray, mask: np.nd
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=90)
     plt.close(figure)
-    tmp.replace(path)
-    return path
+    return Path(path)

@@ -9,13 +9,13 @@ per (atlas, grid) pair and keeps the result in a cache folder, so every run on t
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from filelock import FileLock
 
+from pipelines.atomic import atomic_path
 from pipelines.errors import InputDataError
 
 #: Two affines closer than this (in mm, element-wise) describe the same grid.
@@ -96,9 +96,8 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *,
                 resampled.set_data_dtype(np.int32)
             else:
                 resampled = resample_labels_nearest(atlas, shape, affine)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.nii.gz")
-            resampled.to_filename(tmp)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                resampled.to_filename(tmp)
     return target
 
 

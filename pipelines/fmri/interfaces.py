@@ -7,7 +7,6 @@ Intermediate files (``.npz`` in the node folder): ``parcels.npz`` (``means`` (T,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +20,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from pipelines.atomic import write_text
 from pipelines.errors import InputDataError
 from pipelines.fmri.atlas_grid import atlas_on_grid
 from pipelines.fmri.denoise import STRATEGIES, denoise
@@ -246,7 +246,4 @@ def header_t_r(bold_file: str | Path) -> float:
 
 def _write_json(payload: dict, path: Path) -> str:
     """Write JSON through a temporary name; return the path as str."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
-    return str(path)
+    return str(write_text(path, json.dumps(payload, indent=2, default=float)))

@@ -17,11 +17,11 @@ filled_fraction (W,) f8     fraction of each window's frames that come from cens
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path
 from pipelines.fmri.resample import fill_censored_frames, resample_to_tr
 from pipelines.fmri.windows import cut_windows
 
@@ -74,11 +74,9 @@ def prepare_model_input(series: np.ndarray, frames: np.ndarray, labels, *, t_r: 
 
 def save_model_input(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write the model input ``.npz`` through a temporary name (no half file after a crash)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{key: arrays[key] for key in MODEL_INPUT_KEYS})
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{key: arrays[key] for key in MODEL_INPUT_KEYS})
+    return Path(path)
 
 
 def load_model_input(path: str | Path) -> dict[str, np.ndarray]:

@@ -13,12 +13,13 @@ Values are written with 8 significant digits (``%.8g``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipelines.atomic import atomic_path
 
 FLOAT_FORMAT = "%.8g"
 
@@ -71,8 +72,6 @@ def write_coverage_tsv(labels: Sequence[int], names: Sequence[str], coverage: np
 
 def _write(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a TSV through a temporary name, so a crash never leaves a half file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format=FLOAT_FORMAT)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format=FLOAT_FORMAT)
+    return Path(path)
