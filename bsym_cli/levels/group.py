@@ -108,7 +108,7 @@ def run_group(config: Config) -> None:
         with atomic_path(group / "desc-bsym_predictions.tsv") as tmp:
             predictions.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         write_json(group / "desc-bsym_probes.json", metrics)
-    _network_identification(out_dir, table, config)
+    _network_identification(out_dir, table, atlas_label=config.workflow.atlas, seed=config.workflow.seed)
 
 
 def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataFrame | None:
@@ -132,7 +132,7 @@ def _short(metrics: dict) -> str:
     return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys)
 
 
-def _network_identification(out_dir: Path, table: pd.DataFrame, config: Config) -> None:
+def _network_identification(out_dir: Path, table: pd.DataFrame, *, atlas_label: str, seed: int) -> None:
     """Cluster the mean region embeddings; compare with the atlas's ``network`` column."""
     from bsym_cli.bids.atlases import resolve_atlas
     from pipelines.group.networks import identify_networks, plot_contingency
@@ -140,7 +140,7 @@ def _network_identification(out_dir: Path, table: pd.DataFrame, config: Config) 
     log = get_logger()
     atlases = out_dir / "sourcedata" / "atlases"
     try:
-        atlas = resolve_atlas(config.workflow.atlas, atlas_dataset=atlases)
+        atlas = resolve_atlas(atlas_label, atlas_dataset=atlases)
     except MissingInputError:
         log.warning("No atlas copy under %s; skipping network identification.", atlases)
         return
@@ -159,7 +159,7 @@ def _network_identification(out_dir: Path, table: pd.DataFrame, config: Config) 
         log.warning("No region embeddings found; skipping network identification.")
         return
     stack = np.stack([pd.read_csv(f, sep="\t").iloc[:, 2:].to_numpy(float) for f in files])
-    result = identify_networks(stack, atlas.networks, seed=config.workflow.seed)
+    result = identify_networks(stack, atlas.networks, seed=seed)
     group = out_dir / "group"
     write_json(group / f"atlas-{atlas.label}_desc-networks_stat.json", {
         "Embedding": kind, "Participants": len(files), "Clusters": result.n_clusters,

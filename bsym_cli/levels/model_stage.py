@@ -51,9 +51,9 @@ def default_bundle_path() -> Path | None:
     return None
 
 
-def weights_path(config: Config) -> Path:
-    """``--weights`` or the packaged default; exit 66 with the fix if neither exists."""
-    path = config.model.weights or default_bundle_path()
+def weights_path(weights: Path | None) -> Path:
+    """``--weights`` (``weights``) or the packaged default; exit 66 with the fix if neither exists."""
+    path = weights or default_bundle_path()
     if path is None:
         raise MissingInputError("No weight bundle: the package ships none and --weights was not given. Pass "
                                 "--weights BUNDLE (e.g. from `bsym weights import-official` or `bsym pretrain`).")
@@ -68,7 +68,7 @@ def read_contract(config: Config) -> ModelContract:
         return ModelContract()
     from brainsymphony.bundle import read_bundle_metadata
 
-    meta = read_bundle_metadata(weights_path(config))
+    meta = read_bundle_metadata(weights_path(config.model.weights))
     return ModelContract(t_r=meta.tr or ModelContract.t_r, n_timepoints=meta.n_timepoints)
 
 
@@ -76,7 +76,7 @@ def load_weights(config: Config, atlas: Atlas) -> Weights:
     """Load the bundle and check its data contract against the atlas (region count, labels)."""
     from brainsymphony import load_bundle
 
-    path = weights_path(config)
+    path = weights_path(config.model.weights)
     model, meta = load_bundle(path)
     check_contract(meta, atlas, strict=config.workflow.strict_atlas, path=path)
     return Weights(model=model, meta=meta, path=path)
@@ -271,7 +271,7 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
     features.update(feature_values(result.subject_vector()))
     row = pd.DataFrame([features])
     if config.model.heads:
-        written["prediction"] = writer.write("prediction", src, writer=_table_writer(_predict(config, row)),
+        written["prediction"] = writer.write("prediction", src, writer=_table_writer(_predict(config.model.heads, row)),
                                              sources=sources, sidecar=provenance)
     if result.reconstruction_r2 is not None:
         table = pd.DataFrame({"index": atlas.indices, "name": atlas.names, "r2": result.reconstruction_r2})
@@ -281,7 +281,7 @@ def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: Deriva
                      "the region was replaced by the mask token (regions masked in 5 interleaved groups)."})
     written["attention"] = writer.write("attention", src, writer=lambda tmp: _write_h5(tmp, result, atlas, meta),
                                         atlas=atlas.label, sources=sources, sidecar=provenance)
-    written.update(_parcel_maps(config, part, atlas, writer, runs, result, provenance))
+    written.update(_parcel_maps(part, atlas, writer, runs, result, provenance))
     # the feature row goes last: it and its sidecar's record mark the participant as finished
     written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
                                        sidecar={**provenance, "ComputedFrom": record,
@@ -301,11 +301,11 @@ def _table_writer(table: pd.DataFrame):
     return lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
 
 
-def _predict(config: Config, row: pd.DataFrame) -> pd.DataFrame:
+def _predict(heads: tuple[Path, ...], row: pd.DataFrame) -> pd.DataFrame:
     from pipelines.heads import load_head
 
     rows = []
-    for path in config.model.heads:
+    for path in heads:
         head = load_head(path)
         missing = [f for f in head.features if f not in row.columns]
         if missing:
@@ -344,7 +344,7 @@ def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
             data.attrs["axes"] = "region,channel"
 
 
-def _parcel_maps(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
+def _parcel_maps(part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
                  runs: list[RunResult], result, provenance: dict[str, Any]) -> dict[str, Path]:
     import nibabel as nib
 

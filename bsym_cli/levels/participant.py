@@ -12,7 +12,7 @@ from typing import Any
 from bsym_cli.bids.atlases import Atlas
 from bsym_cli.bids.derivatives import DerivativesWriter
 from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs
-from bsym_cli.cli.config import Config
+from bsym_cli.cli.config import Config, WorkflowConfig
 from bsym_cli.utils.errors import BsymError, ExitCode
 from bsym_cli.utils.logs import get_logger
 
@@ -76,8 +76,8 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
     ex, wf, res = config.execution, config.workflow, config.resources
     work = Path(ex.work_dir) / f"sub-{part.subject}"
     manifest_dir = work / "manifests" / (f"ses-{part.session}" if part.session else "nosession")
-    bold_specs = [_bold_spec(r, atlas, config) for r in part.bold_runs]
-    dwi_specs = [_dwi_spec(r, atlas, config) for r in part.dwi_runs]
+    bold_specs = [_bold_spec(r, atlas, config.workflow) for r in part.bold_runs]
+    dwi_specs = [_dwi_spec(r, atlas, config.workflow) for r in part.dwi_runs]
     band = (wf.high_pass, wf.low_pass) if (wf.high_pass or wf.low_pass) else None
     fmri_options = {
         "labels": atlas.indices, "names": atlas.names, "target_t_r": contract.t_r,
@@ -146,14 +146,13 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
     return results
 
 
-def _bold_spec(run: BoldRun, atlas: Atlas, config: Config) -> dict[str, Any]:
+def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
     return {"id": run_id(run.entities, "bold"), "bold_file": run.bold, "mask_file": run.mask,
             "confounds_file": run.confounds, "t_r": run.t_r,
-            "atlas_dseg": atlas.image_for(run.space, force=config.workflow.force_atlas_space)}
+            "atlas_dseg": atlas.image_for(run.space, force=wf.force_atlas_space)}
 
 
-def _dwi_spec(run: DwiRun, atlas: Atlas, config: Config) -> dict[str, Any]:
-    wf = config.workflow
+def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "id": run_id(run.entities, "dwi"), "dwi_file": run.dwi, "bval_file": run.bval, "bvec_file": run.bvec,
         "mask_file": run.mask, "atlas_dseg": atlas.image_for(DWI_TEMPLATE_SPACE, force=wf.force_atlas_space),

@@ -86,7 +86,7 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
         box = [stats]
         dist.broadcast_object_list(box, src=0)
         stats = box[0]
-    model, meta = load_bundle(weights_path(config))
+    model, meta = load_bundle(weights_path(config.model.weights))
     mine = list(range(rank, len(files), world))
     inputs = []
     for i in mine:
