@@ -34,7 +34,7 @@ class Recipe:
     corpus_seed, seed : int
         Seeds of the simulation and of the training.
     stream_epochs, perceiver_epochs, joint_epochs : int
-        Epochs of the three stages of :meth:`brainsymphony.pretrain.PretrainConfig.stagewise`.
+        Epochs of the three stages of :meth:`brainsymphony.pretraining.PretrainConfig.stagewise`.
     learning_rate : float
     batch_size : int
     holdout_fraction : float

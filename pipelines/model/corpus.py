@@ -11,7 +11,7 @@ Three sources give the same in-memory :class:`Corpus`:
 * the **demo-sim** simulation (``simulation.corpus.simulate_corpus``).
 
 Series are robust-scaled per subject (``--scaling subject``, the app's default) when turned into a
-:class:`brainsymphony.pretrain.TrainingSet`.
+:class:`brainsymphony.pretraining.TrainingSet`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Corpus:
 
         Returns
         -------
-        brainsymphony.pretrain.TrainingSet
+        brainsymphony.pretraining.TrainingSet
             ``fmri`` (N', R, T) scaled float32, ``sc`` (S, R, R), ``subject`` (N',).
         """
         from brainsymphony.pretraining import TrainingSet

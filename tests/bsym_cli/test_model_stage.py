@@ -93,12 +93,19 @@ def test_reconstruction_r2_scores_each_region_while_the_model_cannot_see_it(stud
         assert abs(expected - unmasked) > 1e-4  # the score depends on the region being hidden
 
 
-def test_same_inputs_give_the_same_embeddings(study, tmp_path):
+def test_same_inputs_give_the_same_embeddings_and_the_sidecars_record_the_scaling_used(study, tmp_path):
+    """``--scaling study`` at the participant level scales by the participant's own statistics, and says so."""
     again = tmp_path / "again"
-    args = [*study["args"][:1], again, *study["args"][2:-1], tmp_path / "w", "--participant-label", "02"]
+    args = [*study["args"][:1], again, *study["args"][2:-1], tmp_path / "w", "--participant-label", "02",
+            "--scaling", "study"]
     assert run_app(*args) == 0
     name = "sub-02/model/sub-02_atlas-Schaefer400Tian450_desc-functional_embedding.tsv"
     assert (again / name).read_bytes() == (study["out"] / name).read_bytes()
+    for sidecar in (again / "sub-02" / "model").glob("*.json"):
+        record = json.loads(sidecar.read_text())
+        assert record["Scaling"] == "subject", sidecar.name
+    features = json.loads((again / "sub-02/model/sub-02_desc-bsym_features.json").read_text())
+    assert features["ComputedFrom"]["Scaling"] == "subject"
 
 
 def test_rerun_skips_finished_participants_unless_overwrite(study, caplog):
