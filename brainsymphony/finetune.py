@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from brainsymphony.errors import ConfigError
+from brainsymphony.inference import window_means
 from brainsymphony.model import BrainSymphony
 from brainsymphony.pretraining import TrainingSet
 
@@ -107,6 +108,8 @@ def subject_embeddings(model: BrainSymphony, data: TrainingSet, *, embedding: Em
                        batch_size: int = 8, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Subject feature vectors of a frozen encoder (the app's ``<embedding>_000..`` feature row).
 
+    Computed by ``brainsymphony.inference.window_means``, the app's own inference path.
+
     Parameters
     ----------
     model : BrainSymphony
@@ -123,18 +126,16 @@ def subject_embeddings(model: BrainSymphony, data: TrainingSet, *, embedding: Em
         Mean over regions and windows of the chosen embedding.
     """
     _check_embedding(model, embedding)
-    model = model.to(device).eval()
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, int] = {}
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            index = np.arange(start, min(start + batch_size, len(data)))
-            vectors = _subject_vectors(model, data, index, embedding, device).double().cpu().numpy()
-            for subject, vector in zip(data.subject[index], vectors, strict=True):
-                sums[int(subject)] = sums.get(int(subject), 0.0) + vector
-                counts[int(subject)] = counts.get(int(subject), 0) + 1
-    subjects = np.array(sorted(sums), dtype=np.int64)
-    return subjects, np.stack([sums[s] / counts[s] for s in subjects])
+    cfg = model.config
+    if cfg.has_functional and data.fmri is None:
+        raise ValueError(f"a {cfg.mode} model needs fMRI windows, but the data has none")
+    if cfg.has_structural and data.sc is None:
+        raise ValueError(f"a {cfg.mode} model needs connectomes, but the data has none")
+    n_subjects = int(data.subject.max()) + 1 if len(data) else 0
+    means = window_means(model, data.fmri if cfg.has_functional else None, data.sc if cfg.has_structural else None,
+                         data.subject, n_subjects=n_subjects, batch_size=batch_size, device=device)
+    subjects = np.flatnonzero(means.counts).astype(np.int64)
+    return subjects, means.embeddings[embedding][subjects].mean(axis=1)
 
 
 def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, config: FinetuneConfig,

@@ -117,7 +117,7 @@ def remove_stale_temporaries(root: str | Path, *, skip: tuple[str, ...] = ()) ->
     the same. Top-level folders matching a pattern of ``skip`` (e.g. ``sub-*``) are left alone.
     """
     root = Path(root)
-    removed = []
+    removed: list[Path] = []
     if not root.is_dir():
         return removed
     for entry in root.iterdir():

@@ -78,8 +78,9 @@ def input_errors(crash_files: list[Path]) -> list[InputDataError | MissingInputE
     A node runs in its own process and Nipype reports its failure as text; this recovers the error a
     scientific function raised, so the caller can give the user its message and exit code.
     """
-    kinds = {"InputDataError": InputDataError, "MissingInputError": MissingInputError}
-    errors = []
+    kinds: dict[str, type[InputDataError | MissingInputError]] = {"InputDataError": InputDataError,
+                                                                   "MissingInputError": MissingInputError}
+    errors: list[InputDataError | MissingInputError] = []
     for path in crash_files:
         found = _ERROR_LINE.findall(Path(path).read_text(errors="replace"))
         if found:

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from isal import igzip as _gzip  # a faster gzip, same file format
+
+from pipelines.images import array_proxy, load_image
 
 
 def _open(path: Path):
@@ -39,15 +40,16 @@ def iter_volume_blocks(path: str | Path, chunk: int = 32) -> Iterator[tuple[int,
         Stored dtype when unscaled, else float (``scl_slope``/``scl_inter`` applied).
     """
     path = Path(path)
-    img = nib.load(path)
+    img = load_image(path)
     shape = img.shape
     if len(shape) != 4:
         raise ValueError(f"{path}: expected a 4D image, got shape {shape}")
-    dtype = img.header.get_data_dtype()
-    slope, inter = img.dataobj.slope, img.dataobj.inter
+    dtype = img.get_data_dtype()
+    proxy = array_proxy(img, path)
+    slope, inter = proxy.slope, proxy.inter
     volume_bytes = int(np.prod(shape[:3])) * dtype.itemsize
     with _open(path) as stream:
-        stream.seek(int(img.dataobj.offset))
+        stream.seek(int(proxy.offset))
 
         def read(count: int) -> np.ndarray:
             data = stream.read(volume_bytes * count)
@@ -59,8 +61,10 @@ def iter_volume_blocks(path: str | Path, chunk: int = 32) -> Iterator[tuple[int,
             return block
 
         starts = list(range(0, shape[3], chunk))
+        if not starts:  # no volume
+            return
         with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = reader.submit(read, min(chunk, shape[3])) if starts else None
+            pending = reader.submit(read, min(chunk, shape[3]))
             for i, start in enumerate(starts):
                 block = pending.result()
                 if i + 1 < len(starts):
@@ -70,12 +74,12 @@ def iter_volume_blocks(path: str | Path, chunk: int = 32) -> Iterator[tuple[int,
 
 def iter_raw_values(path: str | Path, block_bytes: int = 64 * 2**20) -> Iterator[np.ndarray]:
     """Yield the stored values of any NIfTI (3D or 4D) as flat arrays, before scaling, in file order."""
-    img = nib.load(path)
-    dtype = img.header.get_data_dtype()
+    img = load_image(path)
+    dtype = img.get_data_dtype()
     remaining = int(np.prod(img.shape)) * dtype.itemsize
     size = max(dtype.itemsize, block_bytes // dtype.itemsize * dtype.itemsize)
     with _open(Path(path)) as stream:
-        stream.seek(int(img.dataobj.offset))
+        stream.seek(int(array_proxy(img, path).offset))
         while remaining > 0:
             data = stream.read(min(size, remaining))
             if not data:

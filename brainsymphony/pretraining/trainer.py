@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from brainsymphony.errors import ConfigError
+from brainsymphony.inference import masked_region_errors
 from brainsymphony.model import BrainSymphony
 from brainsymphony.pretraining import checkpoint
 from brainsymphony.pretraining.config import PARTS, PretrainConfig, Stage, objectives_for
@@ -350,22 +351,15 @@ class Pretrainer:
     def _masked_region_r2(self, windows: np.ndarray, index: np.ndarray) -> dict[str, float]:
         """Pooled masked-region R^2 of the windows ``index`` of ``windows`` (N, R, T), and its baseline."""
         truth = windows[index].astype(np.float64)
-        sse = np.zeros(truth.shape[1])
-        order = np.random.default_rng(self.config.seed).permutation(truth.shape[1])
-        folds = self.config.eval_folds
-        for fold in range(folds):
-            regions = np.sort(order[fold::folds])
-            for start in range(0, index.size, self.config.batch_size):
-                chunk = index[start:start + self.config.batch_size]
-                fmri = torch.as_tensor(windows[chunk], dtype=torch.float32, device=self.device)
-                mask = torch.zeros(fmri.shape[:2], dtype=torch.bool, device=self.device)
-                mask[:, regions] = True
-                with self._autocast():
-                    recon = self.masked.reconstruction(fmri, mask).float().cpu().numpy()
-                diff = recon[:, regions] - truth[start:start + len(chunk)][:, regions]
-                sse[regions] += (diff**2).sum(axis=(0, 2))
-        centred = truth - truth.mean(axis=(0, 2), keepdims=True)
-        sst = (centred**2).sum()
+
+        def reconstruct(fmri: torch.Tensor, region_mask: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return self.masked.reconstruction(fmri, region_mask)
+
+        sse, per_region = masked_region_errors(reconstruct, windows[index], folds=self.config.eval_folds,
+                                               seed=self.config.seed, batch_size=self.config.batch_size,
+                                               device=self.device)
+        sst = per_region.sum()
         assert self._baseline_mean is not None  # set whenever the data has windows
         baseline = ((truth - self._baseline_mean[None, :, None]) ** 2).sum()
         return {"r2_masked_regions": float(1.0 - sse.sum() / sst),

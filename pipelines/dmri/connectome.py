@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 
 from pipelines.atomic import write_text
 from pipelines.docstrings import fill_doc
+from pipelines.images import load_image
 
 #: Name of the signed transform, recorded in every sidecar and checked against a bundle's ``sc_transform``
 #: (``brainsymphony.bundle.SIGNED_TRANSFORM``, which the model package keeps torch-side; a test ties the two).
@@ -60,8 +61,8 @@ def endpoint_labels(streamlines: Sequence[np.ndarray], atlas: np.ndarray, affine
 
 
 @fill_doc
-def count_connectome(streamlines: Sequence[np.ndarray], atlas_img: nib.Nifti1Image, labels: Sequence[int], *,
-                     search_mm: float = ENDPOINT_SEARCH_MM) -> np.ndarray:
+def count_connectome(streamlines: Sequence[np.ndarray], atlas_img: SpatialImage | str | Path, labels: Sequence[int],
+                     *, search_mm: float = ENDPOINT_SEARCH_MM) -> np.ndarray:
     """Streamline counts between parcels (endpoint assignment), symmetric with a zero diagonal.
 
     Parameters
@@ -79,22 +80,23 @@ def count_connectome(streamlines: Sequence[np.ndarray], atlas_img: nib.Nifti1Ima
         ``counts[i, j]``: streamlines with one end in ``labels[i]`` and the other in ``labels[j]``;
         streamlines with an end outside every listed parcel, or both ends in one parcel, are not counted.
     """
-    atlas_img = nib.load(atlas_img) if isinstance(atlas_img, (str, Path)) else atlas_img
+    atlas_img = load_image(atlas_img) if isinstance(atlas_img, (str, Path)) else atlas_img
     atlas = np.asarray(atlas_img.dataobj).astype(np.int64)
-    labels = np.asarray(labels, dtype=np.int64)
+    indices = np.asarray(labels, dtype=np.int64)
     ends = endpoint_labels(streamlines, atlas, atlas_img.affine, search_mm=search_mm)
-    lookup = np.full(max(int(atlas.max()), int(labels.max())) + 1, -1, dtype=np.int64)
-    lookup[labels] = np.arange(len(labels))
+    lookup = np.full(max(int(atlas.max()), int(indices.max())) + 1, -1, dtype=np.int64)
+    lookup[indices] = np.arange(len(indices))
     index = lookup[np.clip(ends, 0, len(lookup) - 1)]
     index[ends < 0] = -1
     keep = np.all(index >= 0, axis=1) & (index[:, 0] != index[:, 1])
-    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    counts = np.zeros((len(indices), len(indices)), dtype=np.int64)
     np.add.at(counts, (index[keep, 0], index[keep, 1]), 1)
     return counts + counts.T
 
 
 @fill_doc
-def parcel_volumes(atlas_img: nib.Nifti1Image, mask_img: nib.Nifti1Image, labels: Sequence[int]) -> np.ndarray:
+def parcel_volumes(atlas_img: SpatialImage | str | Path, mask_img: SpatialImage | str | Path,
+                   labels: Sequence[int]) -> np.ndarray:
     """Volume of each parcel inside the brain mask.
 
     Parameters
@@ -107,8 +109,8 @@ def parcel_volumes(atlas_img: nib.Nifti1Image, mask_img: nib.Nifti1Image, labels
     -------
     ndarray, shape (R,), float64, mm^3
     """
-    atlas_img = nib.load(atlas_img) if isinstance(atlas_img, (str, Path)) else atlas_img
-    mask_img = nib.load(mask_img) if isinstance(mask_img, (str, Path)) else mask_img
+    atlas_img = load_image(atlas_img) if isinstance(atlas_img, (str, Path)) else atlas_img
+    mask_img = load_image(mask_img) if isinstance(mask_img, (str, Path)) else mask_img
     atlas = np.asarray(atlas_img.dataobj).astype(np.int64)
     inside = atlas[np.asarray(mask_img.dataobj) > 0]
     voxel_mm3 = round(float(abs(np.linalg.det(atlas_img.affine[:3, :3]))), 6)  # 8.0, not 7.9999999

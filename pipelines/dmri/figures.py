@@ -41,7 +41,7 @@ def registration_figure(b0: np.ndarray, warped_template: np.ndarray, mask: np.nd
     vmax = np.percentile(b0[mask], 99) if mask.any() else b0.max()
     figure, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     for axis, (ax, name) in enumerate(zip(axes, ("sagittal", "coronal", "axial"), strict=True)):
-        index = [slice(None)] * 3
+        index: list[slice | int] = [slice(None)] * 3
         index[axis] = int(centre[axis])
         ax.imshow(np.rot90(b0[tuple(index)]), cmap="gray", vmin=0, vmax=vmax or 1)
         if levels is not None and np.ptp(warped_template[tuple(index)]) > 0:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from dipy.core.gradients import GradientTable, gradient_table
 
 from pipelines.errors import InputDataError, MissingInputError
+from pipelines.images import load_image
 
 #: b-values at or below this (s/mm^2) count as b0 volumes.
 B0_THRESHOLD = 50.0
@@ -63,7 +63,7 @@ def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str 
     for path in (dwi_file, bval_file, bvec_file):
         if not path.exists():
             raise MissingInputError(f"{path}: file not found. Every DWI needs its .nii.gz, .bval and .bvec.")
-    shape = nib.load(dwi_file).shape
+    shape = load_image(dwi_file).shape
     if len(shape) != 4:
         raise InputDataError(f"{dwi_file}: a DWI must be 4D (x, y, z, volumes) but has shape {shape}.")
     n_volumes = shape[3]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from dipy.core.gradients import GradientTable
 from dipy.segment.mask import median_otsu
 
 from pipelines.errors import InputDataError
+from pipelines.images import load_image
 
 #: Smallest plausible brain mask, in voxels; fewer means the mask (or the image) is wrong.
 MIN_MASK_VOXELS = 8
@@ -61,7 +61,7 @@ def brain_mask(dwi: np.ndarray, gtab: GradientTable, *, mask_file: str | Path | 
         given.
     """
     if mask_file:
-        img = nib.load(mask_file)
+        img = load_image(mask_file)
         if img.shape[:3] != dwi.shape[:3] or (
                 dwi_affine is not None and not np.allclose(img.affine, dwi_affine, atol=1e-3)):
             raise InputDataError(

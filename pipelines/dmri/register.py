@@ -18,8 +18,10 @@ from dipy.align import affine_registration
 from dipy.align.imaffine import AffineMap
 from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
 from dipy.align.metrics import EMMetric
+from nibabel.spatialimages import SpatialImage
 
 from pipelines.errors import InputDataError
+from pipelines.images import load_image
 
 METHODS = ("affine", "syn", "none")
 #: Optimiser iterations per resolution level (coarse to fine) and the matching smoothing / shrink factors.
@@ -85,14 +87,17 @@ def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.
     template_img = _load_3d(template_file, "template") if template_file is not None else None
     metrics: dict = {"Method": method}
     transform = np.eye(4)
-    if method != "none":
+    # template_img is None only with method "none" (refused above otherwise)
+    if method != "none" and template_img is not None:
         moving = np.asarray(template_img.dataobj, dtype=np.float64)
         _, transform, _, neg_mi = affine_registration(
             moving, static, moving_affine=template_img.affine, static_affine=static_affine,
             pipeline=["center_of_mass", "translation", "rigid", "affine"], level_iters=LEVEL_ITERS,
             sigmas=SIGMAS, factors=FACTORS, static_mask=mask.astype(np.int32), ret_metric=True, nbins=32)
         metrics["MutualInformation"] = round(float(-neg_mi), 6)
-    if method == "syn":
+    warped_atlas: np.ndarray
+    warped_template: np.ndarray | None
+    if method == "syn" and template_img is not None:
         warped_atlas, warped_template = _syn(static, static_affine, template_img, atlas_img, transform)
     else:
         warped_atlas = _affine_map(transform, static, static_affine, atlas_img).transform(
@@ -118,14 +123,14 @@ def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.
 
 
 def _affine_map(transform: np.ndarray, static: np.ndarray, static_affine: np.ndarray,
-                moving_img: nib.Nifti1Image) -> AffineMap:
+                moving_img: SpatialImage) -> AffineMap:
     """Map from ``moving_img``'s grid onto the DWI grid through the world transform."""
     return AffineMap(transform, domain_grid_shape=static.shape, domain_grid2world=static_affine,
                      codomain_grid_shape=moving_img.shape, codomain_grid2world=moving_img.affine)
 
 
-def _syn(static: np.ndarray, static_affine: np.ndarray, template_img: nib.Nifti1Image,
-         atlas_img: nib.Nifti1Image, prealign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _syn(static: np.ndarray, static_affine: np.ndarray, template_img: SpatialImage,
+         atlas_img: SpatialImage, prealign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Diffeomorphic refinement (EM metric) after ``prealign``; returns warped atlas and template."""
     moving = np.asarray(template_img.dataobj, dtype=np.float64)
     atlas_on_template = AffineMap(np.eye(4), domain_grid_shape=moving.shape, domain_grid2world=template_img.affine,
@@ -145,8 +150,8 @@ def _brain(image: np.ndarray) -> np.ndarray:
     return image > 0.1 * np.percentile(positive, 95) if positive.size else np.zeros(image.shape, bool)
 
 
-def _load_3d(path: str | Path, kind: str) -> nib.Nifti1Image:
-    img = nib.load(path)
+def _load_3d(path: str | Path, kind: str) -> SpatialImage:
+    img = load_image(path)
     if img.ndim == 4 and img.shape[3] == 1:
         img = img.slicer[..., 0]
     if img.ndim != 3:

@@ -14,22 +14,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from filelock import FileLock
+from nibabel.spatialimages import SpatialImage
 
 from pipelines.atomic import atomic_path
 from pipelines.errors import InputDataError
+from pipelines.images import load_image
 
 #: Two affines closer than this (in mm, element-wise) describe the same grid.
 AFFINE_ATOL_MM = 1e-4
 
 
-def resample_labels_nearest(atlas_img: nib.Nifti1Image, shape: tuple[int, int, int],
+def resample_labels_nearest(atlas_img: SpatialImage, shape: tuple[int, int, int],
                             affine: np.ndarray) -> nib.Nifti1Image:
     """Resample an integer label image onto another grid with nearest-neighbour lookup.
 
     Parameters
     ----------
-    atlas_img : Nifti1Image
-        3D label image; 0 is background.
+    atlas_img : SpatialImage
+        3D label image (e.g. a Nifti1Image); 0 is background.
     shape : tuple of 3 int
         Target grid shape (X, Y, Z), in voxels.
     affine : ndarray, shape (4, 4)
@@ -77,15 +79,18 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *,
         atlas is already on that grid it is still copied there as int32, so callers see one format.
     """
     atlas_dseg, reference_img = Path(atlas_dseg), Path(reference_img)
-    reference = nib.load(reference_img)
-    shape = tuple(int(n) for n in reference.shape[:3])
+    reference = load_image(reference_img)
+    if reference.ndim < 3:
+        raise InputDataError(f"{reference_img}: expected a 3D or 4D image on the BOLD grid, got shape "
+                             f"{reference.shape}.")
+    shape = (int(reference.shape[0]), int(reference.shape[1]), int(reference.shape[2]))
     affine = reference.affine
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"atlas-{_file_digest(atlas_dseg)}_grid-{_grid_digest(shape, affine)}_dseg.nii.gz"
     with FileLock(str(target) + ".lock"):
         if not target.exists():
-            atlas = nib.load(atlas_dseg)
+            atlas = load_image(atlas_dseg)
             if atlas.ndim != 3:
                 raise InputDataError(
                     f"{atlas_dseg}: an atlas must be a 3D label image, this one has shape {atlas.shape}; "
@@ -101,7 +106,7 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *,
     return target
 
 
-def _integer_labels(atlas_img: nib.Nifti1Image) -> np.ndarray:
+def _integer_labels(atlas_img: SpatialImage) -> np.ndarray:
     """Labels as int32, refusing non-integer values (a probabilistic or interpolated atlas)."""
     data = np.asarray(atlas_img.dataobj)
     labels = np.rint(data).astype(np.int32)

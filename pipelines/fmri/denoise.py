@@ -135,7 +135,9 @@ def denoise(series: np.ndarray, *, t_r: float, strategy: str = "simple",
     if not 0 <= n_dummy < n_frames:
         raise InputDataError(f"{confounds_file}: {n_dummy} dummy scans leave no frame of the {n_frames}-frame run; "
                              "lower --dummy-scans.")
-    confounds, sample_mask = (None, None) if strategy == "none" else _load_preset(confounds_file, strategy)
+    # confounds_file is None only with strategy "none" (refused above otherwise)
+    confounds, sample_mask = (None, None) if strategy == "none" or confounds_file is None else _load_preset(
+        confounds_file, strategy)
     kept = np.arange(n_dummy, n_frames)
     if sample_mask is not None:
         nss = _non_steady_state_frames(raw)

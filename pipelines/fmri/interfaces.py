@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+from nibabel.nifti1 import Nifti1Header
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
+    Bunch,
     File,
     SimpleInterface,
     TraitedSpec,
@@ -27,6 +28,7 @@ from pipelines.fmri.denoise import STRATEGIES, denoise
 from pipelines.fmri.model_input import prepare_model_input, save_model_input
 from pipelines.fmri.parcellate import DEFAULT_CHUNK, parcel_means
 from pipelines.fmri.tables import pearson_relmat, write_coverage_tsv, write_relmat_tsv, write_timeseries_tsv
+from pipelines.images import load_image
 
 
 class _AtlasOnGridInputSpec(BaseInterfaceInputSpec):
@@ -45,7 +47,7 @@ class AtlasOnGrid(SimpleInterface):
     input_spec = _AtlasOnGridInputSpec
     output_spec = _AtlasOnGridOutputSpec
 
-    def _run_interface(self, runtime):
+    def _run_interface(self, runtime: Bunch) -> Bunch:
         cache = self.inputs.cache_dir if isdefined(self.inputs.cache_dir) else runtime.cwd
         self._results["out_file"] = str(atlas_on_grid(self.inputs.atlas_dseg, self.inputs.reference,
                                                       cache_dir=cache))
@@ -70,7 +72,7 @@ class ParcellateBold(SimpleInterface):
     input_spec = _ParcellateInputSpec
     output_spec = _ParcellateOutputSpec
 
-    def _run_interface(self, runtime):
+    def _run_interface(self, runtime: Bunch) -> Bunch:
         means, coverage = parcel_means(self.inputs.bold_file, self.inputs.atlas_file, self.inputs.mask_file,
                                        self.inputs.labels, chunk=self.inputs.chunk)
         out = Path(runtime.cwd) / "parcels.npz"
@@ -104,7 +106,7 @@ class DenoiseParcels(SimpleInterface):
     input_spec = _DenoiseInputSpec
     output_spec = _DenoiseOutputSpec
 
-    def _run_interface(self, runtime):
+    def _run_interface(self, runtime: Bunch) -> Bunch:
         with np.load(self.inputs.in_file) as parcels:
             means, coverage = parcels["means"], parcels["coverage"]
         t_r = self.inputs.t_r if isdefined(self.inputs.t_r) else header_t_r(self.inputs.bold_file)
@@ -160,7 +162,7 @@ class CutModelWindows(SimpleInterface):
     input_spec = _WindowsInputSpec
     output_spec = _WindowsOutputSpec
 
-    def _run_interface(self, runtime):
+    def _run_interface(self, runtime: Bunch) -> Bunch:
         with np.load(self.inputs.in_file) as denoised:
             series, frames, t_r = denoised["series"], denoised["frames"], float(denoised["t_r"])
         stride = self.inputs.window_stride if isdefined(self.inputs.window_stride) else None
@@ -205,7 +207,7 @@ class WriteParcelTables(SimpleInterface):
     input_spec = _TablesInputSpec
     output_spec = _TablesOutputSpec
 
-    def _run_interface(self, runtime):
+    def _run_interface(self, runtime: Bunch) -> Bunch:
         with np.load(self.inputs.in_file) as denoised:
             series, coverage = denoised["series"], denoised["coverage"]
         cwd = Path(runtime.cwd)
@@ -234,7 +236,10 @@ def header_t_r(bold_file: str | Path) -> float:
     float
         TR in seconds.
     """
-    header = nib.load(bold_file).header
+    header = load_image(bold_file).header
+    if not isinstance(header, Nifti1Header):
+        raise InputDataError(f"{bold_file}: expected a NIfTI image, found a {type(header).__name__}; the TR is read "
+                             "from a NIfTI header (pixdim[4]).")
     t_r = float(header.get_zooms()[3]) if len(header.get_zooms()) > 3 else 0.0
     if header.get_xyzt_units()[1] == "msec":
         t_r /= 1000.0

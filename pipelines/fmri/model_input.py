@@ -18,6 +18,7 @@ filled_fraction (W,) f8     fraction of each window's frames that come from cens
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -27,6 +28,17 @@ from pipelines.fmri.windows import cut_windows
 
 #: Keys of the model-input ``.npz``.
 MODEL_INPUT_KEYS = ("windows", "starts_s", "labels", "t_r", "n_frames", "filled_fraction")
+
+
+class RunModelInput(TypedDict):
+    """A model input ``.npz`` read back by :func:`load_model_input` (keys of the module docstring)."""
+
+    windows: np.ndarray
+    starts_s: np.ndarray
+    labels: np.ndarray
+    t_r: float
+    n_frames: int
+    filled_fraction: np.ndarray
 
 
 def prepare_model_input(series: np.ndarray, frames: np.ndarray, labels, *, t_r: float, target_t_r: float,
@@ -75,14 +87,13 @@ def prepare_model_input(series: np.ndarray, frames: np.ndarray, labels, *, t_r: 
 def save_model_input(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write the model input ``.npz`` through a temporary name (no half file after a crash)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **{key: arrays[key] for key in MODEL_INPUT_KEYS})
+        np.savez(handle, allow_pickle=True, **{key: arrays[key] for key in MODEL_INPUT_KEYS})
     return Path(path)
 
 
-def load_model_input(path: str | Path) -> dict[str, np.ndarray]:
+def load_model_input(path: str | Path) -> RunModelInput:
     """Read a model input ``.npz``; ``t_r`` and ``n_frames`` come back as Python scalars."""
     with np.load(path) as data:
-        arrays = {key: data[key] for key in MODEL_INPUT_KEYS}
-    arrays["t_r"] = float(arrays["t_r"])
-    arrays["n_frames"] = int(arrays["n_frames"])
-    return arrays
+        return {"windows": data["windows"], "starts_s": data["starts_s"], "labels": data["labels"],
+                "t_r": float(data["t_r"]), "n_frames": int(data["n_frames"]),
+                "filled_fraction": data["filled_fraction"]}

@@ -16,13 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import scipy.sparse as sp
+from nibabel.arrayproxy import ArrayProxy
+from nibabel.spatialimages import SpatialImage
 
 from pipelines.docstrings import fill_doc
 from pipelines.errors import InputDataError
 from pipelines.fmri.atlas_grid import AFFINE_ATOL_MM
+from pipelines.images import load_image
 from pipelines.niftistream import iter_volume_blocks
 
 #: Volumes read and reduced at once; 32 volumes of a 2 mm MNI grid are about 115 MB as float32.
@@ -54,7 +56,7 @@ class ParcelOperator:
     weights: sp.csr_array
     coverage: np.ndarray
     n_voxels: np.ndarray
-    grid_shape: tuple[int, int, int]
+    grid_shape: tuple[int, ...]
 
     def apply(self, volumes: np.ndarray) -> np.ndarray:
         """Parcel means of a block of volumes.
@@ -144,7 +146,7 @@ def parcel_means(bold_img: str | Path, atlas_img: str | Path, mask_img: str | Pa
     coverage : ndarray, shape (R,)
         Fraction (0-1) of each parcel's voxels inside the mask.
     """
-    bold = nib.load(bold_img, keep_file_open=True)
+    bold = load_image(bold_img, keep_file_open=True)
     if bold.ndim != 4:
         raise InputDataError(f"{bold_img}: a BOLD series must be 4D, this image has shape {bold.shape}; "
                              "pass the *_desc-preproc_bold.nii.gz of fMRIPrep.")
@@ -158,7 +160,7 @@ def parcel_means(bold_img: str | Path, atlas_img: str | Path, mask_img: str | Pa
     return means, operator.coverage
 
 
-def _volume_chunks(bold: nib.Nifti1Image, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+def _volume_chunks(bold: SpatialImage, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_volume, volumes (X, Y, Z, C))`` blocks of a 4D image, each read once, in order.
 
     An uncompressed, unscaled image is memory-mapped (only the pages of atlas voxels are touched). Otherwise the
@@ -173,19 +175,25 @@ def _volume_chunks(bold: nib.Nifti1Image, chunk: int) -> Iterator[tuple[int, np.
             yield start, mapped[..., start:start + chunk]
         return
 
-    yield from iter_volume_blocks(bold.get_filename(), chunk)
+    filename = bold.get_filename()
+    if filename is None:
+        raise ValueError("the BOLD image must be read from a file")
+    yield from iter_volume_blocks(filename, chunk)
 
 
-def _memory_map(bold: nib.Nifti1Image) -> np.ndarray | None:
+def _memory_map(bold: SpatialImage) -> np.ndarray | None:
     """The image as a read-only memmap when it is uncompressed and unscaled, else None."""
     filename = bold.get_filename() or ""
     if filename.endswith(".gz"):
         return None
-    slope, inter = bold.dataobj.slope, bold.dataobj.inter
+    proxy = bold.dataobj
+    if not isinstance(proxy, ArrayProxy):  # not read from a file
+        return None
+    slope, inter = proxy.slope, proxy.inter
     if not (slope == 1 and inter == 0):
         return None
     try:
-        data = np.asanyarray(nib.load(filename, mmap="r").dataobj)
+        data = np.asanyarray(load_image(filename, mmap="r").dataobj)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, np.memmap) else None
@@ -194,7 +202,7 @@ def _memory_map(bold: nib.Nifti1Image) -> np.ndarray | None:
 def _load_on_grid(path: str | Path, grid: tuple[int, ...], affine: np.ndarray, bold_path: str | Path, *,
                   what: str) -> np.ndarray:
     """Data of a 3D image that must share the BOLD grid; a clear error otherwise."""
-    img = nib.load(path)
+    img = load_image(path)
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

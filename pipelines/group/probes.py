@@ -48,6 +48,7 @@ def _estimator(task: str, seed: int, inner_folds: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    grid: dict[str, tuple[float, ...]]
     if task == "regression":
         model = make_pipeline(StandardScaler(), Ridge())
         grid = {"ridge__alpha": ALPHAS}
@@ -128,6 +129,8 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | Non
         return {"task": task, "n": int(len(y)), "mse": float(mean_squared_error(y, pred)),
                 "pearson_r": float(stats.pearsonr(y, pred)[0]), "spearman_rho": float(stats.spearmanr(y, pred)[0]),
                 "mse_of_mean": float(np.var(y))}
+    if proba is None:
+        raise ValueError("classification metrics need the out-of-fold class probabilities")
     classes = np.unique(y)
     if len(classes) == 2:
         auc = roc_auc_score(y == classes[1], proba[:, 1])
@@ -139,7 +142,8 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | Non
             "chance_accuracy": float(counts.max() / counts.sum())}
 
 
-def _to_head(pipeline, task: str, name: str, feature_names: list[str], metadata: dict) -> LinearHead:
+def _to_head(pipeline, task: Literal["regression", "classification"], name: str, feature_names: list[str],
+             metadata: dict) -> LinearHead:
     scaler, model = pipeline[0], pipeline[-1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     if task == "regression":

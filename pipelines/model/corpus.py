@@ -83,6 +83,8 @@ class Corpus:
             raise InputDataError("the corpus has no structural connectomes but the model has a structural stream; "
                                  "use a functional model or a corpus with `sc`.")
         if not functional:
+            if self.sc is None:  # then the model has no stream at all: a structural one was refused above
+                raise ValueError("a model without a functional stream needs a structural one")
             keep = np.flatnonzero(has_sc)
             return TrainingSet(fmri=None, sc=self.sc[keep].astype(np.float32), subject=np.arange(keep.size))
         if self.windows is None or self.windows.shape[0] == 0:
@@ -94,18 +96,22 @@ class Corpus:
             LOGGER.warning("%d subject(s) without a connectome left out of multimodal training: %s",
                                  len(dropped), ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
         scaled = self.scaled_windows()[windows_ok]
-        return TrainingSet(fmri=scaled, sc=None if not structural else self.sc.astype(np.float32),
+        # self.sc is None only without a structural stream (refused above otherwise)
+        return TrainingSet(fmri=scaled, sc=None if not structural or self.sc is None else self.sc.astype(np.float32),
                            subject=self.window_subject[windows_ok])
 
     def scaled_windows(self) -> np.ndarray:
         """Windows robust-scaled with each subject's own median/IQR; n/a regions 0. Shape (N, R, T), float32."""
         from pipelines.model.scaling import robust_statistics, scale_windows
 
-        out = np.empty(self.windows.shape, np.float32)
+        windows = self.windows
+        if windows is None:
+            raise InputDataError("the corpus has no fMRI windows to scale.")
+        out = np.empty(windows.shape, np.float32)
         for subject in np.unique(self.window_subject):
             rows = np.flatnonzero(self.window_subject == subject)
-            median, iqr = robust_statistics(self.windows[rows])
-            out[rows] = scale_windows(self.windows[rows], median, iqr)[0]
+            median, iqr = robust_statistics(windows[rows])
+            out[rows] = scale_windows(windows[rows], median, iqr)[0]
         return out
 
     def _has_sc(self) -> np.ndarray:
@@ -172,6 +178,8 @@ def read_work_dir(work_dir: str | Path) -> Corpus:
             if sc is None and cached.sc is not None:
                 sc = cached.sc.astype(np.float32)
         connectomes.append(sc)
+    if labels is None:  # not reached: `files` is not empty and every cached file has labels
+        raise MissingInputError(f"{work_dir}: no cached model inputs ({WORK_DIR_GLOB}).")
     _check_one_tr(trs, work_dir)
     return _assemble(windows, owners, connectomes, sorted(by_subject), labels, trs)
 
@@ -190,12 +198,15 @@ def read_corpus_file(path: str | Path) -> Corpus:
     path = Path(path)
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
-    if "windows" not in arrays and "sc" not in arrays:
-        raise InputDataError(f"{path}: a corpus file needs 'windows' (N, R, T) and/or 'sc' (N, R, R); it has "
-                             f"{sorted(arrays)}.")
     windows = arrays.get("windows")
     sc = arrays.get("sc")
-    n = windows.shape[0] if windows is not None else sc.shape[0]
+    if windows is not None:
+        n = windows.shape[0]
+    elif sc is not None:
+        n = sc.shape[0]
+    else:
+        raise InputDataError(f"{path}: a corpus file needs 'windows' (N, R, T) and/or 'sc' (N, R, R); it has "
+                             f"{sorted(arrays)}.")
     if windows is not None and windows.ndim != 3:
         raise InputDataError(f"{path}: 'windows' has shape {windows.shape}; expected (N, R, T).")
     if sc is not None and (sc.ndim != 3 or sc.shape[0] != n or sc.shape[1] != sc.shape[2]):
@@ -227,7 +238,7 @@ def save_corpus_file(corpus: Corpus, path: str | Path) -> Path:
     from pipelines.atomic import atomic_path
 
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {"subject": np.asarray(corpus.subject_ids)[corpus.window_subject]}
+    arrays: dict[str, np.ndarray | np.generic] = {"subject": np.asarray(corpus.subject_ids)[corpus.window_subject]}
     if corpus.windows is not None:
         arrays["windows"] = corpus.windows
     if corpus.sc is not None:
@@ -237,7 +248,7 @@ def save_corpus_file(corpus: Corpus, path: str | Path) -> Path:
     if corpus.labels is not None:
         arrays["labels"] = np.asarray(corpus.labels, np.int32)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, allow_pickle=True, **arrays)
     return path
 
 
@@ -248,7 +259,7 @@ def _check_one_tr(trs: set[float], where: Path) -> None:
 
 
 def _assemble(windows: list[np.ndarray], owners: list[np.ndarray], connectomes: list[np.ndarray | None],
-              subject_ids: list[str], labels: np.ndarray | None, trs: set[float]) -> Corpus:
+              subject_ids: list[str], labels: np.ndarray, trs: set[float]) -> Corpus:
     n_regions = len(labels)
     sc = None
     if any(c is not None for c in connectomes):

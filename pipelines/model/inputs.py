@@ -64,13 +64,13 @@ def save_model_inputs(path: str | Path, *, windows: np.ndarray | None, sc: np.nd
                       labels: list[int] | np.ndarray, t_r: float | None) -> Path:
     """Cache a participant's model inputs (the layout of the module docstring), atomically."""
     n_regions = len(labels)
-    arrays = {
+    arrays: dict[str, np.ndarray | np.generic] = {
         "windows": np.zeros((0, n_regions, 0), np.float32) if windows is None else windows.astype(np.float32),
         "sc": np.zeros((0, 0), np.float32) if sc is None else sc.astype(np.float32),
         "labels": np.asarray(labels, np.int32), "t_r": np.float64(t_r or np.nan),
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, allow_pickle=True, **arrays)
     return Path(path)
 
 

@@ -62,6 +62,6 @@ def run_model(model, inputs: ModelInputs, *, scaling: str, checkpoint: tuple[np.
     if inputs.windows is not None:
         median, iqr, used = select_statistics(inputs.windows, scaling, checkpoint=checkpoint, study=study)
         scaled, available = scale_windows(inputs.windows, median, iqr)
-        incomplete = ~available.all(axis=0)
+        incomplete = np.asarray(~available.all(axis=0))
     embedding = embed_participant(model, scaled, inputs.sc, batch_size=batch_size, device=device, seed=seed)
     return ModelRun(embedding=embedding, scaling=used, incomplete=incomplete)
