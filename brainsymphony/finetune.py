@@ -104,8 +104,14 @@ class FinetuneResult:
     split: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def subject_embeddings(model: BrainSymphony, data: TrainingSet, *, embedding: Embedding = "fused",
-                       batch_size: int = 8, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def subject_embeddings(
+    model: BrainSymphony,
+    data: TrainingSet,
+    *,
+    embedding: Embedding = "fused",
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Subject feature vectors of a frozen encoder (the app's ``<embedding>_000..`` feature row).
 
     Computed by ``brainsymphony.inference.window_means``, the app's own inference path.
@@ -132,14 +138,27 @@ def subject_embeddings(model: BrainSymphony, data: TrainingSet, *, embedding: Em
     if cfg.has_structural and data.sc is None:
         raise ValueError(f"a {cfg.mode} model needs connectomes, but the data has none")
     n_subjects = int(data.subject.max()) + 1 if len(data) else 0
-    means = window_means(model, data.fmri if cfg.has_functional else None, data.sc if cfg.has_structural else None,
-                         data.subject, n_subjects=n_subjects, batch_size=batch_size, device=device)
+    means = window_means(
+        model,
+        data.fmri if cfg.has_functional else None,
+        data.sc if cfg.has_structural else None,
+        data.subject,
+        n_subjects=n_subjects,
+        batch_size=batch_size,
+        device=device,
+    )
     subjects = np.flatnonzero(means.counts).astype(np.int64)
     return subjects, means.embeddings[embedding][subjects].mean(axis=1)
 
 
-def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, config: FinetuneConfig,
-             device: str | torch.device = "cpu") -> FinetuneResult:
+def finetune(
+    model: BrainSymphony,
+    data: TrainingSet,
+    targets: np.ndarray,
+    *,
+    config: FinetuneConfig,
+    device: str | torch.device = "cpu",
+) -> FinetuneResult:
     """Train encoder and linear head on a subject-level target (full fine-tuning).
 
     Parameters
@@ -185,10 +204,13 @@ def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, co
         head.target_mean, head.target_scale = float(y_train.mean()), float(y_train.std() or 1.0)
     windows = np.flatnonzero(np.isin(data.subject, split["train"]))
     steps_per_epoch = math.ceil(windows.size / config.batch_size)
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": config.learning_rate},
-        {"params": list(head.parameters()), "lr": config.head_learning_rate},
-    ], weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": config.learning_rate},
+            {"params": list(head.parameters()), "lr": config.head_learning_rate},
+        ],
+        weight_decay=config.weight_decay,
+    )
     base_rates = [config.learning_rate, config.head_learning_rate]
     total = config.epochs * steps_per_epoch
     best = _Best(score=-math.inf, epoch=0, encoder=None, head=None)
@@ -199,7 +221,7 @@ def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, co
         order = np.random.default_rng([config.seed, epoch]).permutation(windows)
         losses = []
         for start in range(0, order.size, config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
                 group["lr"] = rate * 0.5 * (1.0 + math.cos(math.pi * step / total))
             optimizer.zero_grad(set_to_none=True)
@@ -207,16 +229,19 @@ def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, co
             loss = _loss(output, y_all[data.subject[index]], head, classes, device)
             loss.backward()
             if config.clip_norm:
-                torch.nn.utils.clip_grad_norm_(list(encoder.parameters()) + list(head.parameters()),
-                                               config.clip_norm)
+                torch.nn.utils.clip_grad_norm_(list(encoder.parameters()) + list(head.parameters()), config.clip_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
             step += 1
         score = _score(encoder, head, data, split["validation"], y_all, classes, config, device)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_score": score})
         if score > best.score:
-            best = _Best(score=score, epoch=epoch, encoder=copy.deepcopy(encoder.state_dict()),
-                         head=copy.deepcopy(head.state_dict()))
+            best = _Best(
+                score=score,
+                epoch=epoch,
+                encoder=copy.deepcopy(encoder.state_dict()),
+                head=copy.deepcopy(head.state_dict()),
+            )
     if best.encoder is not None and best.head is not None:
         encoder.load_state_dict(best.encoder)
         head.load_state_dict(best.head)
@@ -224,12 +249,23 @@ def finetune(model: BrainSymphony, data: TrainingSet, targets: np.ndarray, *, co
     predictions, truth = _predict(encoder, head, data, split["test"], y_all, classes, config, device)
     metrics = prediction_metrics(config.task, truth, predictions, classes)
     weight, bias = head.export()
-    return FinetuneResult(model=encoder.cpu().eval(), mean=mean, scale=scale, weight=weight, bias=bias,
-                          classes=classes, metrics=metrics, best_epoch=best.epoch, history=history, split=split)
+    return FinetuneResult(
+        model=encoder.cpu().eval(),
+        mean=mean,
+        scale=scale,
+        weight=weight,
+        bias=bias,
+        classes=classes,
+        metrics=metrics,
+        best_epoch=best.epoch,
+        history=history,
+        split=split,
+    )
 
 
-def prediction_metrics(task: Task, truth: np.ndarray, predictions: np.ndarray, classes: list[str] | None = None
-                       ) -> dict[str, Any]:
+def prediction_metrics(
+    task: Task, truth: np.ndarray, predictions: np.ndarray, classes: list[str] | None = None
+) -> dict[str, Any]:
     """Scores as the group probes report them.
 
     Parameters
@@ -250,9 +286,14 @@ def prediction_metrics(task: Task, truth: np.ndarray, predictions: np.ndarray, c
     truth = np.asarray(truth)
     if task == "regression":
         y, p = truth.astype(float), np.asarray(predictions, float)
-        return {"task": task, "n": int(y.size), "mse": float(np.mean((y - p) ** 2)),
-                "pearson_r": _pearson(y, p), "spearman_rho": _pearson(_ranks(y), _ranks(p)),
-                "mse_of_mean": float(np.var(y))}
+        return {
+            "task": task,
+            "n": int(y.size),
+            "mse": float(np.mean((y - p) ** 2)),
+            "pearson_r": _pearson(y, p),
+            "spearman_rho": _pearson(_ranks(y), _ranks(p)),
+            "mse_of_mean": float(np.var(y)),
+        }
     proba = np.asarray(predictions, float)
     k = proba.shape[1]
     predicted = proba.argmax(axis=1)
@@ -264,12 +305,20 @@ def prediction_metrics(task: Task, truth: np.ndarray, predictions: np.ndarray, c
         positive = truth == c
         if positive.any() and (~positive).any():
             ranks = _ranks(proba[:, c])
-            aucs.append((ranks[positive].sum() - positive.sum() * (positive.sum() + 1) / 2)
-                        / (positive.sum() * (~positive).sum()))
+            aucs.append(
+                (ranks[positive].sum() - positive.sum() * (positive.sum() + 1) / 2)
+                / (positive.sum() * (~positive).sum())
+            )
     counts = np.bincount(truth.astype(int), minlength=k)
-    return {"task": task, "n": int(truth.size), "accuracy": float(np.mean(predicted == truth)),
-            "f1": float(np.mean(f1s)), "auc": float(aucs[1] if k == 2 and len(aucs) == 2 else np.mean(aucs)),
-            "chance_accuracy": float(counts.max() / counts.sum()), "classes": list(classes or [])}
+    return {
+        "task": task,
+        "n": int(truth.size),
+        "accuracy": float(np.mean(predicted == truth)),
+        "f1": float(np.mean(f1s)),
+        "auc": float(aucs[1] if k == 2 and len(aucs) == 2 else np.mean(aucs)),
+        "chance_accuracy": float(counts.max() / counts.sum()),
+        "classes": list(classes or []),
+    }
 
 
 class _Head(nn.Module):
@@ -306,15 +355,21 @@ class _Best:
 
 
 def _check_embedding(model: BrainSymphony, embedding: str) -> None:
-    available = {"functional": model.config.has_functional, "structural": model.config.has_structural,
-                 "fused": model.config.mode == "multimodal"}
+    available = {
+        "functional": model.config.has_functional,
+        "structural": model.config.has_structural,
+        "fused": model.config.mode == "multimodal",
+    }
     if not available.get(embedding, False):
-        raise ConfigError(f"a {model.config.mode} model has no {embedding!r} embedding; choose one of "
-                          f"{[k for k, v in available.items() if v]}")
+        raise ConfigError(
+            f"a {model.config.mode} model has no {embedding!r} embedding; choose one of "
+            f"{[k for k, v in available.items() if v]}"
+        )
 
 
-def _subject_vectors(model: BrainSymphony, data: TrainingSet, index: np.ndarray, embedding: str,
-                     device: str | torch.device) -> torch.Tensor:
+def _subject_vectors(
+    model: BrainSymphony, data: TrainingSet, index: np.ndarray, embedding: str, device: str | torch.device
+) -> torch.Tensor:
     """Mean over regions of one embedding for windows ``index``: (B, D)."""
     fmri = sc = None
     if model.config.has_functional:
@@ -335,8 +390,16 @@ def _loss(output: torch.Tensor, y: np.ndarray, head: _Head, classes: list[str], 
     return nn.functional.mse_loss(output[:, 0], target.float())
 
 
-def _predict(encoder: BrainSymphony, head: _Head, data: TrainingSet, subjects: np.ndarray, y_all: np.ndarray,
-             classes: list[str], config: FinetuneConfig, device) -> tuple[np.ndarray, np.ndarray]:
+def _predict(
+    encoder: BrainSymphony,
+    head: _Head,
+    data: TrainingSet,
+    subjects: np.ndarray,
+    y_all: np.ndarray,
+    classes: list[str],
+    config: FinetuneConfig,
+    device,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-subject predictions (values, or class probabilities (N, K)) and truth."""
     rows = np.flatnonzero(np.isin(data.subject, subjects))
     if rows.size == 0:
@@ -368,10 +431,15 @@ def _nested_split(subjects: np.ndarray, config: FinetuneConfig) -> dict[str, np.
     n_test = max(1, round(config.test_fraction * order.size))
     n_validation = max(1, round(config.validation_fraction * (order.size - n_test)))
     if order.size - n_test - n_validation < 2:
-        raise ValueError(f"{order.size} subjects with a target are too few for a test, validation and training "
-                         "split; give more subjects or use the linear probe (frozen encoder)")
-    return {"test": np.sort(order[:n_test]), "validation": np.sort(order[n_test:n_test + n_validation]),
-            "train": np.sort(order[n_test + n_validation:])}
+        raise ValueError(
+            f"{order.size} subjects with a target are too few for a test, validation and training "
+            "split; give more subjects or use the linear probe (frozen encoder)"
+        )
+    return {
+        "test": np.sort(order[:n_test]),
+        "validation": np.sort(order[n_test : n_test + n_validation]),
+        "train": np.sort(order[n_test + n_validation :]),
+    }
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

@@ -18,9 +18,13 @@ from brainsymphony.model import BrainSymphony, BrainSymphonyOutput
 #: Embedding kinds of :class:`~brainsymphony.model.BrainSymphonyOutput` averaged by :func:`window_means`.
 EMBEDDINGS = ("functional", "structural", "fused", "gates")
 #: Attention maps averaged when asked for, and the output fields they come from.
-ATTENTION = {"spatial": "spatial_attention", "temporal": "temporal_attention",
-             "perceiver_region": "perceiver_region_attention", "perceiver_time": "perceiver_time_attention",
-             "structural": "structural_attention"}
+ATTENTION = {
+    "spatial": "spatial_attention",
+    "temporal": "temporal_attention",
+    "perceiver_region": "perceiver_region_attention",
+    "perceiver_time": "perceiver_time_attention",
+    "structural": "structural_attention",
+}
 
 
 @dataclass
@@ -53,9 +57,17 @@ def _maps(out: BrainSymphonyOutput) -> dict[str, torch.Tensor]:
     return maps
 
 
-def window_means(model: BrainSymphony, fmri: np.ndarray | None, sc: np.ndarray | None, owner: np.ndarray, *,
-                 n_subjects: int, batch_size: int = 8, device: str | torch.device = "cpu",
-                 attention: bool = False) -> WindowMeans:
+def window_means(
+    model: BrainSymphony,
+    fmri: np.ndarray | None,
+    sc: np.ndarray | None,
+    owner: np.ndarray,
+    *,
+    n_subjects: int,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    attention: bool = False,
+) -> WindowMeans:
     """Run ``model`` over N windows in batches and average its outputs per subject.
 
     Parameters
@@ -85,13 +97,19 @@ def window_means(model: BrainSymphony, fmri: np.ndarray | None, sc: np.ndarray |
     counts = np.bincount(owner, minlength=n_subjects)
     with torch.inference_mode():
         for start in range(0, len(owner), batch_size):
-            rows = owner[start:start + batch_size]
-            fmri_b = None if fmri is None else torch.as_tensor(fmri[start:start + batch_size], dtype=torch.float32,
-                                                                 device=device)
+            rows = owner[start : start + batch_size]
+            fmri_b = (
+                None
+                if fmri is None
+                else torch.as_tensor(fmri[start : start + batch_size], dtype=torch.float32, device=device)
+            )
             sc_b = None
             if sc_t is not None:  # one subject: its connectome shared by the batch, as a view
-                sc_b = (sc_t[int(rows[0])].expand(len(rows), -1, -1) if np.all(rows == rows[0])
-                        else sc_t[torch.as_tensor(rows, device=device)])
+                sc_b = (
+                    sc_t[int(rows[0])].expand(len(rows), -1, -1)
+                    if np.all(rows == rows[0])
+                    else sc_t[torch.as_tensor(rows, device=device)]
+                )
             out = model(fmri=fmri_b, sc=sc_b, attention=True if attention else None)
             values = {name: getattr(out, name) for name in EMBEDDINGS if getattr(out, name) is not None}
             for group, batch in (("embeddings", values), ("attention", _maps(out) if attention else {})):
@@ -101,14 +119,24 @@ def window_means(model: BrainSymphony, fmri: np.ndarray | None, sc: np.ndarray |
                     for subject in np.unique(rows):
                         total[subject] += array[rows == subject].astype(np.float64).sum(axis=0)
     scale = np.maximum(counts, 1).reshape(-1, 1)
-    return WindowMeans(**{group: {name: total / scale.reshape(-1, *([1] * (total.ndim - 1)))
-                                  for name, total in found.items()} for group, found in totals.items()},
-                       counts=counts)
+    return WindowMeans(
+        **{
+            group: {name: total / scale.reshape(-1, *([1] * (total.ndim - 1))) for name, total in found.items()}
+            for group, found in totals.items()
+        },
+        counts=counts,
+    )
 
 
-def masked_region_errors(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], windows: np.ndarray, *,
-                         folds: int = 5, seed: int = 0, batch_size: int = 8,
-                         device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def masked_region_errors(
+    reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    windows: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared errors of each region's series reconstructed while the region was hidden.
 
     Regions are split into ``folds`` interleaved groups of a seeded permutation; each group is hidden in
@@ -138,11 +166,11 @@ def masked_region_errors(reconstruct: Callable[[torch.Tensor, torch.Tensor], tor
         for fold in range(folds):
             regions = np.sort(order[fold::folds])
             for start in range(0, n_windows, batch_size):
-                batch = torch.as_tensor(windows[start:start + batch_size], dtype=torch.float32, device=device)
+                batch = torch.as_tensor(windows[start : start + batch_size], dtype=torch.float32, device=device)
                 mask = torch.zeros(batch.shape[:2], dtype=torch.bool, device=device)
                 mask[:, regions] = True
                 recon = reconstruct(batch, mask).float().cpu().numpy()
-                diff = recon[:, regions] - truth[start:start + batch_size][:, regions]
+                diff = recon[:, regions] - truth[start : start + batch_size][:, regions]
                 sse[regions] += (diff**2).sum(axis=(0, 2))
     sst = ((truth - truth.mean(axis=(0, 2), keepdims=True)) ** 2).sum(axis=(0, 2))
     return sse, sst

@@ -202,10 +202,7 @@ class Perceiver(nn.Module):
         conv_bias = conv_weight.new_zeros(conv_weight.shape[0]) if conv.bias is None else conv.bias.float()
         signal_weight = self.signal_proj.weight.float()  # (P, C)
         a = F.linear(spatial, self.roi_proj.weight.float(), self.roi_proj.bias.float()) @ w_region.T
-        constant = (
-            w_signal @ (signal_weight @ conv_bias + self.signal_proj.bias.float())
-            + self.input_proj.bias.float()
-        )
+        constant = w_signal @ (signal_weight @ conv_bias + self.signal_proj.bias.float()) + self.input_proj.bias.float()
         b = F.linear(temporal, self.time_proj.weight.float(), self.time_proj.bias.float()) @ w_time.T + constant
         m = w_signal @ (signal_weight @ conv_weight)  # (D, K)
         kernel = conv_weight.shape[1]

@@ -50,22 +50,34 @@ class Asset:
 
 
 ASSETS: tuple[Asset, ...] = (
-    Asset("weights/functional_v1/context.pth", f"{WEIGHTS_BASE}/functional_v1/context.pth",
-          "3227f2adc6061c160609735d00d4494ddfeaf7521af9f4f7649db896401202bc"),
-    Asset("weights/functional_v1/fusion.pth", f"{WEIGHTS_BASE}/functional_v1/fusion.pth",
-          "d72e1c734f36f46f7f0c4a25759f56766a6c4ad587abdf10f38a3c7a907a2d3c"),
+    Asset(
+        "weights/functional_v1/context.pth",
+        f"{WEIGHTS_BASE}/functional_v1/context.pth",
+        "3227f2adc6061c160609735d00d4494ddfeaf7521af9f4f7649db896401202bc",
+    ),
+    Asset(
+        "weights/functional_v1/fusion.pth",
+        f"{WEIGHTS_BASE}/functional_v1/fusion.pth",
+        "d72e1c734f36f46f7f0c4a25759f56766a6c4ad587abdf10f38a3c7a907a2d3c",
+    ),
     Asset("weights/functional_v1/spatial.pth", f"{WEIGHTS_BASE}/functional_v1/spatial.pth"),
     Asset("weights/functional_v1/temporal.pth", f"{WEIGHTS_BASE}/functional_v1/temporal.pth"),
     Asset("weights/structural_v1/structural.pth", f"{WEIGHTS_BASE}/structural_v1/structural.pth"),
     Asset("tian/Tian_Subcortex_S3_3T.nii", f"{TIAN_BASE}/Tian_Subcortex_S3_3T.nii"),
     Asset("tian/Tian_Subcortex_S3_3T_2009cAsym.nii.gz", f"{TIAN_BASE}/Tian_Subcortex_S3_3T_2009cAsym.nii.gz"),
     Asset("tian/Tian_Subcortex_S3_3T_label.txt", f"{TIAN_BASE}/Tian_Subcortex_S3_3T_label.txt"),
-    Asset(f"templateflow/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz",
-          f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz"),
-    Asset(f"templateflow/tpl-MNI152NLin6Asym_{SCHAEFER}_dseg.tsv",
-          f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_{SCHAEFER}_dseg.tsv"),
-    Asset(f"templateflow/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz",
-          f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin2009cAsym/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz"),
+    Asset(
+        f"templateflow/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz",
+        f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz",
+    ),
+    Asset(
+        f"templateflow/tpl-MNI152NLin6Asym_{SCHAEFER}_dseg.tsv",
+        f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_{SCHAEFER}_dseg.tsv",
+    ),
+    Asset(
+        f"templateflow/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz",
+        f"{TEMPLATEFLOW_BASE}/tpl-MNI152NLin2009cAsym/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz",
+    ),
 )
 
 #: Files of registry wheels that bsym-app reads at run time (dMRI registration template) or that ``bsym demo``
@@ -77,10 +89,14 @@ WHEEL_MEMBERS: tuple[tuple[str, str], ...] = (
 
 #: Template -> (Schaefer image, Tian image) under ``downloads/``.
 SOURCES: dict[str, tuple[str, str]] = {
-    "MNI152NLin6Asym": (f"templateflow/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz",
-                        "tian/Tian_Subcortex_S3_3T.nii"),
-    "MNI152NLin2009cAsym": (f"templateflow/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz",
-                            "tian/Tian_Subcortex_S3_3T_2009cAsym.nii.gz"),
+    "MNI152NLin6Asym": (
+        f"templateflow/tpl-MNI152NLin6Asym_res-02_{SCHAEFER}_dseg.nii.gz",
+        "tian/Tian_Subcortex_S3_3T.nii",
+    ),
+    "MNI152NLin2009cAsym": (
+        f"templateflow/tpl-MNI152NLin2009cAsym_res-02_{SCHAEFER}_dseg.nii.gz",
+        "tian/Tian_Subcortex_S3_3T_2009cAsym.nii.gz",
+    ),
 }
 
 
@@ -105,8 +121,10 @@ def download(asset: Asset, folder: Path) -> Path:
                 handle.write(block)
         tmp.replace(target)
     if asset.sha256 and sha256_of(target) != asset.sha256:
-        raise SystemExit(f"{asset.url}: sha256 {sha256_of(target)} differs from the pinned {asset.sha256}; "
-                         "the upstream file changed. Check it and update ASSETS in docker/fetch_assets.py.")
+        raise SystemExit(
+            f"{asset.url}: sha256 {sha256_of(target)} differs from the pinned {asset.sha256}; "
+            "the upstream file changed. Check it and update ASSETS in docker/fetch_assets.py."
+        )
     return target
 
 
@@ -147,12 +165,10 @@ def network_of(name: str) -> str:
 def labels_table(tian_names: list[str], schaefer_names: list[str]) -> str:
     """The atlas TSV (``index``, ``name``, ``network``): 50 Tian names then 400 Schaefer names."""
     if len(tian_names) != N_SUBCORTEX or len(schaefer_names) != N_CORTEX:
-        raise ValueError(f"expected {N_SUBCORTEX} + {N_CORTEX} names, "
-                         f"got {len(tian_names)} + {len(schaefer_names)}")
+        raise ValueError(f"expected {N_SUBCORTEX} + {N_CORTEX} names, got {len(tian_names)} + {len(schaefer_names)}")
     rows = ["index\tname\tnetwork"]
     rows += [f"{i}\t{name}\tSubcortex" for i, name in enumerate(tian_names, start=1)]
-    rows += [f"{i}\t{name}\t{network_of(name)}"
-             for i, name in enumerate(schaefer_names, start=N_SUBCORTEX + 1)]
+    rows += [f"{i}\t{name}\t{network_of(name)}" for i, name in enumerate(schaefer_names, start=N_SUBCORTEX + 1)]
     return "\n".join(rows) + "\n"
 
 
@@ -172,12 +188,21 @@ def build_atlas(downloads: Path, out: Path) -> dict[str, int]:
     tian_names = [n.strip() for n in (downloads / "tian/Tian_Subcortex_S3_3T_label.txt").read_text().split()]
     schaefer_names = _schaefer_names(downloads / f"templateflow/tpl-MNI152NLin6Asym_{SCHAEFER}_dseg.tsv")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": "Schaefer-400 (7 networks) with Tian subcortex scale III", "BIDSVersion": "1.11.0",
-        "DatasetType": "atlas",
-        "License": "Schaefer 2018: MIT; Tian 2020: see github.com/yetianmed/subcortex",
-        "ReferencesAndLinks": ["https://doi.org/10.1093/cercor/bhx179", "https://doi.org/10.1038/s41593-020-00711-6"],
-    }, indent=2))
+    (out / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "Schaefer-400 (7 networks) with Tian subcortex scale III",
+                "BIDSVersion": "1.11.0",
+                "DatasetType": "atlas",
+                "License": "Schaefer 2018: MIT; Tian 2020: see github.com/yetianmed/subcortex",
+                "ReferencesAndLinks": [
+                    "https://doi.org/10.1093/cercor/bhx179",
+                    "https://doi.org/10.1038/s41593-020-00711-6",
+                ],
+            },
+            indent=2,
+        )
+    )
     overlaps = {}
     for template, (schaefer_file, tian_file) in SOURCES.items():
         schaefer_img = nib.load(downloads / schaefer_file)
@@ -187,8 +212,9 @@ def build_atlas(downloads: Path, out: Path) -> dict[str, int]:
         same_grid = np.allclose(tian_img.affine, schaefer_img.affine)
         if tian_img.shape[:3] != schaefer_img.shape[:3] or not same_grid:
             tian_img = resample_from_to(tian_img, schaefer_img, order=0)  # labels: nearest neighbour
-        labels, overlaps[template] = combine_atlases(np.asarray(schaefer_img.dataobj).round(),
-                                                     np.asarray(tian_img.dataobj).round())
+        labels, overlaps[template] = combine_atlases(
+            np.asarray(schaefer_img.dataobj).round(), np.asarray(tian_img.dataobj).round()
+        )
         folder = out / f"tpl-{template}"
         folder.mkdir(exist_ok=True)
         img = nib.Nifti1Image(labels, schaefer_img.affine)
@@ -216,8 +242,7 @@ def bake_wheel_data(cache: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--bsym", default="bsym", help="the bsym executable (for weights import-official)")
     args = parser.parse_args()
@@ -225,20 +250,35 @@ def main() -> None:
     record = {"assets": {}, "built": {}}
     for asset in ASSETS:
         path = download(asset, downloads)
-        record["assets"][asset.name] = {"url": asset.url, "sha256": sha256_of(path),
-                                        "bytes": path.stat().st_size, "pinned_sha256": asset.sha256}
+        record["assets"][asset.name] = {
+            "url": asset.url,
+            "sha256": sha256_of(path),
+            "bytes": path.stat().st_size,
+            "pinned_sha256": asset.sha256,
+        }
     record["atlas_overlap_voxels"] = build_atlas(downloads, args.out / "atlases")
     from bsym_cli.bids.atlases import resolve_atlas
 
     atlas = resolve_atlas(ATLAS_LABEL, atlas_dataset=args.out / "atlases")  # checks the dataset just written
     weights = args.out / "weights" / "official"
-    subprocess.run([args.bsym, "weights", "import-official", str(downloads / "weights"), str(weights),
-                    "--atlas", ATLAS_LABEL, "--labels-sha256", atlas.labels_sha256], check=True)
+    subprocess.run(
+        [
+            args.bsym,
+            "weights",
+            "import-official",
+            str(downloads / "weights"),
+            str(weights),
+            "--atlas",
+            ATLAS_LABEL,
+            "--labels-sha256",
+            atlas.labels_sha256,
+        ],
+        check=True,
+    )
     bake_wheel_data(args.out / "cache")
     built = [p for folder in ("atlases", "weights", "cache") for p in sorted((args.out / folder).rglob("*"))]
     for path in (p for p in built if p.is_file() and not p.name.startswith(".")):
-        record["built"][str(path.relative_to(args.out))] = {"sha256": sha256_of(path),
-                                                            "bytes": path.stat().st_size}
+        record["built"][str(path.relative_to(args.out))] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
     (args.out / "ASSETS.json").write_text(json.dumps(record, indent=2) + "\n")
     sums = [f"{v['sha256']}  downloads/{k}" for k, v in record["assets"].items()]
     sums += [f"{v['sha256']}  {k}" for k, v in record["built"].items()]

@@ -12,9 +12,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HEADERS = {
     "requirements.txt": "# Pinned runtime requirements of the image: setup.cfg install_requires "
-                        "(written by docker/write_requirements.py).",
+    "(written by docker/write_requirements.py).",
     "requirements-test.txt": "# Pinned requirements of the image's test target: setup.cfg "
-                             "extras_require[test] (written by docker/write_requirements.py).",
+    "extras_require[test] (written by docker/write_requirements.py).",
 }
 
 
@@ -26,8 +26,10 @@ def setup_cfg_pins(section: str, key: str) -> list[str]:
 
 
 def main() -> None:
-    pins = {"requirements.txt": setup_cfg_pins("options", "install_requires"),
-            "requirements-test.txt": setup_cfg_pins("options.extras_require", "test")}
+    pins = {
+        "requirements.txt": setup_cfg_pins("options", "install_requires"),
+        "requirements-test.txt": setup_cfg_pins("options.extras_require", "test"),
+    }
     for name, lines in pins.items():
         (REPO / "docker" / name).write_text(HEADERS[name] + "\n" + "\n".join(lines) + "\n")
         print(f"docker/{name}: {len(lines)} pins")

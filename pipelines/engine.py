@@ -15,8 +15,9 @@ POLL_SLEEP_S = 0.05
 CLUSTER_POLL_SLEEP_S = 3.0
 
 
-def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False,
-                     verbose: bool = False) -> None:
+def configure_nipype(
+    *, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False, verbose: bool = False
+) -> None:
     """Set Nipype's global configuration for one bsym run (no telemetry, fast polling, crash folder).
 
     Nipype's own messages are shown from WARNING up, or from INFO up with ``verbose`` (``-vv``).
@@ -38,8 +39,14 @@ def configure_nipype(*, crashdump_dir: str | Path | None = None, stop_on_first_c
     logging.update_logging(config)
 
 
-def run_workflow(workflow: Any, *, nprocs: int = 1, mem_gb: float | None = None,
-                 plugin: str | None = None, plugin_args: dict | None = None) -> Any:
+def run_workflow(
+    workflow: Any,
+    *,
+    nprocs: int = 1,
+    mem_gb: float | None = None,
+    plugin: str | None = None,
+    plugin_args: dict | None = None,
+) -> Any:
     """Run ``workflow`` with MultiProc (``nprocs`` > 1), Linear, or a named plugin; return the exec graph."""
     from nipype import config
 
@@ -78,8 +85,10 @@ def input_errors(crash_files: list[Path]) -> list[InputDataError | MissingInputE
     A node runs in its own process and Nipype reports its failure as text; this recovers the error a
     scientific function raised, so the caller can give the user its message and exit code.
     """
-    kinds: dict[str, type[InputDataError | MissingInputError]] = {"InputDataError": InputDataError,
-                                                                   "MissingInputError": MissingInputError}
+    kinds: dict[str, type[InputDataError | MissingInputError]] = {
+        "InputDataError": InputDataError,
+        "MissingInputError": MissingInputError,
+    }
     errors: list[InputDataError | MissingInputError] = []
     for path in crash_files:
         found = _ERROR_LINE.findall(Path(path).read_text(errors="replace"))

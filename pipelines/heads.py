@@ -77,13 +77,19 @@ def save_head(head: LinearHead, path: str | Path) -> Path:
     """Write ``head`` as a bundle folder at ``path`` (atomically: built aside, then renamed)."""
     from safetensors.numpy import save_file
 
-    arrays = {k: np.ascontiguousarray(getattr(head, k), dtype=np.float64)
-              for k in ("mean", "scale", "weight", "bias")}
+    arrays = {k: np.ascontiguousarray(getattr(head, k), dtype=np.float64) for k in ("mean", "scale", "weight", "bias")}
     with atomic_folder(path) as tmp:
         save_file(arrays, tmp / "head.safetensors")
         digest = hashlib.sha256((tmp / "head.safetensors").read_bytes()).hexdigest()
-        info = {"format": HEAD_FORMAT, "target": head.target, "task": head.task, "features": head.features,
-                "classes": head.classes, "metadata": head.metadata, "sha256": digest}
+        info = {
+            "format": HEAD_FORMAT,
+            "target": head.target,
+            "task": head.task,
+            "features": head.features,
+            "classes": head.classes,
+            "metadata": head.metadata,
+            "sha256": digest,
+        }
         (tmp / "head.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Path(path)
 
@@ -96,15 +102,22 @@ def load_head(path: str | Path) -> LinearHead:
     try:
         info = json.loads((path / "head.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputDataError(f"{path}: not a head bundle ({exc}); create one with a group probe "
-                             "(--target) or `bsym finetune`.") from None
+        raise InputDataError(
+            f"{path}: not a head bundle ({exc}); create one with a group probe (--target) or `bsym finetune`."
+        ) from None
     if info.get("format") != HEAD_FORMAT:
         raise InputDataError(f"{path}/head.json: format {info.get('format')!r}, expected {HEAD_FORMAT!r}.")
     weights = path / "head.safetensors"
     if hashlib.sha256(weights.read_bytes()).hexdigest() != info["sha256"]:
-        raise InputDataError(f"{weights}: sha256 does not match head.json; the file was modified or is "
-                             "incomplete. Recreate the head.")
+        raise InputDataError(
+            f"{weights}: sha256 does not match head.json; the file was modified or is incomplete. Recreate the head."
+        )
     arrays = load_file(weights)
-    return LinearHead(target=info["target"], task=info["task"], features=list(info["features"]),
-                      classes=[str(c) for c in info.get("classes", [])], metadata=info.get("metadata", {}),
-                      **{k: arrays[k] for k in ("mean", "scale", "weight", "bias")})
+    return LinearHead(
+        target=info["target"],
+        task=info["task"],
+        features=list(info["features"]),
+        classes=[str(c) for c in info.get("classes", [])],
+        metadata=info.get("metadata", {}),
+        **{k: arrays[k] for k in ("mean", "scale", "weight", "bias")},
+    )

@@ -17,8 +17,9 @@ from nibabel.spatialimages import SpatialImage
 from pipelines.errors import InputDataError
 
 
-def load_image(path: str | PathLike[str], *, mmap: bool | Literal["c", "r"] | None = None,
-               keep_file_open: bool | None = None) -> SpatialImage:
+def load_image(
+    path: str | PathLike[str], *, mmap: bool | Literal["c", "r"] | None = None, keep_file_open: bool | None = None
+) -> SpatialImage:
     """Load ``path`` with :func:`nibabel.load`; it must be a spatial (voxel) image such as a NIfTI.
 
     Parameters
@@ -46,8 +47,10 @@ def load_image(path: str | PathLike[str], *, mmap: bool | Literal["c", "r"] | No
         options["keep_file_open"] = keep_file_open
     img = nib.load(path, **options)
     if not isinstance(img, SpatialImage):
-        raise InputDataError(f"{path}: expected a NIfTI image (a voxel grid with an affine), but nibabel reads it "
-                             f"as {type(img).__name__}; pass the .nii or .nii.gz image.")
+        raise InputDataError(
+            f"{path}: expected a NIfTI image (a voxel grid with an affine), but nibabel reads it "
+            f"as {type(img).__name__}; pass the .nii or .nii.gz image."
+        )
     return img
 
 
@@ -61,6 +64,8 @@ def array_proxy(img: SpatialImage, path: str | PathLike[str]) -> ArrayProxy:
     """
     proxy = img.dataobj
     if not isinstance(proxy, ArrayProxy):
-        raise InputDataError(f"{path}: the image data are not read from the file (got {type(proxy).__name__}); "
-                             "pass a .nii or .nii.gz file.")
+        raise InputDataError(
+            f"{path}: the image data are not read from the file (got {type(proxy).__name__}); "
+            "pass a .nii or .nii.gz file."
+        )
     return proxy

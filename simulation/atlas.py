@@ -29,10 +29,24 @@ N_SUBCORTEX = 50
 #: Parcels per network in the 7-network order of Schaefer-400 (labels 1-200 left, 201-400 right), as
 #: listed in the authors' ``Schaefer2018_400Parcels_7Networks_order`` table.
 SCHAEFER400_7NETWORK_COUNTS: dict[str, list[tuple[str, int]]] = {
-    "LH": [("Vis", 31), ("SomMot", 37), ("DorsAttn", 23), ("SalVentAttn", 22), ("Limbic", 13),
-           ("Cont", 22), ("Default", 52)],
-    "RH": [("Vis", 30), ("SomMot", 40), ("DorsAttn", 23), ("SalVentAttn", 25), ("Limbic", 13),
-           ("Cont", 30), ("Default", 39)],
+    "LH": [
+        ("Vis", 31),
+        ("SomMot", 37),
+        ("DorsAttn", 23),
+        ("SalVentAttn", 22),
+        ("Limbic", 13),
+        ("Cont", 22),
+        ("Default", 52),
+    ],
+    "RH": [
+        ("Vis", 30),
+        ("SomMot", 40),
+        ("DorsAttn", 23),
+        ("SalVentAttn", 25),
+        ("Limbic", 13),
+        ("Cont", 30),
+        ("Default", 39),
+    ],
 }
 
 #: Synthetic subcortical territories of the right hemisphere (mirrored for the left):
@@ -139,8 +153,9 @@ def _allocate(volumes: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def _synthetic_subcortex(template: np.ndarray, cortex: np.ndarray, affine: np.ndarray
-                         ) -> tuple[np.ndarray, pd.DataFrame]:
+def _synthetic_subcortex(
+    template: np.ndarray, cortex: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Label volume (1-50) and table of the synthetic subcortex."""
     from sklearn.cluster import KMeans
 

@@ -31,9 +31,19 @@ def _standard_series(length: int, rng: np.random.Generator, *, smooth_frames: fl
 
 
 @fill_doc
-def paint_bold(region_signals: np.ndarray, anatomy: Anatomy, indices: np.ndarray, *, t_r: float,
-               motion: np.ndarray, jerks: np.ndarray, n_dummy: int, rng: np.random.Generator,
-               signal_percent: float = 1.5, noise_percent: float = 2.0) -> np.ndarray:
+def paint_bold(
+    region_signals: np.ndarray,
+    anatomy: Anatomy,
+    indices: np.ndarray,
+    *,
+    t_r: float,
+    motion: np.ndarray,
+    jerks: np.ndarray,
+    n_dummy: int,
+    rng: np.random.Generator,
+    signal_percent: float = 1.5,
+    noise_percent: float = 2.0,
+) -> np.ndarray:
     """Make the BOLD volumes of one run.
 
     Parameters

@@ -28,8 +28,9 @@ COMPCOR_VARIANCE = 0.5
 MAX_COMPCOR = 10
 
 
-def simulate_motion(n_frames: int, t_r: float, rng: np.random.Generator, *, severity: float = 1.0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def simulate_motion(
+    n_frames: int, t_r: float, rng: np.random.Generator, *, severity: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Realignment parameters of a participant: slow drift plus a few sudden movements.
 
     Parameters
@@ -106,8 +107,12 @@ def cosine_basis(n_frames: int, t_r: float, *, period_s: float = HIGH_PASS_PERIO
 
 def _with_variants(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
     derivative = np.concatenate([[np.nan], np.diff(values)])
-    return {name: values, f"{name}_derivative1": derivative, f"{name}_power2": values**2,
-            f"{name}_derivative1_power2": derivative**2}
+    return {
+        name: values,
+        f"{name}_derivative1": derivative,
+        f"{name}_power2": values**2,
+        f"{name}_derivative1_power2": derivative**2,
+    }
 
 
 def _compcor(series: np.ndarray, basis: np.ndarray, n_dummy: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +134,16 @@ def _compcor(series: np.ndarray, basis: np.ndarray, n_dummy: int) -> tuple[np.nd
 
 
 @fill_doc
-def confounds_table(bold: np.ndarray, motion: np.ndarray, *, t_r: float, brain: np.ndarray,
-                    wm: np.ndarray, csf: np.ndarray, n_dummy: int) -> tuple[pd.DataFrame, dict]:
+def confounds_table(
+    bold: np.ndarray,
+    motion: np.ndarray,
+    *,
+    t_r: float,
+    brain: np.ndarray,
+    wm: np.ndarray,
+    csf: np.ndarray,
+    n_dummy: int,
+) -> tuple[pd.DataFrame, dict]:
     """The fMRIPrep confounds table of a BOLD run and its JSON metadata.
 
     Parameters
@@ -155,8 +168,11 @@ def confounds_table(bold: np.ndarray, motion: np.ndarray, *, t_r: float, brain: 
     n_frames = bold.shape[-1]
     brain_ts, wm_ts, csf_ts = (bold[mask].T for mask in (brain, wm, csf))  # (T, V)
     columns: dict[str, np.ndarray] = {}
-    for name, values in (("global_signal", brain_ts.mean(axis=1)), ("csf", csf_ts.mean(axis=1)),
-                         ("white_matter", wm_ts.mean(axis=1))):
+    for name, values in (
+        ("global_signal", brain_ts.mean(axis=1)),
+        ("csf", csf_ts.mean(axis=1)),
+        ("white_matter", wm_ts.mean(axis=1)),
+    ):
         columns.update(_with_variants(name, values))
     for k, name in enumerate(MOTION_COLUMNS):
         columns.update(_with_variants(name, motion[:, k]))
@@ -172,11 +188,11 @@ def confounds_table(bold: np.ndarray, motion: np.ndarray, *, t_r: float, brain: 
     metadata: dict[str, dict] = {}
     for k in range(basis.shape[1]):
         columns[f"cosine{k:02d}"] = basis[:, k]
-        metadata[f"cosine{k:02d}"] = {"Method": "Discrete cosine basis",
-                                      "CutoffPeriod": HIGH_PASS_PERIOD_S}
+        metadata[f"cosine{k:02d}"] = {"Method": "Discrete cosine basis", "CutoffPeriod": HIGH_PASS_PERIOD_S}
     top_variance = brain_ts[n_dummy:].var(axis=0) >= np.percentile(brain_ts[n_dummy:].var(axis=0), 98)
     for prefix, series, mask_name, method in (
-        ("c", csf_ts, "CSF", "aCompCor"), ("w", wm_ts, "WM", "aCompCor"),
+        ("c", csf_ts, "CSF", "aCompCor"),
+        ("w", wm_ts, "WM", "aCompCor"),
         ("a", np.concatenate([csf_ts, wm_ts], axis=1), "combined", "aCompCor"),
         ("t", brain_ts[:, top_variance], None, "tCompCor"),
     ):
@@ -185,9 +201,13 @@ def confounds_table(bold: np.ndarray, motion: np.ndarray, *, t_r: float, brain: 
         for k in range(components.shape[1]):
             name = f"{prefix}_comp_cor_{k:02d}"
             columns[name] = components[:, k]
-            entry = {"Method": method, "Retained": True, "SingularValue": float(singular[k]),
-                     "VarianceExplained": float(explained[k]),
-                     "CumulativeVarianceExplained": float(explained[: k + 1].sum())}
+            entry = {
+                "Method": method,
+                "Retained": True,
+                "SingularValue": float(singular[k]),
+                "VarianceExplained": float(explained[k]),
+                "CumulativeVarianceExplained": float(explained[: k + 1].sum()),
+            }
             if mask_name:
                 entry["Mask"] = mask_name
             metadata[name] = entry

@@ -14,8 +14,9 @@ from simulation.simulate import coupling_for_age, simulate_bold, simulate_connec
 SIMULATED_TRS = (0.72, 0.8, 1.0, 1.5, 2.0)
 
 
-def simulate_corpus(n_subjects: int, *, seed: int = 0, windows_per_subject: int = 1, n_timepoints: int = 200,
-                    target_tr: float = 0.72) -> Corpus:
+def simulate_corpus(
+    n_subjects: int, *, seed: int = 0, windows_per_subject: int = 1, n_timepoints: int = 200, target_tr: float = 0.72
+) -> Corpus:
     """The ``demo-sim`` corpus: simulated subjects on the demo atlas (450 regions).
 
     Per subject (seeded by ``(seed, subject)``): age ~ U(20, 80) years sets the Hopf coupling
@@ -54,26 +55,51 @@ def simulate_corpus(n_subjects: int, *, seed: int = 0, windows_per_subject: int 
     for s in range(n_subjects):
         rng = np.random.default_rng([seed, s])
         age = rng.uniform(20.0, 80.0)
-        weights = simulate_connectome(atlas.centroids, rng, decay_mm=rng.uniform(15.0, 25.0),
-                                      density=rng.uniform(0.10, 0.20), jitter=rng.uniform(0.3, 0.5),
-                                      hemispheres=hemispheres)
+        weights = simulate_connectome(
+            atlas.centroids,
+            rng,
+            decay_mm=rng.uniform(15.0, 25.0),
+            density=rng.uniform(0.10, 0.20),
+            jitter=rng.uniform(0.3, 0.5),
+            hemispheres=hemispheres,
+        )
         t_r = float(rng.choice(SIMULATED_TRS))
         n_acquired = int(np.ceil(frames * target_tr / t_r)) + 8
-        bold = simulate_bold(weights, t_r=t_r, n_frames=n_acquired, coupling=coupling_for_age(age), rng=rng,
-                             noise=rng.uniform(0.01, 0.04))  # (R, n_acquired)
+        bold = simulate_bold(
+            weights,
+            t_r=t_r,
+            n_frames=n_acquired,
+            coupling=coupling_for_age(age),
+            rng=rng,
+            noise=rng.uniform(0.01, 0.04),
+        )  # (R, n_acquired)
         level = rng.uniform(0.1, 0.6)
         bold = bold + level * bold.std(axis=1, keepdims=True) * rng.standard_normal(bold.shape)
         series = resample_to_tr(bold.T.astype(np.float64), t_r, target_tr)[:frames]  # (frames, R)
-        windows[s * windows_per_subject:(s + 1) * windows_per_subject] = (
-            series.T.reshape(n_regions, windows_per_subject, n_timepoints).transpose(1, 0, 2))
-        sc[s] = signed_connectome(streamline_counts(weights, rng.uniform(2e5, 1e6), rng),
-                                  volumes * rng.uniform(0.9, 1.1)).astype(np.float32)
-        for key, value in (("age", age), ("acquisition_tr", t_r), ("coupling", coupling_for_age(age)),
-                           ("measurement_noise", level)):
+        windows[s * windows_per_subject : (s + 1) * windows_per_subject] = series.T.reshape(
+            n_regions, windows_per_subject, n_timepoints
+        ).transpose(1, 0, 2)
+        sc[s] = signed_connectome(
+            streamline_counts(weights, rng.uniform(2e5, 1e6), rng), volumes * rng.uniform(0.9, 1.1)
+        ).astype(np.float32)
+        for key, value in (
+            ("age", age),
+            ("acquisition_tr", t_r),
+            ("coupling", coupling_for_age(age)),
+            ("measurement_noise", level),
+        ):
             covariates[key][s] = value
-    return Corpus(windows=windows, window_subject=np.repeat(np.arange(n_subjects), windows_per_subject), sc=sc,
-                  subject_ids=[f"sim{s:04d}" for s in range(n_subjects)], t_r=target_tr, labels=indices,
-                  covariates=covariates, atlas=ATLAS_LABEL, labels_sha256=atlas.labels_sha256)
+    return Corpus(
+        windows=windows,
+        window_subject=np.repeat(np.arange(n_subjects), windows_per_subject),
+        sc=sc,
+        subject_ids=[f"sim{s:04d}" for s in range(n_subjects)],
+        t_r=target_tr,
+        labels=indices,
+        covariates=covariates,
+        atlas=ATLAS_LABEL,
+        labels_sha256=atlas.labels_sha256,
+    )
 
 
 def streamline_counts(weights: np.ndarray, total: float, rng: np.random.Generator) -> np.ndarray:

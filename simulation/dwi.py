@@ -118,9 +118,17 @@ def _fa(evals: np.ndarray) -> float:
     return float(np.sqrt(1.5 * ((evals - mean) ** 2).sum() / (evals**2).sum()))
 
 
-def simulate_dwi(anatomy: Anatomy, tracts: list[Tract], *, age: float, rng: np.random.Generator,
-                 snr: float = 25.0, n_directions: int = 32, n_b0: int = 6,
-                 tract_radius_mm: float = 4.0) -> DwiSimulation:
+def simulate_dwi(
+    anatomy: Anatomy,
+    tracts: list[Tract],
+    *,
+    age: float,
+    rng: np.random.Generator,
+    snr: float = 25.0,
+    n_directions: int = 32,
+    n_b0: int = 6,
+    tract_radius_mm: float = 4.0,
+) -> DwiSimulation:
     """Simulate one participant's DWI on the anatomy's grid.
 
     Parameters
@@ -170,14 +178,27 @@ def simulate_dwi(anatomy: Anatomy, tracts: list[Tract], *, age: float, rng: np.r
     wm_signal = np.empty((len(unique_keys), len(bvals)))
     for row, (a, b) in enumerate(unique_keys):
         if a >= len(half):
-            wm_signal[row], _ = multi_tensor(gtab, np.array([BACKGROUND_WM_EVALS]), S0=1.0,
-                                             angles=half[a - len(half)][None], fractions=[100.0], snr=None)
+            wm_signal[row], _ = multi_tensor(
+                gtab,
+                np.array([BACKGROUND_WM_EVALS]),
+                S0=1.0,
+                angles=half[a - len(half)][None],
+                fractions=[100.0],
+                snr=None,
+            )
         elif b < 0:
-            wm_signal[row], _ = multi_tensor(gtab, fibre_evals[None], S0=1.0, angles=half[a][None],
-                                             fractions=[100.0], snr=None)
+            wm_signal[row], _ = multi_tensor(
+                gtab, fibre_evals[None], S0=1.0, angles=half[a][None], fractions=[100.0], snr=None
+            )
         else:
-            wm_signal[row], _ = multi_tensor(gtab, np.stack([fibre_evals, fibre_evals]), S0=1.0,
-                                             angles=half[[a, b]], fractions=[50.0, 50.0], snr=None)
+            wm_signal[row], _ = multi_tensor(
+                gtab,
+                np.stack([fibre_evals, fibre_evals]),
+                S0=1.0,
+                angles=half[[a, b]],
+                fractions=[50.0, 50.0],
+                snr=None,
+            )
     gm_signal = np.exp(-bvals * GM_DIFFUSIVITY)
     csf_signal = np.exp(-bvals * CSF_DIFFUSIVITY)
 
@@ -186,19 +207,29 @@ def simulate_dwi(anatomy: Anatomy, tracts: list[Tract], *, age: float, rng: np.r
     boost = np.where(in_tract, np.maximum(wm, TRACT_WM_FRACTION), wm)
     rest = np.where(in_tract, (1 - boost) / np.maximum(gm + csf, 1e-6), 1.0)
     wm, gm, csf = boost, gm * rest, csf * rest
-    signal = (S0_TISSUE["wm"] * wm[:, None] * wm_signal[inverse.reshape(-1)]
-              + S0_TISSUE["gm"] * gm[:, None] * gm_signal[None]
-              + S0_TISSUE["csf"] * csf[:, None] * csf_signal[None])
+    signal = (
+        S0_TISSUE["wm"] * wm[:, None] * wm_signal[inverse.reshape(-1)]
+        + S0_TISSUE["gm"] * gm[:, None] * gm_signal[None]
+        + S0_TISSUE["csf"] * csf[:, None] * csf_signal[None]
+    )
     volume = np.zeros((*grid.shape, len(bvals)), dtype=np.float32)
     volume[brain] = signal
     head = _head_box(brain, margin=3)
     sigma = S0_TISSUE["wm"] / snr
-    noisy = np.sqrt((volume[head] + sigma * rng.standard_normal((head.sum(), len(bvals)))) ** 2
-                    + (sigma * rng.standard_normal((head.sum(), len(bvals)))) ** 2)
+    noisy = np.sqrt(
+        (volume[head] + sigma * rng.standard_normal((head.sum(), len(bvals)))) ** 2
+        + (sigma * rng.standard_normal((head.sum(), len(bvals)))) ** 2
+    )
     volume[head] = noisy
     data = np.clip(np.rint(volume), 0, np.iinfo(np.int16).max).astype(np.int16)
-    return DwiSimulation(data=data, bvals=bvals, bvecs=bvecs, fa_tract_voxel=_fa(fibre_evals),
-                         n_tract_voxels=int(in_tract.sum()), n_crossing_voxels=int(has_fibre[:, 1].sum()))
+    return DwiSimulation(
+        data=data,
+        bvals=bvals,
+        bvecs=bvecs,
+        fa_tract_voxel=_fa(fibre_evals),
+        n_tract_voxels=int(in_tract.sum()),
+        n_crossing_voxels=int(has_fibre[:, 1].sum()),
+    )
 
 
 def _head_box(brain: np.ndarray, *, margin: int) -> np.ndarray:

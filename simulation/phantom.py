@@ -72,9 +72,18 @@ def hemisphere_directions(n: int) -> np.ndarray:
     return np.column_stack([radius * np.cos(angle), radius * np.sin(angle), z])
 
 
-def simulate_dwi(shape: tuple[int, int, int], bundles: list[Bundle], mask: np.ndarray, *,
-                 voxel_mm: float = 2.0, n_directions: int = 30, n_b0: int = 2, bval: float = 2000.0,
-                 snr: float = 30.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def simulate_dwi(
+    shape: tuple[int, int, int],
+    bundles: list[Bundle],
+    mask: np.ndarray,
+    *,
+    voxel_mm: float = 2.0,
+    n_directions: int = 30,
+    n_b0: int = 2,
+    bval: float = 2000.0,
+    snr: float = 30.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Signal of ``bundles`` inside ``mask`` on a grid of ``shape``.
 
     Parameters
@@ -135,8 +144,9 @@ def simulate_dwi(shape: tuple[int, int, int], bundles: list[Bundle], mask: np.nd
     return signal, bvals, bvecs, affine
 
 
-def crossing_phantom(*, shape: tuple[int, int, int] = (23, 19, 15), n_directions: int = 30,
-                     snr: float = 30.0, seed: int = 0) -> Phantom:
+def crossing_phantom(
+    *, shape: tuple[int, int, int] = (23, 19, 15), n_directions: int = 30, snr: float = 30.0, seed: int = 0
+) -> Phantom:
     """Three bundles (two crossing at the centre) joining six parcels, plus one unconnected parcel.
 
     Bundle A runs along x and bundle B along y, crossing at 90 degrees in the grid centre; bundle C runs
@@ -163,26 +173,43 @@ def crossing_phantom(*, shape: tuple[int, int, int] = (23, 19, 15), n_directions
     cx, cy, cz = nx // 2, ny // 2, nz // 2
     qx, qy = nx // 4, ny // 4
     ends = {
-        3: (1, cy, cz), 5: (nx - 2, cy, cz),
-        8: (cx, 1, cz), 10: (cx, ny - 2, cz),
-        11: (qx, qy, 1), 20: (qx, qy, nz - 2),
+        3: (1, cy, cz),
+        5: (nx - 2, cy, cz),
+        8: (cx, 1, cz),
+        10: (cx, ny - 2, cz),
+        11: (qx, qy, 1),
+        20: (qx, qy, nz - 2),
     }
     bundles = [Bundle(ends[3], ends[5]), Bundle(ends[8], ends[10]), Bundle(ends[11], ends[20])]
     mask = np.zeros(shape, dtype=bool)
     mask[1:-1, 1:-1, 1:-1] = True
-    dwi, bvals, bvecs, affine = simulate_dwi(shape, bundles, mask, n_directions=n_directions, snr=snr,
-                                             seed=seed)
+    dwi, bvals, bvecs, affine = simulate_dwi(shape, bundles, mask, n_directions=n_directions, snr=snr, seed=seed)
     centres = {**ends, 21: (nx - 3, ny - 3, nz - 3)}
     atlas = _ball_parcels(shape, centres, radius=2.5) * mask
     labels = sorted(centres)
     names = [f"parcel{label:02d}" for label in labels]
-    return Phantom(dwi=dwi, bvals=bvals, bvecs=bvecs, affine=affine, mask=mask, atlas=atlas.astype(np.int16),
-                   labels=labels, names=names, planted_pairs=[(3, 5), (8, 10), (11, 20)])
+    return Phantom(
+        dwi=dwi,
+        bvals=bvals,
+        bvecs=bvecs,
+        affine=affine,
+        mask=mask,
+        atlas=atlas.astype(np.int16),
+        labels=labels,
+        names=names,
+        planted_pairs=[(3, 5), (8, 10), (11, 20)],
+    )
 
 
-def brain_phantom(*, shape: tuple[int, int, int] = (78, 94, 72), n_bundles: int = 60,
-                  blocks: tuple[int, int, int] = (7, 8, 6), n_directions: int = 64, snr: float = 25.0,
-                  seed: int = 0) -> Phantom:
+def brain_phantom(
+    *,
+    shape: tuple[int, int, int] = (78, 94, 72),
+    n_bundles: int = 60,
+    blocks: tuple[int, int, int] = (7, 8, 6),
+    n_directions: int = 64,
+    snr: float = 25.0,
+    seed: int = 0,
+) -> Phantom:
     """A brain-sized phantom: an ellipsoid with random straight bundles and a block parcellation.
 
     Bundles join random points near the ellipsoid surface through its interior (so many cross);
@@ -220,21 +247,33 @@ def brain_phantom(*, shape: tuple[int, int, int] = (78, 94, 72), n_bundles: int 
             direction = rng.normal(size=3)
             ends.append(tuple(centre + 0.85 * semi * direction / np.linalg.norm(direction)))
         bundles.append(Bundle(ends[0], ends[1], radius=float(rng.uniform(1.5, 3.0))))
-    dwi, bvals, bvecs, affine = simulate_dwi(shape, bundles, mask, n_directions=n_directions, snr=snr,
-                                             seed=seed)
+    dwi, bvals, bvecs, affine = simulate_dwi(shape, bundles, mask, n_directions=n_directions, snr=snr, seed=seed)
     edges = [np.linspace(0, n, b + 1) for n, b in zip(shape, blocks, strict=True)]
-    block_index = [np.clip(np.searchsorted(e, np.arange(n), side="right") - 1, 0, b - 1)
-                   for e, n, b in zip(edges, shape, blocks, strict=True)]
+    block_index = [
+        np.clip(np.searchsorted(e, np.arange(n), side="right") - 1, 0, b - 1)
+        for e, n, b in zip(edges, shape, blocks, strict=True)
+    ]
     ix, iy, iz = np.meshgrid(*block_index, indexing="ij")
     atlas = (1 + ix + blocks[0] * (iy + blocks[1] * iz)) * mask
     labels = [int(v) for v in np.unique(atlas) if v > 0]
     planted = []
     for bundle in bundles:
-        pair = [int(atlas[tuple(np.clip(np.round(p).astype(int), 0, np.asarray(shape) - 1))])
-                for p in (bundle.start, bundle.end)]
+        pair = [
+            int(atlas[tuple(np.clip(np.round(p).astype(int), 0, np.asarray(shape) - 1))])
+            for p in (bundle.start, bundle.end)
+        ]
         planted.append((min(pair), max(pair)))
-    return Phantom(dwi=dwi, bvals=bvals, bvecs=bvecs, affine=affine, mask=mask, atlas=atlas.astype(np.int16),
-                   labels=labels, names=[f"block{label:03d}" for label in labels], planted_pairs=planted)
+    return Phantom(
+        dwi=dwi,
+        bvals=bvals,
+        bvecs=bvecs,
+        affine=affine,
+        mask=mask,
+        atlas=atlas.astype(np.int16),
+        labels=labels,
+        names=[f"block{label:03d}" for label in labels],
+        planted_pairs=planted,
+    )
 
 
 def _inside(points: np.ndarray, bundle: Bundle) -> np.ndarray:

@@ -48,10 +48,18 @@ def coupling_for_age(age: float) -> float:
     return float(np.clip(COUPLING_AT_20 + COUPLING_PER_YEAR * (age - 20.0), 0.05, 2.0))
 
 
-def simulate_connectome(centroids: np.ndarray, rng: np.random.Generator, *, decay_mm: float = 20.0,
-                        density: float = 0.15, jitter: float = 0.4,
-                        hemispheres: np.ndarray | None = None, interhemispheric: float = 0.3,
-                        tract_pairs: np.ndarray | None = None, tract_weight: float = 1.0) -> np.ndarray:
+def simulate_connectome(
+    centroids: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    decay_mm: float = 20.0,
+    density: float = 0.15,
+    jitter: float = 0.4,
+    hemispheres: np.ndarray | None = None,
+    interhemispheric: float = 0.3,
+    tract_pairs: np.ndarray | None = None,
+    tract_weight: float = 1.0,
+) -> np.ndarray:
     """A weighted, undirected structural connectome from the exponential distance rule.
 
     The weight of a pair falls as ``exp(-distance / decay_mm)`` times subject-specific log-normal noise;
@@ -130,10 +138,20 @@ def canonical_hrf(dt: float, *, duration: float = 32.0) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def simulate_bold(sc: np.ndarray, *, t_r: float, n_frames: int, coupling: float, rng: np.random.Generator,
-                  noise: float = 0.02, bifurcation: float = -0.02, frequency_hz: float = 0.05,
-                  frequency_spread_hz: float = 0.008, max_dt: float = 0.1,
-                  transient_s: float = 60.0) -> np.ndarray:
+def simulate_bold(
+    sc: np.ndarray,
+    *,
+    t_r: float,
+    n_frames: int,
+    coupling: float,
+    rng: np.random.Generator,
+    noise: float = 0.02,
+    bifurcation: float = -0.02,
+    frequency_hz: float = 0.05,
+    frequency_spread_hz: float = 0.008,
+    max_dt: float = 0.1,
+    transient_s: float = 60.0,
+) -> np.ndarray:
     """BOLD-like parcel signals of a stochastic Hopf network on ``sc``.
 
     Parameters
@@ -188,7 +206,7 @@ def simulate_bold(sc: np.ndarray, *, t_r: float, n_frames: int, coupling: float,
             z = z + dt * drift + kicks[step, 0] + 1j * kicks[step, 1]
             activity[step] = z.real
     kept = activity[n_transient:]  # (steps, R)
-    bold = fftconvolve(kept, hrf[:, None], mode="full", axes=0)[len(hrf):len(hrf) + n_frames * substeps]
+    bold = fftconvolve(kept, hrf[:, None], mode="full", axes=0)[len(hrf) : len(hrf) + n_frames * substeps]
     return np.ascontiguousarray(bold[::substeps].T, dtype=np.float32)
 
 

@@ -65,9 +65,17 @@ class Tract:
         return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
 
 
-def choose_tracts(centroids: np.ndarray, hemispheres: np.ndarray, is_thalamus: np.ndarray,
-                  rng: np.random.Generator, *, n_association: int = 24, n_commissural: int = 8,
-                  n_thalamocortical: int = 8, cortex_from: int = 50) -> list[Tract]:
+def choose_tracts(
+    centroids: np.ndarray,
+    hemispheres: np.ndarray,
+    is_thalamus: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    n_association: int = 24,
+    n_commissural: int = 8,
+    n_thalamocortical: int = 8,
+    cortex_from: int = 50,
+) -> list[Tract]:
     """Draw the planted tracts of a study.
 
     Parameters
@@ -98,12 +106,14 @@ def choose_tracts(centroids: np.ndarray, hemispheres: np.ndarray, is_thalamus: n
     mirror = np.linalg.norm(centroids[:, None, :] * [-1, 1, 1] - centroids[None, :, :], axis=2)
     rules = {
         "association": same & cortex[:, None] & cortex[None, :] & (distance > 45) & (distance < 110),
-        "commissural": ~same & cortex[:, None] & cortex[None, :] & (mirror < 15)
+        "commissural": ~same
+        & cortex[:, None]
+        & cortex[None, :]
+        & (mirror < 15)
         & (np.abs(centroids[:, 0])[:, None] > 20),
         "thalamocortical": same & is_thalamus[:, None] & cortex[None, :] & (distance > 35) & (distance < 90),
     }
-    wanted = {"association": n_association, "commissural": n_commissural,
-              "thalamocortical": n_thalamocortical}
+    wanted = {"association": n_association, "commissural": n_commissural, "thalamocortical": n_thalamocortical}
     used: set[int] = set()
     tracts: list[Tract] = []
     for kind, allowed in rules.items():
@@ -116,8 +126,13 @@ def choose_tracts(centroids: np.ndarray, hemispheres: np.ndarray, is_thalamus: n
             if a in used or b in used:
                 continue
             used.update((int(a), int(b)))
-            tracts.append(Tract(regions=(int(a), int(b)), kind=kind,
-                                control_points=_control_points(centroids[a], centroids[b], kind)))
+            tracts.append(
+                Tract(
+                    regions=(int(a), int(b)),
+                    kind=kind,
+                    control_points=_control_points(centroids[a], centroids[b], kind),
+                )
+            )
             count += 1
     return tracts
 
@@ -131,8 +146,7 @@ def _control_points(start: np.ndarray, end: np.ndarray, kind: str) -> np.ndarray
     return np.stack([start, bend, end])
 
 
-def fibre_field(tracts: list[Tract], voxels_mm: np.ndarray, *, radius_mm: float = 4.0
-                ) -> tuple[np.ndarray, np.ndarray]:
+def fibre_field(tracts: list[Tract], voxels_mm: np.ndarray, *, radius_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
     """Up to two fibre directions per voxel from the tracts passing within ``radius_mm``.
 
     Parameters

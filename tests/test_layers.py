@@ -13,8 +13,12 @@ import pytest
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("bsym_cli", "simulation", "pipelines", "brainsymphony")
 #: What each package may import, besides itself and third-party libraries.
-ALLOWED = {"bsym_cli": {"simulation", "pipelines", "brainsymphony"}, "simulation": {"pipelines"},
-           "pipelines": {"brainsymphony"}, "brainsymphony": set()}
+ALLOWED = {
+    "bsym_cli": {"simulation", "pipelines", "brainsymphony"},
+    "simulation": {"pipelines"},
+    "pipelines": {"brainsymphony"},
+    "brainsymphony": set(),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -45,9 +49,15 @@ def _sources() -> dict[str, Path]:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_a_package_imports_only_the_layers_below_it(package):
-    wrong = sorted({f"{module} imports {name}" for module, path in _sources().items() if module.startswith(package)
-                    for name, _ in _imports(path)
-                    if name.split(".")[0] not in ALLOWED[package] | {package}})
+    wrong = sorted(
+        {
+            f"{module} imports {name}"
+            for module, path in _sources().items()
+            if module.startswith(package)
+            for name, _ in _imports(path)
+            if name.split(".")[0] not in ALLOWED[package] | {package}
+        }
+    )
     assert not wrong
 
 
@@ -57,13 +67,14 @@ def test_private_modules_are_imported_only_inside_their_package():
     for module, path in sources.items():
         for name, _ in _imports(path):
             parts = name.split(".")
-            private = next((i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")),
-                           None)
+            private = next(
+                (i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")), None
+            )
             if private is None:
                 continue
             # a private module is private to its package; a private name to its module's package
-            is_module = ".".join(parts[:private + 1]) in sources
-            scope = ".".join(parts[:private] if is_module else parts[:max(private - 1, 1)])
+            is_module = ".".join(parts[: private + 1]) in sources
+            scope = ".".join(parts[:private] if is_module else parts[: max(private - 1, 1)])
             if not module.startswith(scope):
                 wrong.append(f"{module} imports {name}")
     assert not wrong
@@ -71,11 +82,14 @@ def test_private_modules_are_imported_only_inside_their_package():
 
 def test_no_import_circles_between_modules():
     sources = _sources()
-    graph = {module: {name for name, top in _imports(path) if top and name in sources and name != module}
-             for module, path in sources.items()}
+    graph = {
+        module: {name for name, top in _imports(path) if top and name in sources and name != module}
+        for module, path in sources.items()
+    }
     # a package's __init__ re-exporting its modules is not a circle of concepts
-    graph = {m: {n for n in targets if not (m.startswith(n + ".") or n.startswith(m + "."))}
-             for m, targets in graph.items()}
+    graph = {
+        m: {n for n in targets if not (m.startswith(n + ".") or n.startswith(m + "."))} for m, targets in graph.items()
+    }
     state: dict[str, int] = {}
     circles = []
 
@@ -83,7 +97,7 @@ def test_no_import_circles_between_modules():
         state[module] = 1
         for target in sorted(graph[module]):
             if state.get(target) == 1:
-                circles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                circles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target not in state:
                 visit(target, stack + [target])
         state[module] = 2

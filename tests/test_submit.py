@@ -55,8 +55,7 @@ def test_participants_come_from_folders_or_labels_and_unknown_ones_are_refused(b
         list_participants(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("mem, gb", [("16G", 16.0), ("16000M", 15.625), ("2T", 2048.0), ("512", 0.5),
-                                     ("3g", 3.0)])
+@pytest.mark.parametrize("mem, gb", [("16G", 16.0), ("16000M", 15.625), ("2T", 2048.0), ("512", 0.5), ("3g", 3.0)])
 def test_slurm_memory_sizes_convert_to_gigabytes(mem: str, gb: float):
     assert slurm_mem_to_gb(mem) == pytest.approx(gb)
 
@@ -67,10 +66,18 @@ def test_bad_memory_size_is_refused():
 
 
 def _plan(tmp_path: Path, bids: Path, app: Path, **kwargs) -> SlurmPlan:
-    defaults = dict(bids_dir=bids, output_dir=tmp_path / "out", work_dir=tmp_path / "work",
-                    script_dir=tmp_path / "out" / "logs" / "slurm", participants=("01", "02", "10"), cpus=3,
-                    mem="5G", time="1-02:00:00", app_command=(str(app),),
-                    app_args=("--skip", "dmri", "--atlas-dataset", "/data/my atlases"))
+    defaults = dict(
+        bids_dir=bids,
+        output_dir=tmp_path / "out",
+        work_dir=tmp_path / "work",
+        script_dir=tmp_path / "out" / "logs" / "slurm",
+        participants=("01", "02", "10"),
+        cpus=3,
+        mem="5G",
+        time="1-02:00:00",
+        app_command=(str(app),),
+        app_args=("--skip", "dmri", "--atlas-dataset", "/data/my atlases"),
+    )
     return SlurmPlan(**{**defaults, **kwargs})
 
 
@@ -90,9 +97,24 @@ def test_array_task_runs_its_own_participant_with_the_requested_resources(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "array task 2 -> sub-10" in result.stdout
     assert argv_file.read_text().splitlines() == [
-        str(bids), str(tmp_path / "out"), "participant", "--participant-label", "10",
-        "-w", str(tmp_path / "work" / "sub-10"), "--nprocs", "3", "--omp-nthreads", "1", "--mem", "5GB",
-        "--skip", "dmri", "--atlas-dataset", "/data/my atlases"]
+        str(bids),
+        str(tmp_path / "out"),
+        "participant",
+        "--participant-label",
+        "10",
+        "-w",
+        str(tmp_path / "work" / "sub-10"),
+        "--nprocs",
+        "3",
+        "--omp-nthreads",
+        "1",
+        "--mem",
+        "5GB",
+        "--skip",
+        "dmri",
+        "--atlas-dataset",
+        "/data/my atlases",
+    ]
     assert (tmp_path / "work" / "sub-10").is_dir()
 
 
@@ -108,15 +130,33 @@ def test_array_task_beyond_the_list_exits_64_and_runs_nothing(tmp_path: Path, bi
 
 def test_sbatch_headers_carry_every_resource(tmp_path: Path, bids: Path):
     app = _executable(tmp_path / "fake-bsym-app", "#!/bin/bash\n")
-    scripts = write_slurm_scripts(_plan(tmp_path, bids, app, partition="short", account="lab7", gpus=2,
-                                        max_parallel=2, job_name="study9", setup_lines=("module load x",)))
+    scripts = write_slurm_scripts(
+        _plan(
+            tmp_path,
+            bids,
+            app,
+            partition="short",
+            account="lab7",
+            gpus=2,
+            max_parallel=2,
+            job_name="study9",
+            setup_lines=("module load x",),
+        )
+    )
     lines = scripts.participant_script.read_text().splitlines()
     header = [line for line in lines if line.startswith("#SBATCH")]
     log = tmp_path / "out" / "logs" / "slurm" / "participant-%A_%a.out"
-    assert header == ["#SBATCH --job-name=study9-participant", "#SBATCH --array=0-2%2",
-                      "#SBATCH --cpus-per-task=3", "#SBATCH --mem=5G", "#SBATCH --time=1-02:00:00",
-                      "#SBATCH --partition=short",
-                      "#SBATCH --account=lab7", "#SBATCH --gres=gpu:2", f"#SBATCH --output={log}"]
+    assert header == [
+        "#SBATCH --job-name=study9-participant",
+        "#SBATCH --array=0-2%2",
+        "#SBATCH --cpus-per-task=3",
+        "#SBATCH --mem=5G",
+        "#SBATCH --time=1-02:00:00",
+        "#SBATCH --partition=short",
+        "#SBATCH --account=lab7",
+        "#SBATCH --gres=gpu:2",
+        f"#SBATCH --output={log}",
+    ]
     group = scripts.group_script.read_text()
     assert "#SBATCH --array" not in group and "#SBATCH --job-name=study9-group" in group
     assert " group -w " in group and "--participant-label" not in group
@@ -128,14 +168,33 @@ def test_sbatch_headers_carry_every_resource(tmp_path: Path, bids: Path):
 def test_submit_sends_the_group_job_after_the_array(tmp_path: Path, bids: Path):
     calls = tmp_path / "sbatch-calls.txt"
     counter = tmp_path / "n"
-    sbatch = _executable(tmp_path / "sbatch", (
-        "#!/bin/bash\n"
-        f'echo "$*" >> {calls}\n'
-        f"n=$(cat {counter} 2>/dev/null || echo 4241); n=$((n + 1)); echo $n > {counter}\n"
-        'echo "$n;testcluster"\n'))
+    sbatch = _executable(
+        tmp_path / "sbatch",
+        (
+            "#!/bin/bash\n"
+            f'echo "$*" >> {calls}\n'
+            f"n=$(cat {counter} 2>/dev/null || echo 4241); n=$((n + 1)); echo $n > {counter}\n"
+            'echo "$n;testcluster"\n'
+        ),
+    )
     out = tmp_path / "out"
-    code = run_bsym("submit", bids, out, "--cpus", "2", "--mem", "3G", "--time", "45", "--submit",
-                    "--sbatch", sbatch, "--", "--skip", "model")
+    code = run_bsym(
+        "submit",
+        bids,
+        out,
+        "--cpus",
+        "2",
+        "--mem",
+        "3G",
+        "--time",
+        "45",
+        "--submit",
+        "--sbatch",
+        sbatch,
+        "--",
+        "--skip",
+        "model",
+    )
     assert code == 0
     slurm = out / "logs" / "slurm"
     first, second = calls.read_text().splitlines()
@@ -157,24 +216,44 @@ def test_container_jobs_bind_the_data_and_pass_gpus(tmp_path: Path, bids: Path):
     image = tmp_path / "bsym.sif"
     image.write_bytes(b"sif")
     out, work = tmp_path / "out", tmp_path / "scratch"
-    assert run_bsym("submit", bids, out, "-w", work, "--container", image, "--gpus", "1",
-                    "-B", "/data/atlases:/atlases:ro", "--no-group") == 0
+    assert (
+        run_bsym(
+            "submit",
+            bids,
+            out,
+            "-w",
+            work,
+            "--container",
+            image,
+            "--gpus",
+            "1",
+            "-B",
+            "/data/atlases:/atlases:ro",
+            "--no-group",
+        )
+        == 0
+    )
     text = (out / "logs" / "slurm" / "bsym-participant.sbatch").read_text()
-    assert (f"exec apptainer run --cleanenv -B {bids}:{bids}:ro -B {out} -B {work} "
-            "-B /data/atlases:/atlases:ro "
-            f"--nv {image} {bids} {out} participant") in text
+    assert (
+        f"exec apptainer run --cleanenv -B {bids}:{bids}:ro -B {out} -B {work} "
+        "-B /data/atlases:/atlases:ro "
+        f"--nv {image} {bids} {out} participant"
+    ) in text
     assert "#SBATCH --gres=gpu:1" in text
     assert not (out / "logs" / "slurm" / "bsym-group.sbatch").exists()
     assert "bsym-group" not in (out / "logs" / "slurm" / "submit.sh").read_text()
 
 
-@pytest.mark.parametrize("args, code", [
-    (["--time", "two hours"], 64),
-    (["--mem", "lots"], 64),
-    (["--container", "{tmp}/missing.sif"], 66),
-    (["--participant-label", "99"], 18),
-    (["--cpus", "0"], 2),
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["--time", "two hours"], 64),
+        (["--mem", "lots"], 64),
+        (["--container", "{tmp}/missing.sif"], 66),
+        (["--participant-label", "99"], 18),
+        (["--cpus", "0"], 2),
+    ],
+)
 def test_bad_options_exit_with_their_codes(tmp_path: Path, bids: Path, args: list[str], code: int):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert run_bsym("submit", bids, tmp_path / "out", *args) == code

@@ -61,14 +61,18 @@ def load_checkpoint(path: str | Path, expected: dict[str, Any]) -> dict[str, Any
         raise CheckpointError(f"{path}: not a readable pretraining checkpoint ({exc})") from exc
     found = state.get("format") if isinstance(state, dict) else None
     if isinstance(found, str) and found.startswith("bsym-pretrain-checkpoint/") and found != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: a {found} checkpoint of an older bsym-app (this one writes "
-                              f"{CHECKPOINT_FORMAT}, with another weight decay); start without --resume")
+        raise CheckpointError(
+            f"{path}: a {found} checkpoint of an older bsym-app (this one writes "
+            f"{CHECKPOINT_FORMAT}, with another weight decay); start without --resume"
+        )
     if found != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a bsym pretraining checkpoint; start without --resume")
     for key, mine in expected.items():
         if _plain(state[key]) != _plain(mine):
-            raise CheckpointError(f"{path}: the checkpoint was written with another {key.replace('_', ' ')}; "
-                                  "resume with the same model, recipe and corpus, or start afresh")
+            raise CheckpointError(
+                f"{path}: the checkpoint was written with another {key.replace('_', ' ')}; "
+                "resume with the same model, recipe and corpus, or start afresh"
+            )
     return state
 
 
@@ -88,8 +92,11 @@ def inference_model(model: BrainSymphony, *, neutral_gate: bool = True) -> Brain
     """
     config = model.config.replace(mask_tokens=False)
     clean = BrainSymphony(config)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.endswith(".mask_token")
-             or k.startswith("context.")}
+    state = {
+        k: v.detach().cpu()
+        for k, v in model.state_dict().items()
+        if not k.endswith(".mask_token") or k.startswith("context.")
+    }
     clean.load_state_dict(state)
     if neutral_gate and clean.gate is not None:
         clean.gate.neutral_()

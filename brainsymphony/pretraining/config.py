@@ -75,8 +75,10 @@ class Stage:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.objectives) - set(OBJECTIVES)) + sorted(set(self.trainable) - set(PARTS))
         if unknown or not self.objectives or not self.trainable:
-            raise ConfigError(f"stage {self.name!r}: unknown or empty objectives/parts {unknown}; objectives are"
-                              f" {OBJECTIVES}, parts {PARTS}")
+            raise ConfigError(
+                f"stage {self.name!r}: unknown or empty objectives/parts {unknown}; objectives are"
+                f" {OBJECTIVES}, parts {PARTS}"
+            )
         if self.epochs < 1 or self.learning_rate <= 0:
             raise ConfigError(f"stage {self.name!r}: epochs must be >= 1 and learning_rate > 0")
 
@@ -126,9 +128,16 @@ class PretrainConfig:
     checkpoint_every: int = 0
 
     @classmethod
-    def stagewise(cls, *, stream_epochs: int = 3, perceiver_epochs: int = 2, joint_epochs: int = 1,
-                  learning_rate: float = 3e-4, objectives: tuple[str, ...] = OBJECTIVES, **kwargs: Any
-                  ) -> PretrainConfig:
+    def stagewise(
+        cls,
+        *,
+        stream_epochs: int = 3,
+        perceiver_epochs: int = 2,
+        joint_epochs: int = 1,
+        learning_rate: float = 3e-4,
+        objectives: tuple[str, ...] = OBJECTIVES,
+        **kwargs: Any,
+    ) -> PretrainConfig:
         """Streams first (cheap), then the Perceiver on frozen streams, then everything together.
 
         Parameters
@@ -146,18 +155,33 @@ class PretrainConfig:
         stages = []
         if stream_epochs and streams:
             parts = tuple(sorted({p for o in streams for p in _OBJECTIVE_PARTS[o] if p != "perceiver"}))
-            stages.append(Stage(name="streams", objectives=streams, trainable=parts, epochs=stream_epochs,
-                                learning_rate=learning_rate))
+            stages.append(
+                Stage(
+                    name="streams",
+                    objectives=streams,
+                    trainable=parts,
+                    epochs=stream_epochs,
+                    learning_rate=learning_rate,
+                )
+            )
         if perceiver_epochs and "perceiver" in objectives:
-            stages.append(Stage(name="perceiver", objectives=("perceiver",), trainable=("perceiver",),
-                                epochs=perceiver_epochs, learning_rate=learning_rate))
+            stages.append(
+                Stage(
+                    name="perceiver",
+                    objectives=("perceiver",),
+                    trainable=("perceiver",),
+                    epochs=perceiver_epochs,
+                    learning_rate=learning_rate,
+                )
+            )
         if joint_epochs:
             stages.append(_joint_stage(objectives, joint_epochs, learning_rate / 3))
         return cls(stages=tuple(stages), **kwargs)
 
     @classmethod
-    def joint(cls, *, epochs: int = 3, learning_rate: float = 3e-4, objectives: tuple[str, ...] = OBJECTIVES,
-              **kwargs: Any) -> PretrainConfig:
+    def joint(
+        cls, *, epochs: int = 3, learning_rate: float = 3e-4, objectives: tuple[str, ...] = OBJECTIVES, **kwargs: Any
+    ) -> PretrainConfig:
         """All objectives and all parts from the start, in one stage."""
         return cls(stages=(_joint_stage(objectives, epochs, learning_rate),), **kwargs)
 
@@ -169,16 +193,19 @@ class PretrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
-        data["stages"] = tuple(Stage(**{**s, "objectives": tuple(s["objectives"]),
-                                        "trainable": tuple(s["trainable"])}) for s in data["stages"])
+        data["stages"] = tuple(
+            Stage(**{**s, "objectives": tuple(s["objectives"]), "trainable": tuple(s["trainable"])})
+            for s in data["stages"]
+        )
         data["masking"] = MaskingRatios(**data["masking"])
         return cls(**data)
 
 
 def _joint_stage(objectives: tuple[str, ...], epochs: int, learning_rate: float) -> Stage:
     parts = tuple(sorted({p for o in objectives for p in _OBJECTIVE_PARTS[o]}))
-    return Stage(name="joint", objectives=tuple(objectives), trainable=parts, epochs=epochs,
-                 learning_rate=learning_rate)
+    return Stage(
+        name="joint", objectives=tuple(objectives), trainable=parts, epochs=epochs, learning_rate=learning_rate
+    )
 
 
 def objectives_for(config: BrainSymphonyConfig) -> tuple[str, ...]:

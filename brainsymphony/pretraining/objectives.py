@@ -66,8 +66,9 @@ class MaskedObjectives:
     def __init__(self, model: BrainSymphony, decoders: PretrainingDecoders, masking: MaskingRatios) -> None:
         self.model, self.decoders, self.masking = model, decoders, masking
 
-    def loss(self, name: str, fmri: torch.Tensor | None, sc: torch.Tensor | None,
-             generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, name: str, fmri: torch.Tensor | None, sc: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
         """Masked MSE of one objective on one batch, masks drawn from ``generator``.
 
         Parameters
@@ -126,8 +127,9 @@ class MaskedObjectives:
         spatial, temporal, context, perceiver = _functional(self.model)
         series = context.masked_series(fmri, region_mask.unsqueeze(-1).expand_as(fmri))
         region_out = spatial(series)
-        return perceiver(region_out.embeddings, temporal(series).embeddings, series, context.conv1d,
-                         region_out.positional).reconstruction
+        return perceiver(
+            region_out.embeddings, temporal(series).embeddings, series, context.conv1d, region_out.positional
+        ).reconstruction
 
     def edge_loss(self, sc: torch.Tensor, source: torch.Tensor, target: torch.Tensor, *, scored: int) -> torch.Tensor:
         """Hide every given pair from the graph transformer; score the first ``scored`` of them.
@@ -175,8 +177,9 @@ def random_mask(shape: tuple[int, ...] | torch.Size, ratio: float, generator: to
     return mask.view(shape)
 
 
-def random_pairs(batch: int, regions: int, ratio: float, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def random_pairs(
+    batch: int, regions: int, ratio: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``ratio`` of the R(R-1)/2 region pairs per sample: (source, target) LongTensors (B, P), source < target."""
     upper = torch.triu_indices(regions, regions, offset=1)
     count = max(1, round(ratio * upper.shape[1]))

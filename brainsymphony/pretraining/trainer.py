@@ -122,8 +122,10 @@ def parameter_groups(parameters: Iterable[nn.Parameter], weight_decay: float) ->
         without empty groups.
     """
     trainable = [p for p in parameters if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return [group for group in groups if group["params"]]
 
 
@@ -145,10 +147,17 @@ class Pretrainer:
         Where :meth:`run` writes checkpoints (``checkpoint_every`` steps and at every epoch end).
     """
 
-    def __init__(self, model: BrainSymphony, data: TrainingSet, *, config: PretrainConfig,
-                 device: str | torch.device = "cpu", on_step: Callable[[StepInfo], None] | None = None,
-                 on_epoch: Callable[[EpochLog], None] | None = None,
-                 checkpoint_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        model: BrainSymphony,
+        data: TrainingSet,
+        *,
+        config: PretrainConfig,
+        device: str | torch.device = "cpu",
+        on_step: Callable[[StepInfo], None] | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+    ) -> None:
         self.model = model.to(device)
         self.config = config
         self.device = torch.device(device)
@@ -248,7 +257,7 @@ class Pretrainer:
             if budget is not None and done >= budget:
                 return done, False
             b = self.position.batch
-            index = order[b * self.config.batch_size:(b + 1) * self.config.batch_size]
+            index = order[b * self.config.batch_size : (b + 1) * self.config.batch_size]
             losses = self._train_step(stage, optimizer, index)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
@@ -258,16 +267,30 @@ class Pretrainer:
             done += 1
             seen += len(index)
             if self.on_step is not None:
-                self.on_step(StepInfo(stage=stage.name, epoch=self.position.epoch + 1, epochs=stage.epochs,
-                                      batch=b + 1, batches=batches, step=self.position.step,
-                                      total_steps=self.total_steps(), loss=sum(losses.values()),
-                                      samples_per_s=seen / max(time.perf_counter() - started, 1e-9)))
+                self.on_step(
+                    StepInfo(
+                        stage=stage.name,
+                        epoch=self.position.epoch + 1,
+                        epochs=stage.epochs,
+                        batch=b + 1,
+                        batches=batches,
+                        step=self.position.step,
+                        total_steps=self.total_steps(),
+                        loss=sum(losses.values()),
+                        samples_per_s=seen / max(time.perf_counter() - started, 1e-9),
+                    )
+                )
             every = self.config.checkpoint_every
             if every and self.checkpoint_path is not None and self.position.step % every == 0:
                 self.save_checkpoint(self.checkpoint_path)
-        log = EpochLog(stage=stage.name, epoch=self.position.epoch + 1, step=self.position.step,
-                       train_loss={k: v / max(1, self._epoch_steps) for k, v in sums.items()},
-                       heldout=self.evaluate(stage.objectives), seconds=time.perf_counter() - started)
+        log = EpochLog(
+            stage=stage.name,
+            epoch=self.position.epoch + 1,
+            step=self.position.step,
+            train_loss={k: v / max(1, self._epoch_steps) for k, v in sums.items()},
+            heldout=self.evaluate(stage.objectives),
+            seconds=time.perf_counter() - started,
+        )
         self.history.append(log)
         self.position.epoch += 1
         self.position.batch = 0
@@ -332,7 +355,7 @@ class Pretrainer:
         try:
             objectives = objectives_for(self.model.config) if objectives is None else objectives
             for start in range(0, index.size, self.config.batch_size):
-                chunk = index[start:start + self.config.batch_size]
+                chunk = index[start : start + self.config.batch_size]
                 fmri, sc = self._batch(chunk)
                 generator = seeded_generator(self.config.seed, _HELDOUT_MASKS, start)
                 with self._autocast():
@@ -356,14 +379,21 @@ class Pretrainer:
             with self._autocast():
                 return self.masked.reconstruction(fmri, region_mask)
 
-        sse, per_region = masked_region_errors(reconstruct, windows[index], folds=self.config.eval_folds,
-                                               seed=self.config.seed, batch_size=self.config.batch_size,
-                                               device=self.device)
+        sse, per_region = masked_region_errors(
+            reconstruct,
+            windows[index],
+            folds=self.config.eval_folds,
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+            device=self.device,
+        )
         sst = per_region.sum()
         assert self._baseline_mean is not None  # set whenever the data has windows
         baseline = ((truth - self._baseline_mean[None, :, None]) ** 2).sum()
-        return {"r2_masked_regions": float(1.0 - sse.sum() / sst),
-                "r2_region_mean_baseline": float(1.0 - baseline / sst)}
+        return {
+            "r2_masked_regions": float(1.0 - sse.sum() / sst),
+            "r2_region_mean_baseline": float(1.0 - baseline / sst),
+        }
 
     def _masked_edge_r2(self, connectomes: np.ndarray, index: np.ndarray) -> float:
         """1 - MSE / variance of the hidden edges of the held-out subjects' ``connectomes`` (S, R, R)."""
@@ -391,21 +421,24 @@ class Pretrainer:
         -------
         Path
         """
-        return checkpoint.save_checkpoint(path, {
-            "model_config": self.model.config.to_dict(),
-            "pretrain_config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "decoders": self.decoders.state_dict(),
-            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "position": dataclasses.asdict(self.position),
-            "history": [dataclasses.asdict(log) for log in self.history],
-            "epoch_sums": dict(self._epoch_sums),
-            "epoch_steps": self._epoch_steps,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "n_windows": len(self.data),
-        })
+        return checkpoint.save_checkpoint(
+            path,
+            {
+                "model_config": self.model.config.to_dict(),
+                "pretrain_config": self.config.to_dict(),
+                "model": self.model.state_dict(),
+                "decoders": self.decoders.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
+                "position": dataclasses.asdict(self.position),
+                "history": [dataclasses.asdict(log) for log in self.history],
+                "epoch_sums": dict(self._epoch_sums),
+                "epoch_steps": self._epoch_steps,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "n_windows": len(self.data),
+            },
+        )
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` for the same model, data and config.
@@ -415,9 +448,14 @@ class Pretrainer:
         CheckpointError
             Not a pretraining checkpoint, or written for another model/schedule/data size.
         """
-        state = checkpoint.load_checkpoint(path, {"model_config": self.model.config.to_dict(),
-                                                  "pretrain_config": self.config.to_dict(),
-                                                  "n_windows": len(self.data)})
+        state = checkpoint.load_checkpoint(
+            path,
+            {
+                "model_config": self.model.config.to_dict(),
+                "pretrain_config": self.config.to_dict(),
+                "n_windows": len(self.data),
+            },
+        )
         self.model.load_state_dict(state["model"])
         self.decoders.load_state_dict(state["decoders"])
         self.position = _Position(**state["position"])
@@ -441,10 +479,13 @@ class Pretrainer:
             missing = sorted(set(stage.objectives) - set(supported))
             if missing:
                 hint = " (build the model with mask_tokens=True)" if {"spatial", "temporal"} & set(missing) else ""
-                raise ConfigError(f"stage {stage.name!r} uses objective(s) {missing} that a {self.model.config.mode} "
-                                  f"model of this config does not support{hint}; supported: {supported}")
-        needs_fmri = any(o in ("spatial", "temporal", "context", "perceiver") for s in self.config.stages
-                         for o in s.objectives)
+                raise ConfigError(
+                    f"stage {stage.name!r} uses objective(s) {missing} that a {self.model.config.mode} "
+                    f"model of this config does not support{hint}; supported: {supported}"
+                )
+        needs_fmri = any(
+            o in ("spatial", "temporal", "context", "perceiver") for s in self.config.stages for o in s.objectives
+        )
         if needs_fmri and self.data.fmri is None:
             raise ValueError("the schedule has functional objectives but the training set has no fMRI windows")
         if any("structural" in s.objectives for s in self.config.stages) and self.data.sc is None:

@@ -144,8 +144,7 @@ def _scan(root: Path, label: str) -> Atlas | None:
             f"tpl-<T>_atlas-{label}_dseg.tsv with columns index, name (and network)."
         )
     table_file = tables[0]
-    return Atlas(label=label, images=images, table=read_labels_table(table_file),
-                 table_file=table_file, root=root)
+    return Atlas(label=label, images=images, table=read_labels_table(table_file), table_file=table_file, root=root)
 
 
 def check_atlas_labels(atlas: Atlas) -> None:
@@ -162,20 +161,28 @@ def check_atlas_labels(atlas: Atlas) -> None:
         for path in by_res.values():
             labels = np.asarray(nib.load(path).dataobj)
             if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-                raise InputDataError(f"{path}: an atlas image must hold integer labels; this one has fractional "
-                                     "values (was it resampled with interpolation?). Use nearest-neighbour.")
+                raise InputDataError(
+                    f"{path}: an atlas image must hold integer labels; this one has fractional "
+                    "values (was it resampled with interpolation?). Use nearest-neighbour."
+                )
             present = set(np.flatnonzero(np.bincount(np.clip(labels.astype(np.int64), 0, None).ravel())).tolist())
             present.discard(0)
             if present - table:
                 extra = sorted(present - table)
                 raise InputDataError(
                     f"{path}: {len(extra)} label(s) of the image have no row in {atlas.table_file} (first: "
-                    f"{extra[:5]}); add a row (index, name) for each, or use the table made for this image.")
+                    f"{extra[:5]}); add a row (index, name) for each, or use the table made for this image."
+                )
             if table - present:
                 empty = sorted(table - present)
-                get_logger().warning("%s: %d region(s) of %s have no voxel in this image (first: %s); they will be "
-                                     "n/a in every output made on it.", path, len(empty), atlas.table_file.name,
-                                     empty[:5])
+                get_logger().warning(
+                    "%s: %d region(s) of %s have no voxel in this image (first: %s); they will be "
+                    "n/a in every output made on it.",
+                    path,
+                    len(empty),
+                    atlas.table_file.name,
+                    empty[:5],
+                )
 
 
 def atlas_search_path(atlas_dataset: str | Path | None = None) -> list[Path]:
@@ -216,8 +223,16 @@ def resolve_atlas(label: str = DEFAULT_ATLAS, *, atlas_dataset: str | Path | Non
     )
 
 
-def write_atlas_dataset(root: str | Path, *, atlas: str, template: str, dseg_img, table: pd.DataFrame,
-                        res: str | None = None, description: str = "") -> Path:
+def write_atlas_dataset(
+    root: str | Path,
+    *,
+    atlas: str,
+    template: str,
+    dseg_img,
+    table: pd.DataFrame,
+    res: str | None = None,
+    description: str = "",
+) -> Path:
     """Write one atlas image and its labels table into a BIDS atlas dataset at ``root``.
 
     Parameters
@@ -250,9 +265,14 @@ def write_atlas_dataset(root: str | Path, *, atlas: str, template: str, dseg_img
     image_path = folder / f"{stem}.nii.gz"
     with locked(root, "atlas"):
         if not (root / "dataset_description.json").exists():
-            write_json(root / "dataset_description.json", {
-                "Name": f"Atlas {atlas}", "BIDSVersion": "1.11.0", "DatasetType": "atlas",
-            })
+            write_json(
+                root / "dataset_description.json",
+                {
+                    "Name": f"Atlas {atlas}",
+                    "BIDSVersion": "1.11.0",
+                    "DatasetType": "atlas",
+                },
+            )
         if description and not (root / "README.md").exists():
             write_text(root / "README.md", description.rstrip() + "\n")
         if isinstance(dseg_img, (str, Path)):
@@ -271,7 +291,13 @@ def copy_atlas_dataset(atlas: Atlas, out_root: str | Path) -> Path:
     out_root = Path(out_root)
     for template, by_res in atlas.images.items():
         for res, path in by_res.items():
-            write_atlas_dataset(out_root, atlas=atlas.label, template=template, dseg_img=path,
-                                table=atlas.table, res=res or None,
-                                description=f"Atlas {atlas.label}, copied from {atlas.root} by bsym-app.")
+            write_atlas_dataset(
+                out_root,
+                atlas=atlas.label,
+                template=template,
+                dseg_img=path,
+                table=atlas.table,
+                res=res or None,
+                description=f"Atlas {atlas.label}, copied from {atlas.root} by bsym-app.",
+            )
     return out_root

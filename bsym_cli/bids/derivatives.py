@@ -20,8 +20,17 @@ from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import atomic_path, locked, remove_stale_temporaries, write_json, write_text
 
 #: BIDS entities that identify a source acquisition, in BIDS order (long pybids name -> key).
-SOURCE_ENTITIES = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq",
-                   "ceagent": "ce", "reconstruction": "rec", "direction": "dir", "run": "run", "echo": "echo"}
+SOURCE_ENTITIES = {
+    "subject": "sub",
+    "session": "ses",
+    "task": "task",
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "direction": "dir",
+    "run": "run",
+    "echo": "echo",
+}
 #: Output entities, in the order they appear in a name after the source ones.
 OUTPUT_ENTITIES = ("space", "atlas", "stat", "desc")
 
@@ -95,8 +104,9 @@ def source_entities(entities: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def output_path(out_dir: str | Path, kind: str, source: Mapping[str, Any], *, extension: str | None = None,
-                **entities: str | None) -> Path:
+def output_path(
+    out_dir: str | Path, kind: str, source: Mapping[str, Any], *, extension: str | None = None, **entities: str | None
+) -> Path:
     """Where output ``kind`` (a key of :data:`OUTPUTS`) of ``source`` goes.
 
     Parameters
@@ -158,9 +168,18 @@ class DerivativesWriter:
         self.out_dir = Path(out_dir)
         self.datasets = {k: Path(v) for k, v in datasets.items()}
 
-    def write(self, kind: str, source: Mapping[str, Any], *, src_file: str | Path | None = None,
-              writer: Any = None, sidecar: Mapping[str, Any] | None = None, sources: list[str | Path] = (),
-              extension: str | None = None, **entities: str | None) -> Path:
+    def write(
+        self,
+        kind: str,
+        source: Mapping[str, Any],
+        *,
+        src_file: str | Path | None = None,
+        writer: Any = None,
+        sidecar: Mapping[str, Any] | None = None,
+        sources: list[str | Path] = (),
+        extension: str | None = None,
+        **entities: str | None,
+    ) -> Path:
         """Write one output: copy ``src_file`` or call ``writer(tmp_path)``; add a JSON sidecar.
 
         The sidecar (for non-JSON outputs) gets ``Sources`` (BIDS URIs of ``sources``) merged into
@@ -181,8 +200,9 @@ class DerivativesWriter:
             write_json(sidecar_path(path), meta)
         return path
 
-    def write_dataset_files(self, *, config_hash: str, upstream: list[dict[str, Any]] = (),
-                            container: dict[str, Any] | None = None) -> None:
+    def write_dataset_files(
+        self, *, config_hash: str, upstream: list[dict[str, Any]] = (), container: dict[str, Any] | None = None
+    ) -> None:
         """Write or update the root files (``dataset_description.json``, ``.bidsignore``, ``logs/CITATION.md``).
 
         Safe with concurrent participants: done under a lock, each file renamed into place.
@@ -191,8 +211,7 @@ class DerivativesWriter:
             for stale in remove_stale_temporaries(self.out_dir, skip=("sub-*", "group")):
                 get_logger().info("Removed %s, left by a run that was killed.", stale)
             description = self.out_dir / "dataset_description.json"
-            generated = {"Name": "bsym", "Version": __version__, "CodeURL": CODE_URL,
-                         "ConfigurationHash": config_hash}
+            generated = {"Name": "bsym", "Version": __version__, "CodeURL": CODE_URL, "ConfigurationHash": config_hash}
             if container:
                 generated["Container"] = container
             data: dict[str, Any] = {}
@@ -201,12 +220,14 @@ class DerivativesWriter:
                     data = json.loads(description.read_text())
                 except json.JSONDecodeError:
                     data = {}
-            data.update({
-                "Name": data.get("Name", "bsym-app derivatives"),
-                "BIDSVersion": "1.11.0",
-                "DatasetType": "derivative",
-                "GeneratedBy": [generated, *_unique(upstream)],
-            })
+            data.update(
+                {
+                    "Name": data.get("Name", "bsym-app derivatives"),
+                    "BIDSVersion": "1.11.0",
+                    "DatasetType": "derivative",
+                    "GeneratedBy": [generated, *_unique(upstream)],
+                }
+            )
             links = dict(data.get("DatasetLinks", {}))
             links.update({name: str(root) for name, root in self.datasets.items()})
             data["DatasetLinks"] = links

@@ -30,8 +30,7 @@ from pipelines.atomic import TMP_PREFIX, waiting_lock
 
 SPACES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
 #: Entities that identify a run across the files of one derivative (space/res/desc/suffix excluded).
-RUN_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction",
-                "run", "echo")
+RUN_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction", "run", "echo")
 _PIPELINES = {"fmriprep": "fmriprep", "qsiprep": "qsiprep"}
 _IGNORE = ["code", "stimuli", "sourcedata", "models", "derivatives", re.compile(r"/\.")]
 
@@ -87,8 +86,7 @@ def select_subjects(bids_dir: Path, labels: tuple[str, ...]) -> list[str]:
             f"(it has {', '.join(present[:10]) or 'none'}{' ...' if len(present) > 10 else ''})."
         )
     if missing:
-        get_logger().warning("No data for participant(s) %s in %s; skipping them.",
-                             ", ".join(missing), bids_dir)
+        get_logger().warning("No data for participant(s) %s in %s; skipping them.", ", ".join(missing), bids_dir)
     return chosen
 
 
@@ -111,14 +109,20 @@ def _layout(root: Path, subjects: list[str], database_dir: Path, derivative: boo
     fingerprint, malformed = _scan_dataset(root, subjects)
     for path, error in malformed.items():
         if not path.relative_to(root).parts[0].startswith("sub-"):
-            raise InputDataError(f"{path}: not valid JSON ({error}); it applies to every participant of {root}. "
-                                 "Fix its syntax (e.g. with `python -m json.tool`) or restore the original.")
-        get_logger().warning("%s: not valid JSON (%s); left out of the index. Fix its syntax or restore the "
-                             "original.", path, error)
+            raise InputDataError(
+                f"{path}: not valid JSON ({error}); it applies to every participant of {root}. "
+                "Fix its syntax (e.g. with `python -m json.tool`) or restore the original."
+            )
+        get_logger().warning(
+            "%s: not valid JSON (%s); left out of the index. Fix its syntax or restore the original.", path, error
+        )
     bad_json.update(malformed)
     keep = "|".join(re.escape(s) for s in subjects)
-    ignore = [*_IGNORE, re.compile(rf"^/sub-(?!(?:{keep})(?:/|$))"),
-              *(re.compile("^" + re.escape("/" + path.relative_to(root).as_posix()) + "$") for path in malformed)]
+    ignore = [
+        *_IGNORE,
+        re.compile(rf"^/sub-(?!(?:{keep})(?:/|$))"),
+        *(re.compile("^" + re.escape("/" + path.relative_to(root).as_posix()) + "$") for path in malformed),
+    ]
     config = ["bids", "derivatives"] if derivative else ["bids"]
     selection = hashlib.sha256(f"{root.resolve()}|{','.join(subjects)}|{derivative}".encode()).hexdigest()[:12]
     database = database_dir / f"{root.name}-{selection}-{fingerprint}"
@@ -128,8 +132,14 @@ def _layout(root: Path, subjects: list[str], database_dir: Path, derivative: boo
                 shutil.rmtree(unfinished, ignore_errors=True)
             if not database.is_dir():  # a concurrent run may have built the same index while this one waited
                 staging = database_dir / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{database.name}"
-                BIDSLayout(root, validate=False, is_derivative=derivative, config=config,
-                           indexer=BIDSLayoutIndexer(validate=False, ignore=ignore), database_path=staging)
+                BIDSLayout(
+                    root,
+                    validate=False,
+                    is_derivative=derivative,
+                    config=config,
+                    indexer=BIDSLayoutIndexer(validate=False, ignore=ignore),
+                    database_path=staging,
+                )
                 os.rename(staging, database)
             _remove_stale_indexes(database_dir, f"{root.name}-{selection}-", keep=database)
     with contextlib.suppress(OSError):
@@ -157,8 +167,12 @@ def _scan_dataset(root: Path, subjects: list[str]) -> tuple[str, dict[Path, str]
     for folder, dirs, files in os.walk(root):
         relative = Path(folder).relative_to(root)
         top = not relative.parts
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and (
-            d in skipped or (d.startswith("sub-") and d[4:] not in subjects))))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and not (top and (d in skipped or (d.startswith("sub-") and d[4:] not in subjects)))
+        )
         for name in sorted(f for f in files if not f.startswith(".")):
             path = Path(folder) / name
             try:
@@ -281,8 +295,10 @@ def _bold_run(bold, get, bad_json: dict[Path, str]) -> BoldRun:
     t_r, t_r_problem = repetition_time(bold.get_metadata().get("RepetitionTime"))
     sidecar = sidecar_path(bold.path)
     if sidecar in bad_json:
-        t_r_problem = (f"not valid JSON ({bad_json[sidecar]}), so its RepetitionTime cannot be read; fix its syntax "
-                       "or restore fMRIPrep's sidecar")
+        t_r_problem = (
+            f"not valid JSON ({bad_json[sidecar]}), so its RepetitionTime cannot be read; fix its syntax "
+            "or restore fMRIPrep's sidecar"
+        )
     return BoldRun(
         bold=Path(bold.path),
         mask=Path(masks[0].path) if masks else None,
@@ -304,8 +320,10 @@ def repetition_time(value: Any) -> tuple[float | None, str | None]:
     if value is None:
         return None, None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, (f"RepetitionTime is {json.dumps(value)}, not a number; write it as a JSON number of "
-                      "seconds (e.g. \"RepetitionTime\": 2.0, no quotes)")
+        return None, (
+            f"RepetitionTime is {json.dumps(value)}, not a number; write it as a JSON number of "
+            'seconds (e.g. "RepetitionTime": 2.0, no quotes)'
+        )
     if not math.isfinite(value) or value <= 0:
         return None, f"RepetitionTime is {value}; it must be a positive number of seconds"
     return float(value), None
@@ -323,8 +341,14 @@ def _dwi_runs(get, scope: dict[str, Any]) -> list[DwiRun]:
 
 def _dwi_run(dwi, mask: Path | None, source: Literal["raw", "qsiprep"]) -> DwiRun:
     ents = {k: str(v) for k, v in dwi.get_entities().items() if k != "extension"}
-    return DwiRun(dwi=Path(dwi.path), bval=_sibling(dwi.path, ".bval"), bvec=_sibling(dwi.path, ".bvec"),
-                  mask=mask, source=source, entities=ents)
+    return DwiRun(
+        dwi=Path(dwi.path),
+        bval=_sibling(dwi.path, ".bval"),
+        bvec=_sibling(dwi.path, ".bvec"),
+        mask=mask,
+        source=source,
+        entities=ents,
+    )
 
 
 def _sibling(path: str, extension: str) -> Path | None:

@@ -19,7 +19,6 @@ class Problem:
     missing: bool = False
 
 
-
 @dataclass(frozen=True)
 class BoldRun:
     """One preprocessed BOLD run and its companions (None where absent)."""

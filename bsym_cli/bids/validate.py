@@ -74,8 +74,10 @@ def scan_series(path: Path) -> SeriesScan:
 
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> Problem:
-    return Problem(f"{path}: the {what} cannot be read to its end ({exc}); the file is truncated or corrupt. "
-                   "Copy it again from the preprocessing output.")
+    return Problem(
+        f"{path}: the {what} cannot be read to its end ({exc}); the file is truncated or corrupt. "
+        "Copy it again from the preprocessing output."
+    )
 
 
 def _image_problem(path: Path, *, ndim: int | None = None, what: str) -> Problem | None:
@@ -86,8 +88,9 @@ def _image_problem(path: Path, *, ndim: int | None = None, what: str) -> Problem
     except Exception as exc:  # nibabel raises several types for unreadable files
         return Problem(f"{path}: cannot be read as NIfTI ({exc}); re-export the {what}.")
     if ndim is not None and img.ndim != ndim:
-        return Problem(f"{path}: the {what} is {img.ndim}-D {img.shape}, expected {ndim}-D; "
-                       f"check that the right file is selected.")
+        return Problem(
+            f"{path}: the {what} is {img.ndim}-D {img.shape}, expected {ndim}-D; check that the right file is selected."
+        )
     if ndim == 4:  # series are scanned by scan_series, in the same pass as their other checks
         return None
     try:
@@ -115,16 +118,29 @@ def check_bold_run(run: BoldRun, *, denoise_strategy: str = "simple") -> list[Pr
 
     problems = []
     if run.confounds is None:
-        problems.append(Problem(f"{run.bold}: no matching *_desc-confounds_timeseries.tsv; copy fMRIPrep's "
-                                "confounds next to the BOLD, or rerun fMRIPrep.", missing=True))
+        problems.append(
+            Problem(
+                f"{run.bold}: no matching *_desc-confounds_timeseries.tsv; copy fMRIPrep's "
+                "confounds next to the BOLD, or rerun fMRIPrep.",
+                missing=True,
+            )
+        )
     if run.mask is None:
-        problems.append(Problem(f"{run.bold}: no brain mask (*_space-{run.space}_desc-brain_mask.nii.gz) "
-                                "in the same space; rerun fMRIPrep with this output space.", missing=True))
+        problems.append(
+            Problem(
+                f"{run.bold}: no brain mask (*_space-{run.space}_desc-brain_mask.nii.gz) "
+                "in the same space; rerun fMRIPrep with this output space.",
+                missing=True,
+            )
+        )
     if run.t_r_problem is not None:
         problems.append(Problem(f"{sidecar_path(run.bold)}: {run.t_r_problem}."))
     elif run.t_r is None:
-        problems.append(Problem(f"{run.bold}: no RepetitionTime in its JSON sidecar; add it (seconds) "
-                                "or restore fMRIPrep's sidecar."))
+        problems.append(
+            Problem(
+                f"{run.bold}: no RepetitionTime in its JSON sidecar; add it (seconds) or restore fMRIPrep's sidecar."
+            )
+        )
     problem = _image_problem(run.bold, ndim=4, what="BOLD series")
     if problem:
         return [*problems, problem]
@@ -133,8 +149,12 @@ def check_bold_run(run: BoldRun, *, denoise_strategy: str = "simple") -> list[Pr
     except (OSError, EOFError, ValueError) as exc:
         return [*problems, _unreadable(run.bold, "BOLD series", exc)]
     if scan.nonfinite:
-        problems.append(Problem(f"{run.bold}: the BOLD series has {scan.nonfinite} non-finite values (NaN/inf); "
-                                "rerun the preprocessing or fix the file."))
+        problems.append(
+            Problem(
+                f"{run.bold}: the BOLD series has {scan.nonfinite} non-finite values (NaN/inf); "
+                "rerun the preprocessing or fix the file."
+            )
+        )
     mask = None
     if run.mask is not None:
         problem = _image_problem(run.mask, ndim=3, what="brain mask")
@@ -143,15 +163,22 @@ def check_bold_run(run: BoldRun, *, denoise_strategy: str = "simple") -> list[Pr
         else:
             bold_img, mask_img = nib.load(run.bold), nib.load(run.mask)
             if mask_img.shape != bold_img.shape[:3] or not np.allclose(mask_img.affine, bold_img.affine, atol=1e-3):
-                problems.append(Problem(
-                    f"{run.mask}: the brain mask is on another grid (shape {mask_img.shape}) than the BOLD series "
-                    f"{run.bold.name} (shape {bold_img.shape[:3]}, or a different affine); use the mask of the same "
-                    "space and resolution (res- entity)."))
+                problems.append(
+                    Problem(
+                        f"{run.mask}: the brain mask is on another grid (shape {mask_img.shape}) than the BOLD "
+                        f"series {run.bold.name} (shape {bold_img.shape[:3]}, or a different affine); use the mask of "
+                        "the same space and resolution (res- entity)."
+                    )
+                )
             else:
                 mask = np.asarray(mask_img.dataobj) > 0
     if mask is not None and not scan.varying[mask].any():
-        problems.append(Problem(f"{run.bold}: the BOLD series does not change over time in any voxel of the brain "
-                                "mask (a constant image, e.g. all zeros); re-export it from fMRIPrep."))
+        problems.append(
+            Problem(
+                f"{run.bold}: the BOLD series does not change over time in any voxel of the brain "
+                "mask (a constant image, e.g. all zeros); re-export it from fMRIPrep."
+            )
+        )
     if run.confounds is not None:
         try:
             check_confounds(run.confounds, n_frames=scan.n_volumes, strategy=denoise_strategy)
@@ -167,8 +194,11 @@ def check_dwi_run(run: DwiRun) -> list[Problem]:
     problems = []
     for path, ext in ((run.bval, ".bval"), (run.bvec, ".bvec")):
         if path is None:
-            problems.append(Problem(f"{run.dwi}: no {ext} file beside it; BIDS needs "
-                                    f"{run.dwi.name.split('.')[0]}{ext}.", missing=True))
+            problems.append(
+                Problem(
+                    f"{run.dwi}: no {ext} file beside it; BIDS needs {run.dwi.name.split('.')[0]}{ext}.", missing=True
+                )
+            )
     problem = _image_problem(run.dwi, ndim=4, what="diffusion series")
     if problem is None:
         try:
@@ -176,8 +206,14 @@ def check_dwi_run(run: DwiRun) -> list[Problem]:
         except (OSError, EOFError, ValueError) as exc:
             problem = _unreadable(run.dwi, "diffusion series", exc)
         else:
-            problem = Problem(f"{run.dwi}: the diffusion series has {nonfinite} non-finite values (NaN/inf); rerun "
-                              "the preprocessing or fix the file.") if nonfinite else None
+            problem = (
+                Problem(
+                    f"{run.dwi}: the diffusion series has {nonfinite} non-finite values (NaN/inf); rerun "
+                    "the preprocessing or fix the file."
+                )
+                if nonfinite
+                else None
+            )
     if problem:
         problems.append(problem)
     if problems:
@@ -218,8 +254,9 @@ def validate(study: Study, *, denoise_strategy: str = "simple") -> list[Particip
     log = get_logger()
     usable, all_problems = [], []
     for part in study.participants:
-        kept_bold = _keep_valid(part, part.bold_runs, partial(check_bold_run, denoise_strategy=denoise_strategy),
-                                all_problems)
+        kept_bold = _keep_valid(
+            part, part.bold_runs, partial(check_bold_run, denoise_strategy=denoise_strategy), all_problems
+        )
         kept_dwi = _keep_valid(part, part.dwi_runs, check_dwi_run, all_problems)
         for message in part.problems:
             log.warning("%s: skipping a run: %s", part.label, message)
@@ -252,11 +289,13 @@ def validate_bids_names(bids_dir: Path, subjects: list[str]) -> None:
     try:
         data = json.loads(description.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidBIDSError(f"{description}: cannot be read as JSON ({exc}); fix it or use "
-                               "--skip-bids-validation.") from None
+        raise InvalidBIDSError(
+            f"{description}: cannot be read as JSON ({exc}); fix it or use --skip-bids-validation."
+        ) from None
     if "Name" not in data or "BIDSVersion" not in data:
-        raise InvalidBIDSError(f"{description}: needs 'Name' and 'BIDSVersion'; add them or use "
-                               "--skip-bids-validation.")
+        raise InvalidBIDSError(
+            f"{description}: needs 'Name' and 'BIDSVersion'; add them or use --skip-bids-validation."
+        )
     validator = BIDSValidator()
     bad = []
     for subject in subjects:
@@ -267,5 +306,7 @@ def validate_bids_names(bids_dir: Path, subjects: list[str]) -> None:
                     bad.append(relative)
     if bad:
         shown = "\n  ".join(bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
-        raise InvalidBIDSError(f"{len(bad)} file(s) in {bids_dir} do not have valid BIDS names:\n  {shown}\n"
-                               "Rename them, or pass --skip-bids-validation.")
+        raise InvalidBIDSError(
+            f"{len(bad)} file(s) in {bids_dir} do not have valid BIDS names:\n  {shown}\n"
+            "Rename them, or pass --skip-bids-validation."
+        )

@@ -33,6 +33,7 @@ Exit codes:
   66  a required input is missing (the message says which and how to get it)
   73  OUTPUT_DIR or the work directory cannot be written"""
 
+
 class GroupedCommand(click.Command):
     """A command whose ``--help`` lists options in the sections of ``bsym_cli/cli/options.py``."""
 
@@ -45,8 +46,11 @@ class GroupedCommand(click.Command):
                     formatter.write_dl(rows)
 
 
-@click.command(cls=GroupedCommand, epilog=EXIT_CODES_HELP,
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(
+    cls=GroupedCommand,
+    epilog=EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level", type=click.Choice(["participant", "group"]))
@@ -89,7 +93,9 @@ def config_from_params(ctx: click.Context, params: dict[str, Any]) -> Config:
     if not params["work_dir"] and "work_dir" in file_layer.get("execution", {}):
         work_dir = Path(file_layer["execution"]["work_dir"])
     execution: dict[str, Any] = {
-        "bids_dir": bids_dir, "output_dir": output_dir, "analysis_level": params["analysis_level"],
+        "bids_dir": bids_dir,
+        "output_dir": output_dir,
+        "analysis_level": params["analysis_level"],
         "work_dir": work_dir,
     }
     flags = flags_layer(params, lambda name: _given(ctx, name))

@@ -69,7 +69,7 @@ class ExecutionConfig(_Section):
         out = []
         for label in value or ():
             label = str(label).strip()
-            label = label[len(prefix):] if label.startswith(prefix) else label
+            label = label[len(prefix) :] if label.startswith(prefix) else label
             if not re.fullmatch(r"[a-zA-Z0-9]+", label):
                 raise ValueError(f"'{label}' is not a BIDS label (letters and digits only)")
             if label not in out:
@@ -156,8 +156,9 @@ class Config(_Section):
         data = self.model_dump(mode="json")
         picked = {sec: {k: data[sec][k] for k in keys} for sec, keys in SCIENTIFIC.items()}
         model = self.model
-        picked["model"].update(weights=model.weights.name if model.weights else None,
-                               heads=[head.name for head in model.heads])
+        picked["model"].update(
+            weights=model.weights.name if model.weights else None, heads=[head.name for head in model.heads]
+        )
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:

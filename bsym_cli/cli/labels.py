@@ -64,13 +64,18 @@ def read_labels(values: tuple[str, ...] | list[str], prefix: str) -> list[str]:
         items = [value]
         if re.fullmatch(rf"(?:{prefix})?[a-zA-Z0-9]+", value):
             if path.is_file():
-                get_logger().warning("'%s' is read as a label, not as the file of that name in %s (write ./%s to "
-                                  "read labels from the file).", value, Path.cwd(), value)
+                get_logger().warning(
+                    "'%s' is read as a label, not as the file of that name in %s (write ./%s to "
+                    "read labels from the file).",
+                    value,
+                    Path.cwd(),
+                    value,
+                )
         elif path.is_file():
             items = [line.split("\t")[0].strip() for line in path.read_text().splitlines()]
             items = [i for i in items if i and not i.startswith("#") and i != "participant_id"]
         for item in items:
-            item = item[len(prefix):] if item.startswith(prefix) else item
+            item = item[len(prefix) :] if item.startswith(prefix) else item
             if item not in labels:
                 labels.append(item)
     return labels

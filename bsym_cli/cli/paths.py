@@ -39,21 +39,26 @@ def check_paths(config: Config) -> None:
             f"{bids}/derivatives/<name> or outside BIDS_DIR."
         )
     if _inside(work, bids):
-        raise OptionError(f"The work directory {ex.work_dir} is inside BIDS_DIR {bids}; pass -w elsewhere "
-                          "(e.g. a scratch folder).")
+        raise OptionError(
+            f"The work directory {ex.work_dir} is inside BIDS_DIR {bids}; pass -w elsewhere (e.g. a scratch folder)."
+        )
     if _inside(bids, out):
         raise OptionError(f"BIDS_DIR {bids} is inside OUTPUT_DIR {out}; choose another OUTPUT_DIR.")
     if ex.analysis_level == "participant" and not bids.is_dir():  # group reads OUTPUT_DIR only
-        raise MissingInputError(f"BIDS_DIR {ex.bids_dir} does not exist; check the path (and the bind "
-                                "mounts when running in a container).")
+        raise MissingInputError(
+            f"BIDS_DIR {ex.bids_dir} does not exist; check the path (and the bind mounts when running in a container)."
+        )
     if ex.analysis_level == "participant" and not (bids / "dataset_description.json").is_file():
-        raise InvalidBIDSError(f"{bids} has no dataset_description.json, so it is not a BIDS dataset; "
-                               "point BIDS_DIR to the dataset root.")
+        raise InvalidBIDSError(
+            f"{bids} has no dataset_description.json, so it is not a BIDS dataset; point BIDS_DIR to the dataset root."
+        )
     for name, given in ex.derivatives.items():
         path = Path(os.path.realpath(given))
         if _inside(out, path) or _inside(path, out):
-            raise OptionError(f"OUTPUT_DIR {ex.output_dir} overlaps the input derivatives -d {name}={given}; "
-                              f"write bsym-app outputs to a folder of their own, e.g. {bids}/derivatives/bsym.")
+            raise OptionError(
+                f"OUTPUT_DIR {ex.output_dir} overlaps the input derivatives -d {name}={given}; "
+                f"write bsym-app outputs to a folder of their own, e.g. {bids}/derivatives/bsym."
+            )
     _check_not_other_dataset(out, ex.output_dir)
     for label, folder in (("OUTPUT_DIR", out), ("work directory", work)):
         check_writable(folder, label)
@@ -80,8 +85,10 @@ def _check_not_other_dataset(out: Path, given: Path) -> None:
     if name in OWN_NAMES:
         return
     what = f"the derivatives of {name}" if name else f"a {data.get('DatasetType', 'BIDS')} dataset"
-    raise OptionError(f"OUTPUT_DIR {given} already holds {what} ({description}); bsym-app would overwrite its "
-                      "dataset_description.json. Choose a folder of its own, e.g. BIDS_DIR/derivatives/bsym.")
+    raise OptionError(
+        f"OUTPUT_DIR {given} already holds {what} ({description}); bsym-app would overwrite its "
+        "dataset_description.json. Choose a folder of its own, e.g. BIDS_DIR/derivatives/bsym."
+    )
 
 
 def check_writable(folder: Path, label: str) -> None:
@@ -92,8 +99,9 @@ def check_writable(folder: Path, label: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"{label} {folder} cannot be written ({exc.strerror}); check its permissions "
-                          "or choose another folder.") from None
+        raise OutputError(
+            f"{label} {folder} cannot be written ({exc.strerror}); check its permissions or choose another folder."
+        ) from None
 
 
 def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
@@ -105,11 +113,10 @@ def load_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise OptionError(f"--bids-filter-file {path}: not valid JSON ({exc}).") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise OptionError(f"--bids-filter-file {path}: expected {{\"bold\": {{\"task\": \"rest\"}}, ...}}.")
+        raise OptionError(f'--bids-filter-file {path}: expected {{"bold": {{"task": "rest"}}, ...}}.')
     unknown = sorted(set(data) - set(QUERY_KEYS))
     if unknown:
-        raise OptionError(f"--bids-filter-file {path}: unknown query {unknown}; "
-                          f"known: {', '.join(QUERY_KEYS)}.")
+        raise OptionError(f"--bids-filter-file {path}: unknown query {unknown}; known: {', '.join(QUERY_KEYS)}.")
     return data
 
 

@@ -128,8 +128,10 @@ def list_participants(bids_dir: Path, requested: tuple[str, ...] | list[str] = (
     labels = read_labels(tuple(requested), "sub-") if requested else present
     missing = [label for label in labels if label not in present]
     if missing:
-        raise NothingSelectedError(f"--participant-label: no folder {', '.join('sub-' + m for m in missing)} "
-                                   f"in {bids_dir}; it has {', '.join(present) or 'none'}.")
+        raise NothingSelectedError(
+            f"--participant-label: no folder {', '.join('sub-' + m for m in missing)} "
+            f"in {bids_dir}; it has {', '.join(present) or 'none'}."
+        )
     if not labels:
         raise NothingSelectedError(f"{bids_dir} has no sub-* folder; point BIDS_DIR to the dataset root.")
     return tuple(labels)
@@ -175,17 +177,20 @@ def _sbatch_header(plan: SlurmPlan, *, name: str, log: str, array: str | None = 
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}"]
     if array:
         lines.append(f"#SBATCH --array={array}")
-    lines += [f"#SBATCH --cpus-per-task={plan.cpus}", f"#SBATCH --mem={plan.mem}",
-              f"#SBATCH --time={plan.time}"]
+    lines += [f"#SBATCH --cpus-per-task={plan.cpus}", f"#SBATCH --mem={plan.mem}", f"#SBATCH --time={plan.time}"]
     if plan.partition:
         lines.append(f"#SBATCH --partition={plan.partition}")
     if plan.account:
         lines.append(f"#SBATCH --account={plan.account}")
     if plan.gpus:
         lines.append(f"#SBATCH --gres=gpu:{plan.gpus}")
-    lines += [f"#SBATCH --output={plan.script_dir / log}", "",
-              f"# Written by bsym submit {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
-              "set -euo pipefail", *plan.setup_lines]
+    lines += [
+        f"#SBATCH --output={plan.script_dir / log}",
+        "",
+        f"# Written by bsym submit {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "set -euo pipefail",
+        *plan.setup_lines,
+    ]
     return lines
 
 
@@ -206,8 +211,7 @@ def participant_script(plan: SlurmPlan, participants_file: Path) -> str:
     """Text of the array job: task ``i`` runs bsym-app for line ``i + 1`` of ``participants_file``."""
     last = len(plan.participants) - 1
     array = f"0-{last}" + (f"%{plan.max_parallel}" if plan.max_parallel else "")
-    lines = _sbatch_header(plan, name=f"{plan.job_name}-participant", log="participant-%A_%a.out",
-                           array=array)
+    lines = _sbatch_header(plan, name=f"{plan.job_name}-participant", log="participant-%A_%a.out", array=array)
     work = shlex.quote(str(plan.work_dir))
     lines += [
         f"participants_file={shlex.quote(str(participants_file))}",
@@ -229,21 +233,29 @@ def group_script(plan: SlurmPlan) -> str:
     """Text of the group job (submitted with ``--dependency=afterok:<array job id>``)."""
     lines = _sbatch_header(plan, name=f"{plan.job_name}-group", log="group-%j.out")
     work = shlex.quote(str(plan.work_dir))
-    lines += [f'work_dir={work}/group', 'mkdir -p "$work_dir"',
-              'echo "bsym: group level on $(hostname), ${SLURM_CPUS_PER_TASK:-?} CPU(s)"',
-              _app_line(plan, "group", "$work_dir", label=False)]
+    lines += [
+        f"work_dir={work}/group",
+        'mkdir -p "$work_dir"',
+        'echo "bsym: group level on $(hostname), ${SLURM_CPUS_PER_TASK:-?} CPU(s)"',
+        _app_line(plan, "group", "$work_dir", label=False),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _submit_sh(scripts: SlurmScripts) -> str:
-    lines = ["#!/bin/bash", "# Submit the participant array, then the group job once every task succeeded.",
-             "set -euo pipefail",
-             f"array_id=$(sbatch --parsable {shlex.quote(str(scripts.participant_script))})",
-             'array_id="${array_id%%;*}"', 'echo "participant array: job $array_id"']
+    lines = [
+        "#!/bin/bash",
+        "# Submit the participant array, then the group job once every task succeeded.",
+        "set -euo pipefail",
+        f"array_id=$(sbatch --parsable {shlex.quote(str(scripts.participant_script))})",
+        'array_id="${array_id%%;*}"',
+        'echo "participant array: job $array_id"',
+    ]
     if scripts.group_script:
-        lines += [f"group_id=$(sbatch --parsable --dependency=afterok:$array_id "
-                  f"{shlex.quote(str(scripts.group_script))})",
-                  'echo "group: job ${group_id%%;*} (starts after every task of $array_id succeeded)"']
+        lines += [
+            f"group_id=$(sbatch --parsable --dependency=afterok:$array_id {shlex.quote(str(scripts.group_script))})",
+            'echo "group: job ${group_id%%;*} (starts after every task of $array_id succeeded)"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -264,8 +276,7 @@ def write_slurm_scripts(plan: SlurmPlan) -> SlurmScripts:
 
     plan.script_dir.mkdir(parents=True, exist_ok=True)
     participants_file = write_text(plan.script_dir / "participants.txt", "\n".join(plan.participants) + "\n")
-    array = write_text(plan.script_dir / "bsym-participant.sbatch",
-                       participant_script(plan, participants_file))
+    array = write_text(plan.script_dir / "bsym-participant.sbatch", participant_script(plan, participants_file))
     group = write_text(plan.script_dir / "bsym-group.sbatch", group_script(plan)) if plan.group else None
     scripts = SlurmScripts(participants_file, array, group, plan.script_dir / "submit.sh")
     write_text(scripts.submit_script, _submit_sh(scripts))
@@ -279,11 +290,14 @@ def _sbatch(argv: list[str]) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
-        raise MissingInputError(f"{argv[0]}: not found; run bsym submit on a SLURM login node, or submit "
-                                "the written scripts later with their submit.sh.") from None
+        raise MissingInputError(
+            f"{argv[0]}: not found; run bsym submit on a SLURM login node, or submit "
+            "the written scripts later with their submit.sh."
+        ) from None
     if result.returncode:
-        raise OptionError(f"`{shlex.join(argv)}` failed (exit {result.returncode}): "
-                          f"{result.stderr.strip() or result.stdout.strip()}")
+        raise OptionError(
+            f"`{shlex.join(argv)}` failed (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+        )
     job_id = result.stdout.strip().split(";")[0]
     if not job_id.isdigit():
         raise OptionError(f"`{shlex.join(argv)}` printed {result.stdout.strip()!r}, not a job id.")
@@ -309,8 +323,9 @@ def submit_slurm(scripts: SlurmScripts, *, sbatch: str = "sbatch") -> dict[str, 
 
     jobs = {"participant": _sbatch([sbatch, "--parsable", str(scripts.participant_script)])}
     if scripts.group_script:
-        jobs["group"] = _sbatch([sbatch, "--parsable", f"--dependency=afterok:{jobs['participant']}",
-                                 str(scripts.group_script)])
+        jobs["group"] = _sbatch(
+            [sbatch, "--parsable", f"--dependency=afterok:{jobs['participant']}", str(scripts.group_script)]
+        )
     write_json(scripts.participant_script.parent / "jobs.json", jobs)
     return jobs
 
@@ -327,43 +342,95 @@ def _local_app_command() -> tuple[str, ...]:
 @click.argument("bids_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("app_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--scheduler", type=click.Choice(["slurm"]), default="slurm", show_default=True,
-              help="Batch system.")
-@click.option("--participant-label", "participant_label", multiple=True, metavar="LABEL",
-              help="A participant (or a file of labels); repeat for several. Default: every sub-* folder.")
-@click.option("-w", "--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Parent of the per-task work directories (use scratch). [default: OUTPUT_DIR/../work]")
+@click.option("--scheduler", type=click.Choice(["slurm"]), default="slurm", show_default=True, help="Batch system.")
+@click.option(
+    "--participant-label",
+    "participant_label",
+    multiple=True,
+    metavar="LABEL",
+    help="A participant (or a file of labels); repeat for several. Default: every sub-* folder.",
+)
+@click.option(
+    "-w",
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Parent of the per-task work directories (use scratch). [default: OUTPUT_DIR/../work]",
+)
 @click.option("--cpus", type=click.IntRange(1), default=4, show_default=True, help="CPUs per task.")
-@click.option("--omp-nthreads", type=click.IntRange(1), default=1, show_default=True,
-              help="Threads per process inside a task.")
+@click.option(
+    "--omp-nthreads", type=click.IntRange(1), default=1, show_default=True, help="Threads per process inside a task."
+)
 @click.option("--mem", default="16G", show_default=True, help="Memory per task (SLURM size: 16G, 16000M).")
 @click.option("--time", "time_limit", default="12:00:00", show_default=True, help="Time limit per task.")
 @click.option("--partition", help="SLURM partition.")
 @click.option("--account", help="SLURM account.")
-@click.option("--gpus", type=click.IntRange(0), default=0, show_default=True,
-              help="GPUs per task (--gres=gpu:N; containers get --nv).")
+@click.option(
+    "--gpus",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="GPUs per task (--gres=gpu:N; containers get --nv).",
+)
 @click.option("--max-parallel", type=click.IntRange(1), help="At most this many tasks at once.")
 @click.option("--job-name", default="bsym", show_default=True, help="Prefix of the job names.")
-@click.option("--container", type=click.Path(dir_okay=False, path_type=Path), metavar="IMAGE.sif",
-              help="Run bsym-app from this Apptainer/Singularity image. Default: this installation.")
-@click.option("--container-engine", type=click.Choice(["apptainer", "singularity"]), default="apptainer",
-              show_default=True)
-@click.option("-B", "--bind", "binds", multiple=True, metavar="SRC[:DST[:ro]]",
-              help="Extra container binds (BIDS_DIR read-only, OUTPUT_DIR and the work dir are bound "
-              "already).")
-@click.option("--setup", "setup_lines", multiple=True, metavar="LINE",
-              help="Shell line run first in each job, e.g. 'module load apptainer'; repeatable.")
+@click.option(
+    "--container",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="IMAGE.sif",
+    help="Run bsym-app from this Apptainer/Singularity image. Default: this installation.",
+)
+@click.option(
+    "--container-engine", type=click.Choice(["apptainer", "singularity"]), default="apptainer", show_default=True
+)
+@click.option(
+    "-B",
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="SRC[:DST[:ro]]",
+    help="Extra container binds (BIDS_DIR read-only, OUTPUT_DIR and the work dir are bound already).",
+)
+@click.option(
+    "--setup",
+    "setup_lines",
+    multiple=True,
+    metavar="LINE",
+    help="Shell line run first in each job, e.g. 'module load apptainer'; repeatable.",
+)
 @click.option("--no-group", is_flag=True, help="Do not write or submit the group job.")
-@click.option("--script-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where scripts and job logs go. [default: OUTPUT_DIR/logs/slurm]")
+@click.option(
+    "--script-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where scripts and job logs go. [default: OUTPUT_DIR/logs/slurm]",
+)
 @click.option("--submit", "do_submit", is_flag=True, help="Submit now with sbatch (else only write).")
 @click.option("--sbatch", "sbatch_exe", default="sbatch", show_default=True, help="The sbatch executable.")
-def submit(bids_dir: Path, output_dir: Path, app_args: tuple[str, ...], scheduler: str,
-           participant_label: tuple[str, ...], work_dir: Path | None, cpus: int, omp_nthreads: int, mem: str,
-           time_limit: str, partition: str | None, account: str | None, gpus: int, max_parallel: int | None,
-           job_name: str, container: Path | None, container_engine: str, binds: tuple[str, ...],
-           setup_lines: tuple[str, ...], no_group: bool, script_dir: Path | None, do_submit: bool,
-           sbatch_exe: str) -> None:
+def submit(
+    bids_dir: Path,
+    output_dir: Path,
+    app_args: tuple[str, ...],
+    scheduler: str,
+    participant_label: tuple[str, ...],
+    work_dir: Path | None,
+    cpus: int,
+    omp_nthreads: int,
+    mem: str,
+    time_limit: str,
+    partition: str | None,
+    account: str | None,
+    gpus: int,
+    max_parallel: int | None,
+    job_name: str,
+    container: Path | None,
+    container_engine: str,
+    binds: tuple[str, ...],
+    setup_lines: tuple[str, ...],
+    no_group: bool,
+    script_dir: Path | None,
+    do_submit: bool,
+    sbatch_exe: str,
+) -> None:
     """Write (and with --submit, submit) a SLURM array with one participant per task, then a group job.
 
     Arguments after `--` go to every bsym-app run, e.g.
@@ -377,19 +444,38 @@ def submit(bids_dir: Path, output_dir: Path, app_args: tuple[str, ...], schedule
     participants = list_participants(bids_dir, participant_label)
     if container is not None:
         if not container.is_file():
-            raise MissingInputError(f"--container {container}: no such image; build it with "
-                                    "`apptainer build bsym.sif docker-daemon://bsym-app:<version>`.")
-        app = container_command(container.absolute(), engine=container_engine, gpu=gpus > 0,
-                                binds=[f"{bids_dir}:{bids_dir}:ro", str(output_dir), str(work_dir), *binds])
+            raise MissingInputError(
+                f"--container {container}: no such image; build it with "
+                "`apptainer build bsym.sif docker-daemon://bsym-app:<version>`."
+            )
+        app = container_command(
+            container.absolute(),
+            engine=container_engine,
+            gpu=gpus > 0,
+            binds=[f"{bids_dir}:{bids_dir}:ro", str(output_dir), str(work_dir), *binds],
+        )
     else:
         app = _local_app_command()
-    plan = SlurmPlan(bids_dir=bids_dir, output_dir=output_dir, work_dir=work_dir,
-                     script_dir=(script_dir or output_dir / "logs" / "slurm").absolute(),
-                     participants=participants, cpus=cpus, omp_nthreads=omp_nthreads, mem=mem.upper(),
-                     time=time_limit, partition=partition, account=account, gpus=gpus,
-                     max_parallel=max_parallel,
-                     job_name=job_name, app_command=app, setup_lines=setup_lines, group=not no_group,
-                     app_args=app_args)
+    plan = SlurmPlan(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        work_dir=work_dir,
+        script_dir=(script_dir or output_dir / "logs" / "slurm").absolute(),
+        participants=participants,
+        cpus=cpus,
+        omp_nthreads=omp_nthreads,
+        mem=mem.upper(),
+        time=time_limit,
+        partition=partition,
+        account=account,
+        gpus=gpus,
+        max_parallel=max_parallel,
+        job_name=job_name,
+        app_command=app,
+        setup_lines=setup_lines,
+        group=not no_group,
+        app_args=app_args,
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     scripts = write_slurm_scripts(plan)

@@ -32,8 +32,12 @@ def gather_features(out_dir: Path, subjects: tuple[str, ...] = (), sessions: tup
         if not match or (subjects and match["sub"] not in subjects) or (sessions and match["ses"] not in sessions):
             continue
         row = pd.read_csv(path, sep="\t", na_values="n/a")
-        keys = pd.DataFrame({"participant_id": [f"sub-{match['sub']}"] * len(row),
-                             "session_id": [f"ses-{match['ses']}" if match["ses"] else np.nan] * len(row)})
+        keys = pd.DataFrame(
+            {
+                "participant_id": [f"sub-{match['sub']}"] * len(row),
+                "session_id": [f"ses-{match['ses']}" if match["ses"] else np.nan] * len(row),
+            }
+        )
         rows.append(pd.concat([keys, row.drop(columns=["participant_id", "session_id"], errors="ignore")], axis=1))
     if not rows:
         raise NothingSelectedError(
@@ -57,8 +61,9 @@ def read_participants(out_dir: Path, bids_dir: Path | None) -> pd.DataFrame:
     """``participants.tsv`` from OUTPUT_DIR (copied there at participant level), else from BIDS_DIR."""
     for folder in (out_dir, bids_dir):
         if folder and (Path(folder) / "participants.tsv").exists():
-            return pd.read_csv(Path(folder) / "participants.tsv", sep="\t", na_values="n/a",
-                               dtype={"participant_id": str})
+            return pd.read_csv(
+                Path(folder) / "participants.tsv", sep="\t", na_values="n/a", dtype={"participant_id": str}
+            )
     raise MissingInputError(f"No participants.tsv in {out_dir} or {bids_dir}; --target needs it.")
 
 
@@ -81,10 +86,15 @@ def run_group(config: Config) -> None:
             return
     with locked(group, "group"), atomic_path(group / "desc-bsym_features.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-    write_json(group / "desc-bsym_features.json", {
-        "Scaling": config.model.scaling, "Participants": len(table),
-        "Description": "One row per participant (and session): mean over regions and windows of each stream's "
-                       "region embeddings."})
+    write_json(
+        group / "desc-bsym_features.json",
+        {
+            "Scaling": config.model.scaling,
+            "Participants": len(table),
+            "Description": "One row per participant (and session): mean over regions and windows of each stream's "
+            "region embeddings.",
+        },
+    )
     kind, columns = feature_columns(table)
     if config.model.targets:
         participants = read_participants(out_dir, ex.bids_dir if Path(ex.bids_dir).exists() else None)
@@ -93,12 +103,19 @@ def run_group(config: Config) -> None:
         metrics = {}
         for target in config.model.targets:
             if target not in participants.columns:
-                raise OptionError(f"--target {target}: no such column in participants.tsv (columns: "
-                                  f"{', '.join(participants.columns)}).")
+                raise OptionError(
+                    f"--target {target}: no such column in participants.tsv (columns: "
+                    f"{', '.join(participants.columns)})."
+                )
             keep = merged[target].notna().to_numpy()
             values = merged.loc[keep, target].to_numpy()
-            result = run_probe(merged.loc[keep, columns].to_numpy(), values, name=target, feature_names=columns,
-                               seed=config.workflow.seed)
+            result = run_probe(
+                merged.loc[keep, columns].to_numpy(),
+                values,
+                name=target,
+                feature_names=columns,
+                seed=config.workflow.seed,
+            )
             predictions.loc[keep, f"{target}_predicted"] = result.predictions
             predictions[f"{target}_observed"] = merged[target]
             metrics[target] = {**result.metrics, "features": kind}
@@ -161,14 +178,27 @@ def _network_identification(out_dir: Path, table: pd.DataFrame, *, atlas_label: 
     stack = np.stack([pd.read_csv(f, sep="\t").iloc[:, 2:].to_numpy(float) for f in files])
     result = identify_networks(stack, atlas.networks, seed=seed)
     group = out_dir / "group"
-    write_json(group / f"atlas-{atlas.label}_desc-networks_stat.json", {
-        "Embedding": kind, "Participants": len(files), "Clusters": result.n_clusters,
-        "AdjustedRandIndex": result.adjusted_rand, "NormalizedMutualInformation": result.normalized_mutual_info})
-    labels = pd.DataFrame({"index": atlas.indices, "name": atlas.names, "network": atlas.networks,
-                           "cluster": result.clusters})
+    write_json(
+        group / f"atlas-{atlas.label}_desc-networks_stat.json",
+        {
+            "Embedding": kind,
+            "Participants": len(files),
+            "Clusters": result.n_clusters,
+            "AdjustedRandIndex": result.adjusted_rand,
+            "NormalizedMutualInformation": result.normalized_mutual_info,
+        },
+    )
+    labels = pd.DataFrame(
+        {"index": atlas.indices, "name": atlas.names, "network": atlas.networks, "cluster": result.clusters}
+    )
     with atomic_path(group / f"atlas-{atlas.label}_desc-networks_dseg.tsv") as tmp:
         labels.to_csv(tmp, sep="\t", index=False)
     with atomic_path(group / f"atlas-{atlas.label}_desc-networks_figure.svg") as tmp:
         plot_contingency(result, tmp)
-    log.info("Network identification (%s embeddings, k=%d): ARI %.2f, NMI %.2f", kind, result.n_clusters,
-             result.adjusted_rand, result.normalized_mutual_info)
+    log.info(
+        "Network identification (%s embeddings, k=%d): ARI %.2f, NMI %.2f",
+        kind,
+        result.n_clusters,
+        result.adjusted_rand,
+        result.normalized_mutual_info,
+    )

@@ -55,8 +55,10 @@ def weights_path(weights: Path | None) -> Path:
     """``--weights`` (``weights``) or the packaged default; exit 66 with the fix if neither exists."""
     path = weights or default_bundle_path()
     if path is None:
-        raise MissingInputError("No weight bundle: the package ships none and --weights was not given. Pass "
-                                "--weights BUNDLE (e.g. from `bsym weights import-official` or `bsym pretrain`).")
+        raise MissingInputError(
+            "No weight bundle: the package ships none and --weights was not given. Pass "
+            "--weights BUNDLE (e.g. from `bsym weights import-official` or `bsym pretrain`)."
+        )
     if not Path(path).exists():
         raise MissingInputError(f"--weights {path}: no such file or folder.")
     return Path(path)
@@ -85,13 +87,17 @@ def load_weights(config: Config, atlas: Atlas) -> Weights:
 def check_contract(meta, atlas: Atlas, *, strict: bool, path: Path) -> None:
     """Refuse a different region count; warn (or refuse with ``strict``) on different labels."""
     if meta.n_regions != len(atlas.indices):
-        raise OptionError(f"--weights {path}: the bundle expects {meta.n_regions} regions ({meta.atlas}) but atlas "
-                          f"'{atlas.label}' has {len(atlas.indices)}; use the bundle's atlas (--atlas {meta.atlas}) "
-                          "or weights trained on this atlas.")
+        raise OptionError(
+            f"--weights {path}: the bundle expects {meta.n_regions} regions ({meta.atlas}) but atlas "
+            f"'{atlas.label}' has {len(atlas.indices)}; use the bundle's atlas (--atlas {meta.atlas}) "
+            "or weights trained on this atlas."
+        )
     if meta.labels_sha256 and meta.labels_sha256 != atlas.labels_sha256:
         first = _first_difference(getattr(meta, "labels", None), atlas)
-        message = (f"--weights {path}: the atlas labels differ from those the weights were trained on "
-                   f"({meta.atlas} vs {atlas.label}{first}); region order may not match.")
+        message = (
+            f"--weights {path}: the atlas labels differ from those the weights were trained on "
+            f"({meta.atlas} vs {atlas.label}{first}); region order may not match."
+        )
         if strict:
             raise OptionError(message + " Refusing because of --strict-atlas.")
         get_logger().warning(message + " Continuing (use --strict-atlas to refuse).")
@@ -115,8 +121,15 @@ def _source(part: ParticipantInputs) -> dict[str, str]:
     return {"sub": part.subject, **({"ses": part.session} if part.session else {})}
 
 
-def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                    runs: list[RunResult], weights: Weights, device: str) -> dict[str, Path]:
+def run_model_stage(
+    config: Config,
+    part: ParticipantInputs,
+    atlas: Atlas,
+    writer: DerivativesWriter,
+    runs: list[RunResult],
+    weights: Weights,
+    device: str,
+) -> dict[str, Path]:
     """Scale, embed and write one participant's model outputs; return the written paths."""
     from pipelines.model.inputs import cache_path, participant_inputs, save_model_inputs
     from pipelines.model.stage import run_model
@@ -125,58 +138,108 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
     meta, cfg = weights.meta, weights.model.config
     fmri_runs = [r for r in runs if r.kind == "fmri"] if cfg.has_functional else []
     dwi_runs = [r for r in runs if r.kind == "dmri"] if cfg.has_structural else []
-    for kind, present, used in (("BOLD runs are not embedded", any(r.kind == "fmri" for r in runs), fmri_runs),
-                                ("the connectome is not embedded", any(r.kind == "dmri" for r in runs), dwi_runs)):
+    for kind, present, used in (
+        ("BOLD runs are not embedded", any(r.kind == "fmri" for r in runs), fmri_runs),
+        ("the connectome is not embedded", any(r.kind == "dmri" for r in runs), dwi_runs),
+    ):
         if present and not used:
-            log.warning("%s: bundle %s has no %s stream; %s.", part.label, meta.name,
-                        "functional" if kind.startswith("BOLD") else "structural", kind)
+            log.warning(
+                "%s: bundle %s has no %s stream; %s.",
+                part.label,
+                meta.name,
+                "functional" if kind.startswith("BOLD") else "structural",
+                kind,
+            )
     if len(dwi_runs) > 1:
         log.info("%s: %d DWI series; the model uses the first.", part.label, len(dwi_runs))
-    inputs, short_runs = participant_inputs([r.files["windows"] for r in fmri_runs],
-                                            dwi_runs[0].files["signed_relmat"] if dwi_runs else None,
-                                            atlas.indices, meta.tr)
+    inputs, short_runs = participant_inputs(
+        [r.files["windows"] for r in fmri_runs],
+        dwi_runs[0].files["signed_relmat"] if dwi_runs else None,
+        atlas.indices,
+        meta.tr,
+    )
     for position, frames, t_r in short_runs:
-        log.warning("%s: run %s has %d frames at TR %.2f s, fewer than one %d-frame window; the model skips it "
-                    "(its parcellation outputs are written).", part.label, fmri_runs[position].run_id, frames, t_r,
-                    meta.n_timepoints)
+        log.warning(
+            "%s: run %s has %d frames at TR %.2f s, fewer than one %d-frame window; the model skips it "
+            "(its parcellation outputs are written).",
+            part.label,
+            fmri_runs[position].run_id,
+            frames,
+            t_r,
+            meta.n_timepoints,
+        )
     if inputs.windows is not None and not np.isfinite(inputs.windows).any():
         sources = ", ".join(str(r.written["timeseries"]) for r in fmri_runs)
-        raise InputDataError(f"{part.label}: every region is n/a in every window ({sources}); the parcellation found "
-                             "no usable signal. Check the BOLD series and brain mask, or lower --min-coverage.")
+        raise InputDataError(
+            f"{part.label}: every region is n/a in every window ({sources}); the parcellation found "
+            "no usable signal. Check the BOLD series and brain mask, or lower --min-coverage."
+        )
     model_folder = features_path(config.execution.output_dir, part).parent
     if inputs.windows is None and inputs.sc is None:
-        unusable = [kind for kind, kind_runs, has in (("BOLD", "fmri", cfg.has_functional),
-                                                       ("DWI", "dmri", cfg.has_structural))
-                    if not has and any(r.kind == kind_runs for r in runs)]
+        unusable = [
+            kind
+            for kind, kind_runs, has in (("BOLD", "fmri", cfg.has_functional), ("DWI", "dmri", cfg.has_structural))
+            if not has and any(r.kind == kind_runs for r in runs)
+        ]
         if unusable:
-            raise InputDataError(f"{part.label}: bundle {meta.name} ({weights.path}) is {meta.mode} and cannot embed "
-                                 f"this participant's {' or '.join(unusable)} data; use a bundle with that stream "
-                                 "(--weights), or --skip model.")
-        log.warning("%s: no run long enough for one %d-frame window and no connectome; skipping the model "
-                    "stage.", part.label, meta.n_timepoints)
+            raise InputDataError(
+                f"{part.label}: bundle {meta.name} ({weights.path}) is {meta.mode} and cannot embed "
+                f"this participant's {' or '.join(unusable)} data; use a bundle with that stream "
+                "(--weights), or --skip model."
+            )
+        log.warning(
+            "%s: no run long enough for one %d-frame window and no connectome; skipping the model stage.",
+            part.label,
+            meta.n_timepoints,
+        )
         _remove_other_outputs(model_folder, keep=set())
         return {}
     checkpoint = None
     if config.model.scaling == "checkpoint" and inputs.windows is not None:
         if meta.scaling_median is None:
-            raise OptionError(f"--scaling checkpoint: bundle {weights.path} stores no scaling statistics; use "
-                              "--scaling subject or study.")
+            raise OptionError(
+                f"--scaling checkpoint: bundle {weights.path} stores no scaling statistics; use "
+                "--scaling subject or study."
+            )
         checkpoint = (meta.scaling_median, meta.scaling_iqr)
     if config.model.scaling == "study" and inputs.windows is not None:
-        log.info("%s: --scaling study: the participant level scales each participant by its own statistics; the "
-                 "group level re-embeds everyone with the study's.", part.label)
+        log.info(
+            "%s: --scaling study: the participant level scales each participant by its own statistics; the "
+            "group level re-embeds everyone with the study's.",
+            part.label,
+        )
     record = model_record(config, weights, windows=inputs.windows, sc=inputs.sc, labels=atlas.indices)
     features = features_path(config.execution.output_dir, part)
     if not config.execution.overwrite and _recorded(features) == record:
-        log.info("%s: model outputs are up to date (same inputs, settings and weights); skipping the model stage "
-                 "(--overwrite redoes it).", part.label)
+        log.info(
+            "%s: model outputs are up to date (same inputs, settings and weights); skipping the model stage "
+            "(--overwrite redoes it).",
+            part.label,
+        )
         return {}
-    save_model_inputs(cache_path(config.execution.work_dir, part.subject, part.label), windows=inputs.windows,
-                      sc=inputs.sc, labels=atlas.indices, t_r=meta.tr)
-    log.info("%s: embedding %d window(s)%s on %s", part.label, 0 if inputs.windows is None else len(inputs.windows),
-             " with the connectome" if inputs.sc is not None else "", device)
-    result = run_model(weights.model, inputs, scaling=config.model.scaling, checkpoint=checkpoint,
-                       batch_size=config.model.batch_size, device=device, seed=config.workflow.seed)
+    save_model_inputs(
+        cache_path(config.execution.work_dir, part.subject, part.label),
+        windows=inputs.windows,
+        sc=inputs.sc,
+        labels=atlas.indices,
+        t_r=meta.tr,
+    )
+    log.info(
+        "%s: embedding %d window(s)%s on %s",
+        part.label,
+        0 if inputs.windows is None else len(inputs.windows),
+        " with the connectome" if inputs.sc is not None else "",
+        device,
+    )
+    result = run_model(
+        weights.model,
+        inputs,
+        scaling=config.model.scaling,
+        checkpoint=checkpoint,
+        batch_size=config.model.batch_size,
+        device=device,
+        seed=config.workflow.seed,
+    )
     scaling: dict[str, Any] = {"Scaling": result.scaling or config.model.scaling}
     if inputs.windows is not None:
         scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(result.incomplete)]
@@ -185,8 +248,9 @@ def run_model_stage(config: Config, part: ParticipantInputs, atlas: Atlas, write
     return written
 
 
-def model_record(config: Config, weights: Weights, *, windows: np.ndarray | None, sc: np.ndarray | None,
-                 labels: list[int]) -> dict[str, Any]:
+def model_record(
+    config: Config, weights: Weights, *, windows: np.ndarray | None, sc: np.ndarray | None, labels: list[int]
+) -> dict[str, Any]:
     """What a participant's model outputs are computed from: input content, settings and weights.
 
     Recorded as ``ComputedFrom`` in the feature row's sidecar; the model stage is skipped on a rerun only
@@ -211,9 +275,14 @@ def model_record(config: Config, weights: Weights, *, windows: np.ndarray | None
             inputs.update(array.tobytes())
         inputs.update(b"|")
     model = config.model
-    return {"ModelInputsSHA256": inputs.hexdigest(), "BundleSHA256": weights.meta.sha256,
-            "HeadsSHA256": [_content_sha256(h) for h in model.heads], "Scaling": _scaling_used(model.scaling, windows),
-            "Seed": config.workflow.seed, "Version": __version__}
+    return {
+        "ModelInputsSHA256": inputs.hexdigest(),
+        "BundleSHA256": weights.meta.sha256,
+        "HeadsSHA256": [_content_sha256(h) for h in model.heads],
+        "Scaling": _scaling_used(model.scaling, windows),
+        "Seed": config.workflow.seed,
+        "Version": __version__,
+    }
 
 
 def _scaling_used(scaling: str, windows: np.ndarray | None) -> str:
@@ -252,41 +321,87 @@ def _remove_other_outputs(folder: Path, keep: set[Path]) -> None:
             path.unlink()
 
 
-def _write(config: Config, part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter, runs: list[RunResult],
-           weights: Weights, result, scaling: dict[str, Any], record: dict[str, Any]) -> dict[str, Path]:
+def _write(
+    config: Config,
+    part: ParticipantInputs,
+    atlas: Atlas,
+    writer: DerivativesWriter,
+    runs: list[RunResult],
+    weights: Weights,
+    result,
+    scaling: dict[str, Any],
+    record: dict[str, Any],
+) -> dict[str, Path]:
     meta = weights.meta
     src = _source(part)
-    provenance = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, "Bundle": meta.name,
-                  "BundleSHA256": meta.sha256, "BundleSource": meta.source, **scaling}
+    provenance = {
+        "Atlas": atlas.label,
+        "AtlasLabelsSHA256": atlas.labels_sha256,
+        "Bundle": meta.name,
+        "BundleSHA256": meta.sha256,
+        "BundleSource": meta.source,
+        **scaling,
+    }
     sources = [out for r in runs for key, out in r.written.items() if key in ("timeseries", "signed_relmat")]
     written: dict[str, Path] = {}
     for kind in ("functional", "structural", "fused"):
         emb = getattr(result, kind)
         if emb is not None:
-            written[kind] = writer.write("embedding", src, writer=_table_writer(_region_table(atlas, emb, "dim")),
-                                         atlas=atlas.label, desc=kind, sources=sources,
-                                         sidecar={**provenance, "Windows": result.n_windows})
+            written[kind] = writer.write(
+                "embedding",
+                src,
+                writer=_table_writer(_region_table(atlas, emb, "dim")),
+                atlas=atlas.label,
+                desc=kind,
+                sources=sources,
+                sidecar={**provenance, "Windows": result.n_windows},
+            )
     used = [k for k in ("functional", "structural") if getattr(result, k) is not None]
     features = {"n_windows": result.n_windows, "modality": "multimodal" if len(used) == 2 else used[0]}
     features.update(feature_values(result.subject_vector()))
     row = pd.DataFrame([features])
     if config.model.heads:
-        written["prediction"] = writer.write("prediction", src, writer=_table_writer(_predict(config.model.heads, row)),
-                                             sources=sources, sidecar=provenance)
+        written["prediction"] = writer.write(
+            "prediction",
+            src,
+            writer=_table_writer(_predict(config.model.heads, row)),
+            sources=sources,
+            sidecar=provenance,
+        )
     if result.reconstruction_r2 is not None:
         table = pd.DataFrame({"index": atlas.indices, "name": atlas.names, "r2": result.reconstruction_r2})
         written["reconstruction"] = writer.write(
-            "reconstruction", src, writer=_table_writer(table), sources=sources,
-            sidecar={**provenance, "Description": "R^2 of each region's series reconstructed by the Perceiver while "
-                     "the region was replaced by the mask token (regions masked in 5 interleaved groups)."})
-    written["attention"] = writer.write("attention", src, writer=lambda tmp: _write_h5(tmp, result, atlas, meta),
-                                        atlas=atlas.label, sources=sources, sidecar=provenance)
+            "reconstruction",
+            src,
+            writer=_table_writer(table),
+            sources=sources,
+            sidecar={
+                **provenance,
+                "Description": "R^2 of each region's series reconstructed by the Perceiver while "
+                "the region was replaced by the mask token (regions masked in 5 interleaved groups).",
+            },
+        )
+    written["attention"] = writer.write(
+        "attention",
+        src,
+        writer=lambda tmp: _write_h5(tmp, result, atlas, meta),
+        atlas=atlas.label,
+        sources=sources,
+        sidecar=provenance,
+    )
     written.update(_parcel_maps(part, atlas, writer, runs, result, provenance))
     # the feature row goes last: it and its sidecar's record mark the participant as finished
-    written["features"] = writer.write("features", src, writer=_table_writer(row), sources=sources,
-                                       sidecar={**provenance, "ComputedFrom": record,
-                                                "Description": "Mean over regions and windows of each "
-                                                "stream's region embeddings."})
+    written["features"] = writer.write(
+        "features",
+        src,
+        writer=_table_writer(row),
+        sources=sources,
+        sidecar={
+            **provenance,
+            "ComputedFrom": record,
+            "Description": "Mean over regions and windows of each stream's region embeddings.",
+        },
+    )
     return written
 
 
@@ -309,11 +424,12 @@ def _predict(heads: tuple[Path, ...], row: pd.DataFrame) -> pd.DataFrame:
         head = load_head(path)
         missing = [f for f in head.features if f not in row.columns]
         if missing:
-            raise InputDataError(f"--head {path}: needs features {missing[:3]}... that this participant lacks "
-                                 "(different modality or width); use a head fitted on the same bundle.")
+            raise InputDataError(
+                f"--head {path}: needs features {missing[:3]}... that this participant lacks "
+                "(different modality or width); use a head fitted on the same bundle."
+            )
         x = row[head.features].to_numpy(float)
-        entry = {"head": Path(path).name, "target": head.target, "task": head.task,
-                 "prediction": head.predict(x)[0]}
+        entry = {"head": Path(path).name, "target": head.target, "task": head.task, "prediction": head.predict(x)[0]}
         if head.task == "classification":
             entry.update({f"probability_{c}": float(p) for c, p in zip(head.classes, head.scores(x)[0], strict=True)})
         rows.append(entry)
@@ -323,10 +439,13 @@ def _predict(heads: tuple[Path, ...], row: pd.DataFrame) -> pd.DataFrame:
 def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
     import h5py
 
-    axes = {"spatial": "layer,head,query_region,key_region", "temporal": "layer,head,query_time,key_time",
-            "perceiver_region": "query_region,key_region (summed over key time)",
-            "perceiver_time": "query_region,key_time (summed over key regions)",
-            "structural": "layer,head,query_region,key_region (signed)"}
+    axes = {
+        "spatial": "layer,head,query_region,key_region",
+        "temporal": "layer,head,query_time,key_time",
+        "perceiver_region": "query_region,key_region (summed over key time)",
+        "perceiver_time": "query_region,key_time (summed over key regions)",
+        "structural": "layer,head,query_region,key_region (signed)",
+    }
     with h5py.File(path, "w") as h5:
         h5.attrs["atlas"] = atlas.label
         h5.attrs["bundle"] = meta.name
@@ -344,8 +463,14 @@ def _write_h5(path: Path, result, atlas: Atlas, meta) -> None:
             data.attrs["axes"] = "region,channel"
 
 
-def _parcel_maps(part: ParticipantInputs, atlas: Atlas, writer: DerivativesWriter,
-                 runs: list[RunResult], result, provenance: dict[str, Any]) -> dict[str, Path]:
+def _parcel_maps(
+    part: ParticipantInputs,
+    atlas: Atlas,
+    writer: DerivativesWriter,
+    runs: list[RunResult],
+    result,
+    provenance: dict[str, Any],
+) -> dict[str, Path]:
     import nibabel as nib
 
     from pipelines.model.maps import incoming_attention, paint_parcels
@@ -361,6 +486,13 @@ def _parcel_maps(part: ParticipantInputs, atlas: Atlas, writer: DerivativesWrite
     written = {}
     for desc, values in maps.items():
         image = paint_parcels(atlas_img, atlas.indices, values)
-        written[desc] = writer.write("attention_map", _source(part), writer=lambda tmp, img=image: nib.save(img, tmp),
-                                     space=space, atlas=atlas.label, desc=desc, sidecar=provenance)
+        written[desc] = writer.write(
+            "attention_map",
+            _source(part),
+            writer=lambda tmp, img=image: nib.save(img, tmp),
+            space=space,
+            atlas=atlas.label,
+            desc=desc,
+            sidecar=provenance,
+        )
     return written

@@ -41,8 +41,16 @@ class RunResult:
 
 def run_id(entities: dict[str, str], kind: str) -> str:
     """A node-safe identifier of a run from its entities (``task_rest_run_1``)."""
-    keys = {"session": "ses", "task": "task", "acquisition": "acq", "reconstruction": "rec", "direction": "dir",
-            "run": "run", "echo": "echo", "space": "space"}
+    keys = {
+        "session": "ses",
+        "task": "task",
+        "acquisition": "acq",
+        "reconstruction": "rec",
+        "direction": "dir",
+        "run": "run",
+        "echo": "echo",
+        "space": "space",
+    }
     parts = [f"{short}_{entities[k]}" for k, short in keys.items() if entities.get(k)]
     return re.sub(r"[^a-zA-Z0-9_]", "", "_".join(parts) or kind)
 
@@ -80,26 +88,49 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
     dwi_specs = [_dwi_spec(r, atlas, config.workflow) for r in part.dwi_runs]
     band = (wf.high_pass, wf.low_pass) if (wf.high_pass or wf.low_pass) else None
     fmri_options = {
-        "labels": atlas.indices, "names": atlas.names, "target_t_r": contract.t_r,
-        "window_length": contract.n_timepoints, "window_stride": wf.window_stride,
-        "denoise_strategy": wf.denoise_strategy, "dummy_scans": wf.dummy_scans, "band_pass": band,
-        "min_coverage": wf.min_coverage, "work_cache_dir": str(Path(ex.work_dir) / "atlas_cache"),
-        "omp_nthreads": res.omp_nthreads, "mem_gb": min(4.0, res.mem_gb or 4.0),
+        "labels": atlas.indices,
+        "names": atlas.names,
+        "target_t_r": contract.t_r,
+        "window_length": contract.n_timepoints,
+        "window_stride": wf.window_stride,
+        "denoise_strategy": wf.denoise_strategy,
+        "dummy_scans": wf.dummy_scans,
+        "band_pass": band,
+        "min_coverage": wf.min_coverage,
+        "work_cache_dir": str(Path(ex.work_dir) / "atlas_cache"),
+        "omp_nthreads": res.omp_nthreads,
+        "mem_gb": min(4.0, res.mem_gb or 4.0),
     }
     dmri_options = {
-        "labels": atlas.indices, "names": atlas.names, "n_streamlines": wf.streamlines, "seed": wf.seed,
-        "registration": wf.registration, "save_tractogram": wf.save_tractogram,
+        "labels": atlas.indices,
+        "names": atlas.names,
+        "n_streamlines": wf.streamlines,
+        "seed": wf.seed,
+        "registration": wf.registration,
+        "save_tractogram": wf.save_tractogram,
         "omp_nthreads": res.omp_nthreads,
     }
     name = f"sub_{part.subject}" + (f"_ses_{part.session}" if part.session else "") + "_wf"
-    workflow = init_participant_wf(name=name, manifest_dir=manifest_dir, bold_runs=bold_specs, dwi_runs=dwi_specs,
-                                   fmri_options=fmri_options, dmri_options=dmri_options)
+    workflow = init_participant_wf(
+        name=name,
+        manifest_dir=manifest_dir,
+        bold_runs=bold_specs,
+        dwi_runs=dwi_specs,
+        fmri_options=fmri_options,
+        dmri_options=dmri_options,
+    )
     workflow.base_dir = str(work)
     return ParticipantGraph(workflow, bold_specs, dwi_specs, manifest_dir)
 
 
-def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
-                  writer: DerivativesWriter, log_dir: Path) -> list[RunResult]:
+def run_workflows(
+    config: Config,
+    part: ParticipantInputs,
+    graph: ParticipantGraph,
+    atlas: Atlas,
+    writer: DerivativesWriter,
+    log_dir: Path,
+) -> list[RunResult]:
     """Run the participant's Nipype graph (from :func:`build_graph`), then write each finished run's derivatives.
 
     Returns the finished runs; raises a :class:`BsymError` naming the failed runs and their crash files
@@ -116,17 +147,29 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
         shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
     configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash, verbose=ex.verbosity >= 2)
     set_crash_folder(graph.workflow, log_dir)
-    log.info("%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)", part.label, len(graph.bold_specs),
-             len(graph.dwi_specs), res.nprocs)
+    log.info(
+        "%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)",
+        part.label,
+        len(graph.bold_specs),
+        len(graph.dwi_specs),
+        res.nprocs,
+    )
     crashed: Exception | None = None
     try:
-        run_workflow(graph.workflow, nprocs=res.nprocs, mem_gb=res.mem_gb, plugin=config.nipype.plugin,
-                     plugin_args=config.nipype.plugin_args)
+        run_workflow(
+            graph.workflow,
+            nprocs=res.nprocs,
+            mem_gb=res.mem_gb,
+            plugin=config.nipype.plugin,
+            plugin_args=config.nipype.plugin_args,
+        )
     except RuntimeError as exc:  # Nipype raises after running everything it could
         crashed = exc
     results, failed = [], []
-    for kind, specs, originals in (("fmri", graph.bold_specs, part.bold_runs),
-                                   ("dmri", graph.dwi_specs, part.dwi_runs)):
+    for kind, specs, originals in (
+        ("fmri", graph.bold_specs, part.bold_runs),
+        ("dmri", graph.dwi_specs, part.dwi_runs),
+    ):
         for spec, original in zip(specs, originals, strict=True):
             files = read_manifest(graph.manifest_dir, spec["id"])
             if files is None:
@@ -141,21 +184,32 @@ def run_workflows(config: Config, part: ParticipantInputs, graph: ParticipantGra
         if errors:  # a defect of the inputs, found inside a node: its message and exit code, not a traceback
             raise errors[0]
         where = f"crash files: {', '.join(str(p) for p in crash_files)}" if crash_files else f"log folder: {log_dir}"
-        raise BsymError(f"{part.label}: {len(failed)} run(s) failed ({', '.join(failed) or crashed}); {where}",
-                        code=ExitCode.FAILURE)
+        raise BsymError(
+            f"{part.label}: {len(failed)} run(s) failed ({', '.join(failed) or crashed}); {where}",
+            code=ExitCode.FAILURE,
+        )
     return results
 
 
 def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
-    return {"id": run_id(run.entities, "bold"), "bold_file": run.bold, "mask_file": run.mask,
-            "confounds_file": run.confounds, "t_r": run.t_r,
-            "atlas_dseg": atlas.image_for(run.space, force=wf.force_atlas_space)}
+    return {
+        "id": run_id(run.entities, "bold"),
+        "bold_file": run.bold,
+        "mask_file": run.mask,
+        "confounds_file": run.confounds,
+        "t_r": run.t_r,
+        "atlas_dseg": atlas.image_for(run.space, force=wf.force_atlas_space),
+    }
 
 
 def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "id": run_id(run.entities, "dwi"), "dwi_file": run.dwi, "bval_file": run.bval, "bvec_file": run.bvec,
-        "mask_file": run.mask, "atlas_dseg": atlas.image_for(DWI_TEMPLATE_SPACE, force=wf.force_atlas_space),
+        "id": run_id(run.entities, "dwi"),
+        "dwi_file": run.dwi,
+        "bval_file": run.bval,
+        "bvec_file": run.bvec,
+        "mask_file": run.mask,
+        "atlas_dseg": atlas.image_for(DWI_TEMPLATE_SPACE, force=wf.force_atlas_space),
         "denoise": wf.dwi_denoise if wf.dwi_denoise is not None else run.source == "raw",
     }
     if wf.registration != "none":
@@ -175,12 +229,22 @@ def _write_fmri(writer: DerivativesWriter, run: BoldRun, files: dict[str, str | 
     sources = [run.bold, run.mask, run.confounds]
     ents = {"space": run.space, "atlas": atlas.label}
     written = {
-        "timeseries": writer.write("timeseries", run.entities, src_file=files["timeseries"], sources=sources,
-                                   sidecar={**common, "RepetitionTime": t_r, "SamplingFrequency": 1.0 / t_r if t_r
-                                            else None, **meta}, **ents),
-        "relmat": writer.write("relmat", run.entities, src_file=files["relmat"], sources=sources,
-                               sidecar={**common, "Measure": "Pearson correlation of denoised parcel means",
-                                        **meta}, **ents),
+        "timeseries": writer.write(
+            "timeseries",
+            run.entities,
+            src_file=files["timeseries"],
+            sources=sources,
+            sidecar={**common, "RepetitionTime": t_r, "SamplingFrequency": 1.0 / t_r if t_r else None, **meta},
+            **ents,
+        ),
+        "relmat": writer.write(
+            "relmat",
+            run.entities,
+            src_file=files["relmat"],
+            sources=sources,
+            sidecar={**common, "Measure": "Pearson correlation of denoised parcel means", **meta},
+            **ents,
+        ),
         "coverage": writer.write("coverage", run.entities, src_file=files["coverage"], **ents),
     }
     return written
@@ -191,12 +255,30 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
     common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256}
     sources = [s for s in (run.dwi, run.bval, run.bvec, run.mask) if s]
     written = {
-        "atlas_dwi": writer.write("atlas_dwi", run.entities, src_file=files["atlas_dwi"], atlas=atlas.label,
-                                  sources=sources, sidecar={**common, **meta.get("Registration", {})}),
-        "count_relmat": writer.write("count_relmat", run.entities, src_file=files["count_relmat"], atlas=atlas.label,
-                                     sources=sources, sidecar={**common, **meta}),
-        "signed_relmat": writer.write("signed_relmat", run.entities, src_file=files["signed_relmat"],
-                                      atlas=atlas.label, sources=sources, sidecar={**common, **meta}),
+        "atlas_dwi": writer.write(
+            "atlas_dwi",
+            run.entities,
+            src_file=files["atlas_dwi"],
+            atlas=atlas.label,
+            sources=sources,
+            sidecar={**common, **meta.get("Registration", {})},
+        ),
+        "count_relmat": writer.write(
+            "count_relmat",
+            run.entities,
+            src_file=files["count_relmat"],
+            atlas=atlas.label,
+            sources=sources,
+            sidecar={**common, **meta},
+        ),
+        "signed_relmat": writer.write(
+            "signed_relmat",
+            run.entities,
+            src_file=files["signed_relmat"],
+            atlas=atlas.label,
+            sources=sources,
+            sidecar={**common, **meta},
+        ),
     }
     dseg_tsv = written["atlas_dwi"].with_name(written["atlas_dwi"].name.replace(".nii.gz", ".tsv"))
     from pipelines.atomic import atomic_path
@@ -205,9 +287,15 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
         atlas.table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
     if files.get("registration_figure"):
         figure = Path(files["registration_figure"])
-        written["registration_figure"] = writer.write("registration_figure", run.entities, src_file=figure,
-                                                      extension=figure.suffix)
+        written["registration_figure"] = writer.write(
+            "registration_figure", run.entities, src_file=figure, extension=figure.suffix
+        )
     if files.get("tractogram"):
-        written["tractogram"] = writer.write("tractogram", run.entities, src_file=files["tractogram"],
-                                             sources=sources, sidecar={"StreamlineCount": meta.get("StreamlineCount")})
+        written["tractogram"] = writer.write(
+            "tractogram",
+            run.entities,
+            src_file=files["tractogram"],
+            sources=sources,
+            sidecar={"StreamlineCount": meta.get("StreamlineCount")},
+        )
     return written

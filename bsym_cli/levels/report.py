@@ -54,8 +54,13 @@ def _matrix_figure(path: Path, title: str, *, signed: bool) -> str:
     matrix = pd.read_csv(path, sep="\t", index_col=0, na_values="n/a").to_numpy(float)
     limit = np.nanmax(np.abs(matrix)) or 1.0
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    image = ax.imshow(matrix, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else None,
-                      vmax=limit if signed else None, interpolation="nearest")
+    image = ax.imshow(
+        matrix,
+        cmap="RdBu_r" if signed else "viridis",
+        vmin=-limit if signed else None,
+        vmax=limit if signed else None,
+        interpolation="nearest",
+    )
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
@@ -82,8 +87,9 @@ def _brain_map(path: Path, title: str) -> str:
     matplotlib.use("Agg")
     from nilearn import plotting
 
-    display = plotting.plot_stat_map(str(path), display_mode="z", cut_coords=6, colorbar=True, title=title,
-                                     cmap="inferno", symmetric_cbar=False)
+    display = plotting.plot_stat_map(
+        str(path), display_mode="z", cut_coords=6, colorbar=True, title=title, cmap="inferno", symmetric_cbar=False
+    )
     fig = display.frame_axes.figure
     src = _png(fig)
     display.close()
@@ -106,8 +112,16 @@ def boilerplate(descriptions: list[str]) -> str:
     return "\n\n".join([*unique, CITATION.format(version=__version__, url=CODE_URL)])
 
 
-def write_report(config: Config, participant: str, out_dir: Path, *, inputs: list[tuple[str, Any]],
-                 problems: list[str], methods: str, weights_info: dict[str, Any] | None = None) -> Path:
+def write_report(
+    config: Config,
+    participant: str,
+    out_dir: Path,
+    *,
+    inputs: list[tuple[str, Any]],
+    problems: list[str],
+    methods: str,
+    weights_info: dict[str, Any] | None = None,
+) -> Path:
     """Write ``OUTPUT_DIR/sub-<label>.html`` from the participant's outputs on disk.
 
     Parameters
@@ -128,11 +142,11 @@ def write_report(config: Config, participant: str, out_dir: Path, *, inputs: lis
         Bundle provenance (name, sha256, source, licence, training).
     """
     folder = out_dir / f"sub-{participant}"
-    sections = [f"<h1>bsym-app report: sub-{html.escape(participant)}</h1>",
-                "<h2>Inputs</h2>", _table(inputs)]
+    sections = [f"<h1>bsym-app report: sub-{html.escape(participant)}</h1>", "<h2>Inputs</h2>", _table(inputs)]
     if problems:
-        sections.append("<h3>Skipped</h3><ul>" + "".join(f'<li class="warn">{html.escape(p)}</li>' for p in problems)
-                        + "</ul>")
+        sections.append(
+            "<h3>Skipped</h3><ul>" + "".join(f'<li class="warn">{html.escape(p)}</li>' for p in problems) + "</ul>"
+        )
     sections.append("<h2>Functional connectivity</h2>")
     for coverage in _outputs(folder, "*_stat-coverage_bold.tsv"):
         table = pd.read_csv(coverage, sep="\t", na_values="n/a")
@@ -152,15 +166,24 @@ def write_report(config: Config, participant: str, out_dir: Path, *, inputs: lis
             sections.append(_embed_file(figure, "Atlas-to-DWI registration check"))
     sections.append("<h2>Model</h2>")
     for stat in _outputs(folder, "*_stat.nii.gz"):
-        sections.append(_brain_map(stat, "Incoming attention per parcel" if "incomingattention" in stat.name
-                                   else "Mean fusion gate per parcel"))
+        sections.append(
+            _brain_map(
+                stat,
+                "Incoming attention per parcel" if "incomingattention" in stat.name else "Mean fusion gate per parcel",
+            )
+        )
     for h5 in _outputs(folder, "*_desc-bsym_attention.h5"):
         import h5py
 
         with h5py.File(h5, "r") as data:
             if "fusion_gates" in data:
-                sections.append(_histogram(np.asarray(data["fusion_gates"], float).ravel(),
-                                           "Fusion gate values (1 = functional, 0 = structural)", "gate"))
+                sections.append(
+                    _histogram(
+                        np.asarray(data["fusion_gates"], float).ravel(),
+                        "Fusion gate values (1 = functional, 0 = structural)",
+                        "gate",
+                    )
+                )
     for recon in _outputs(folder, "*_desc-bsym_reconstruction.tsv"):
         r2 = pd.read_csv(recon, sep="\t", na_values="n/a")["r2"].to_numpy(float)
         sections.append(_histogram(r2, f"Masked-region reconstruction R² (median {np.nanmedian(r2):.2f})", "R²"))
@@ -168,9 +191,19 @@ def write_report(config: Config, participant: str, out_dir: Path, *, inputs: lis
         table = pd.read_csv(prediction, sep="\t")
         sections.append("<h3>Predictions</h3>" + table.to_html(index=False))
     sections.append("<h2>Provenance</h2>")
-    sections.append(_table([("bsym-app", __version__), ("Configuration hash", config.hash),
-                            ("Run", config.execution.run_uuid), *sorted((weights_info or {}).items())]))
+    sections.append(
+        _table(
+            [
+                ("bsym-app", __version__),
+                ("Configuration hash", config.hash),
+                ("Run", config.execution.run_uuid),
+                *sorted((weights_info or {}).items()),
+            ]
+        )
+    )
     sections.append(f"<h2>Methods</h2><pre style='white-space:pre-wrap'>{html.escape(methods)}</pre>")
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{html.escape(participant)}"
-            f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{html.escape(participant)}"
+        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
     return write_text(out_dir / f"sub-{participant}.html", page)

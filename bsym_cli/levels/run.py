@@ -82,8 +82,12 @@ def run_participants(config: Config) -> None:
             if ex.stop_on_first_crash:
                 raise
         else:
-            log.info("%s finished in %.0f s; outputs in %s", part.label, time.monotonic() - start,
-                     Path(ex.output_dir) / f"sub-{part.subject}")
+            log.info(
+                "%s finished in %.0f s; outputs in %s",
+                part.label,
+                time.monotonic() - start,
+                Path(ex.output_dir) / f"sub-{part.subject}",
+            )
     if failures or study.problems:
         raise _summary(failures, study.problems, len(participants))
 
@@ -119,21 +123,32 @@ def participant_lock(config: Config, subject: str) -> Iterator[None]:
     """
     ex = config.execution
     name = f".bsym-sub-{subject}.lock"
-    with waiting_lock(Path(ex.work_dir) / name, f"sub-{subject} in {ex.work_dir}"), \
-            waiting_lock(Path(ex.output_dir) / name, f"sub-{subject} in {ex.output_dir}"):
+    with (
+        waiting_lock(Path(ex.work_dir) / name, f"sub-{subject} in {ex.work_dir}"),
+        waiting_lock(Path(ex.output_dir) / name, f"sub-{subject} in {ex.output_dir}"),
+    ):
         yield
 
 
-def process_participant(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
-                        writer: DerivativesWriter, log_dir: Path, weights: Weights | None, device: str | None) -> None:
+def process_participant(
+    config: Config,
+    part: ParticipantInputs,
+    graph: ParticipantGraph,
+    atlas: Atlas,
+    writer: DerivativesWriter,
+    log_dir: Path,
+    weights: Weights | None,
+    device: str | None,
+) -> None:
     """Run the workflows of one participant, write their outputs, then the model stage."""
     runs = run_workflows(config, part, graph, atlas, writer, log_dir)
     if weights is not None:
         run_model_stage(config, part, atlas, writer, runs, weights, device)
 
 
-def _report(config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas,
-            weights: Weights | None) -> Path:
+def _report(
+    config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas, weights: Weights | None
+) -> Path:
     from bsym_cli.levels.report import boilerplate, write_report
 
     inputs = [("Participant", part.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
@@ -143,15 +158,28 @@ def _report(config: Config, part: ParticipantInputs, graph: ParticipantGraph, at
     info = {}
     if weights is not None:
         meta = weights.meta
-        info = {"Weights": meta.name, "Weights sha256": meta.sha256, "Weights source": meta.source,
-                "Weights licence": meta.licence, "Weights training": meta.training}
+        info = {
+            "Weights": meta.name,
+            "Weights sha256": meta.sha256,
+            "Weights source": meta.source,
+            "Weights licence": meta.licence,
+            "Weights training": meta.training,
+        }
     methods = boilerplate([graph.methods])
-    return write_report(config, part.subject, Path(config.execution.output_dir), inputs=inputs,
-                        problems=part.problems, methods=methods, weights_info=info)
+    return write_report(
+        config,
+        part.subject,
+        Path(config.execution.output_dir),
+        inputs=inputs,
+        problems=part.problems,
+        methods=methods,
+        weights_info=info,
+    )
 
 
-def _write_boilerplate(config: Config, participants: list[ParticipantInputs], atlas: Atlas,
-                       contract: ModelContract) -> None:
+def _write_boilerplate(
+    config: Config, participants: list[ParticipantInputs], atlas: Atlas, contract: ModelContract
+) -> None:
     """``--boilerplate-only``: write the methods text of the selected participants' graphs and stop."""
     from bsym_cli.levels.report import boilerplate
     from pipelines.atomic import write_text

@@ -30,7 +30,10 @@ CACHE_VARIABLES: dict[str, str] = {
 
 #: Variables that cap the threads of the numerical libraries (OpenMP, MKL, OpenBLAS, numexpr).
 THREAD_VARIABLES: tuple[str, ...] = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
 )
 
 GPU_HELP = (
@@ -40,8 +43,7 @@ GPU_HELP = (
 )
 
 
-def redirect_caches(work_dir: str | Path, *,
-                    environ: MutableMapping[str, str] | None = None) -> dict[str, Path]:
+def redirect_caches(work_dir: str | Path, *, environ: MutableMapping[str, str] | None = None) -> dict[str, Path]:
     """Point every library cache at ``<work_dir>/.cache/<library>`` unless the user already set it.
 
     Sets (when unset or empty) ``TEMPLATEFLOW_HOME``, ``DIPY_HOME``, ``TORCH_HOME``, ``MPLCONFIGDIR``,
@@ -163,11 +165,15 @@ def resolve_device(requested: str) -> str:
     if value == "auto":
         return "cuda" if available else "cpu"
     if not available:
-        raise OptionError(f"--device {requested}: no CUDA GPU is visible to this process "
-                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, "
-                          f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). "
-                          f"{GPU_HELP}")
+        raise OptionError(
+            f"--device {requested}: no CUDA GPU is visible to this process "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, "
+            f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). "
+            f"{GPU_HELP}"
+        )
     if value.startswith("cuda:") and int(value[5:]) >= torch.cuda.device_count():
-        raise OptionError(f"--device {requested}: only {torch.cuda.device_count()} GPU(s) are visible "
-                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). {GPU_HELP}")
+        raise OptionError(
+            f"--device {requested}: only {torch.cuda.device_count()} GPU(s) are visible "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). {GPU_HELP}"
+        )
     return value

@@ -31,7 +31,8 @@ def model_input_files(work_dir: Path, participants: list[tuple[str, str | None]]
     if missing:
         raise MissingInputError(
             f"--scaling study needs the model inputs cached by the participant level in the work directory; "
-            f"{len(missing)} are missing (first: {missing[0]}). Pass the same -w as the participant runs.")
+            f"{len(missing)} are missing (first: {missing[0]}). Pass the same -w as the participant runs."
+        )
     return files
 
 
@@ -73,8 +74,10 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
 
     log = get_logger()
     rank, world, dist = _distributed()
-    keys = [(p, s if isinstance(s, str) else None) for p, s in zip(table["participant_id"], table["session_id"],
-                                                                     strict=True)]
+    keys = [
+        (p, s if isinstance(s, str) else None)
+        for p, s in zip(table["participant_id"], table["session_id"], strict=True)
+    ]
     files = model_input_files(Path(config.execution.work_dir), keys)
     stats = None
     if rank == 0:
@@ -97,8 +100,9 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
             scaled = scale_windows(data.windows, median, iqr)[0]
         inputs.append((scaled, data.sc))
     log.info("Study scaling: rank %d/%d embeds %d participant(s) on %s", rank, world, len(mine), device)
-    results = dict(zip(mine, embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device),
-                       strict=True))
+    results = dict(
+        zip(mine, embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device), strict=True)
+    )
     if dist is not None:
         gathered = [None] * world if rank == 0 else None
         dist.gather_object(results, gathered, dst=0)

@@ -25,8 +25,9 @@ SIGNED_TRANSFORM = "log10_count_per_volume"
 ENDPOINT_SEARCH_MM = 2.0
 
 
-def endpoint_labels(streamlines: Sequence[np.ndarray], atlas: np.ndarray, affine: np.ndarray, *,
-                    search_mm: float = ENDPOINT_SEARCH_MM) -> np.ndarray:
+def endpoint_labels(
+    streamlines: Sequence[np.ndarray], atlas: np.ndarray, affine: np.ndarray, *, search_mm: float = ENDPOINT_SEARCH_MM
+) -> np.ndarray:
     """Atlas label at both ends of every streamline.
 
     An end in an unlabelled voxel takes the label of the nearest labelled voxel within ``search_mm``
@@ -61,8 +62,13 @@ def endpoint_labels(streamlines: Sequence[np.ndarray], atlas: np.ndarray, affine
 
 
 @fill_doc
-def count_connectome(streamlines: Sequence[np.ndarray], atlas_img: SpatialImage | str | Path, labels: Sequence[int],
-                     *, search_mm: float = ENDPOINT_SEARCH_MM) -> np.ndarray:
+def count_connectome(
+    streamlines: Sequence[np.ndarray],
+    atlas_img: SpatialImage | str | Path,
+    labels: Sequence[int],
+    *,
+    search_mm: float = ENDPOINT_SEARCH_MM,
+) -> np.ndarray:
     """Streamline counts between parcels (endpoint assignment), symmetric with a zero diagonal.
 
     Parameters
@@ -95,8 +101,9 @@ def count_connectome(streamlines: Sequence[np.ndarray], atlas_img: SpatialImage 
 
 
 @fill_doc
-def parcel_volumes(atlas_img: SpatialImage | str | Path, mask_img: SpatialImage | str | Path,
-                   labels: Sequence[int]) -> np.ndarray:
+def parcel_volumes(
+    atlas_img: SpatialImage | str | Path, mask_img: SpatialImage | str | Path, labels: Sequence[int]
+) -> np.ndarray:
     """Volume of each parcel inside the brain mask.
 
     Parameters
@@ -145,8 +152,14 @@ def signed_connectome(counts: np.ndarray, volumes_mm3: np.ndarray) -> np.ndarray
     return signed
 
 
-def write_relmat(matrix: np.ndarray, names: Sequence[str], path: str | Path, *,
-                 missing: np.ndarray | None = None, integer: bool = False) -> Path:
+def write_relmat(
+    matrix: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    missing: np.ndarray | None = None,
+    integer: bool = False,
+) -> Path:
     """Write an XCP-D style relmat TSV: a ``Node`` column of names, then one column per name.
 
     Parameters

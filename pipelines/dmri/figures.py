@@ -9,8 +9,9 @@ import numpy as np
 from pipelines.atomic import atomic_path
 
 
-def registration_figure(b0: np.ndarray, warped_template: np.ndarray, mask: np.ndarray, path: str | Path, *,
-                        title: str = "") -> Path:
+def registration_figure(
+    b0: np.ndarray, warped_template: np.ndarray, mask: np.ndarray, path: str | Path, *, title: str = ""
+) -> Path:
     """Write a PNG with the b0 in grey and the warped template's contours in colour.
 
     Parameters
@@ -45,8 +46,12 @@ def registration_figure(b0: np.ndarray, warped_template: np.ndarray, mask: np.nd
         index[axis] = int(centre[axis])
         ax.imshow(np.rot90(b0[tuple(index)]), cmap="gray", vmin=0, vmax=vmax or 1)
         if levels is not None and np.ptp(warped_template[tuple(index)]) > 0:
-            ax.contour(np.rot90(warped_template[tuple(index)]), levels=np.unique(levels),
-                       colors=["#ff3030", "#30c0ff"][:len(np.unique(levels))], linewidths=0.8)
+            ax.contour(
+                np.rot90(warped_template[tuple(index)]),
+                levels=np.unique(levels),
+                colors=["#ff3030", "#30c0ff"][: len(np.unique(levels))],
+                linewidths=0.8,
+            )
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if title:

@@ -26,9 +26,14 @@ MIN_DIRECTIONS_DTI = 6
 MAX_SH_ORDER = 8
 
 
-def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str | Path, *,
-                    b0_threshold: float = B0_THRESHOLD,
-                    min_directions: int = MIN_DIRECTIONS_DTI) -> GradientTable:
+def check_gradients(
+    dwi_file: str | Path,
+    bval_file: str | Path,
+    bvec_file: str | Path,
+    *,
+    b0_threshold: float = B0_THRESHOLD,
+    min_directions: int = MIN_DIRECTIONS_DTI,
+) -> GradientTable:
     """Check that a DWI and its FSL-style ``.bval``/``.bvec`` files belong together and can be modelled.
 
     Only the image header is read, so this is cheap enough for input validation.
@@ -71,13 +76,15 @@ def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str 
     bvecs = _read_table(bvec_file, "bvec")
     if bvecs.ndim != 2 or bvecs.shape[0] != 3:
         hint = " It looks transposed: write it as 3 rows." if bvecs.ndim == 2 and bvecs.shape[1] == 3 else ""
-        raise InputDataError(f"{bvec_file}: expected 3 rows of b-vector components (FSL layout), found "
-                             f"shape {bvecs.shape}.{hint}")
+        raise InputDataError(
+            f"{bvec_file}: expected 3 rows of b-vector components (FSL layout), found shape {bvecs.shape}.{hint}"
+        )
     if not (len(bvals) == bvecs.shape[1] == n_volumes):
         raise InputDataError(
             f"{dwi_file}: the image has {n_volumes} volumes but {bval_file.name} lists {len(bvals)} b-values "
             f"and {bvec_file.name} lists {bvecs.shape[1]} b-vectors. Use the .bval/.bvec written together "
-            "with this image (after any volume removal, both files must be edited the same way).")
+            "with this image (after any volume removal, both files must be edited the same way)."
+        )
     if not np.isfinite(bvals).all():
         raise InputDataError(f"{bval_file}: b-values contain NaN or infinity; every volume needs a number.")
     if np.any(bvals < 0):
@@ -87,7 +94,8 @@ def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str 
         raise InputDataError(
             f"{bval_file}: no b0 volume (smallest b-value {bvals.min():g} > {b0_threshold:g} s/mm^2). A b=0 "
             "image is needed for the brain mask, the signal normalisation and the registration; use an "
-            "acquisition that includes one.")
+            "acquisition that includes one."
+        )
     norms = np.linalg.norm(bvecs[:, ~is_b0], axis=0)
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_TOLERANCE))  # NaN counts as bad
     if bad.size:
@@ -95,7 +103,8 @@ def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str 
         raise InputDataError(
             f"{bvec_file}: {bad.size} b-vector(s) with b > {b0_threshold:g} are not unit length (volume "
             f"{volume} has length {norms[bad[0]]:.3f}). Normalise the b-vectors, or check that the file "
-            "belongs to this DWI.")
+            "belongs to this DWI."
+        )
     vectors = np.zeros_like(bvecs.T)
     vectors[~is_b0] = (bvecs[:, ~is_b0] / norms).T
     n_dirs = count_directions(vectors[~is_b0])
@@ -103,7 +112,8 @@ def check_gradients(dwi_file: str | Path, bval_file: str | Path, bvec_file: str 
         raise InputDataError(
             f"{bvec_file}: only {n_dirs} distinct diffusion direction(s); at least {min_directions} are "
             "needed to fit a diffusion model. This DWI cannot give a structural connectome; skip the dMRI "
-            "stage for it (--skip dmri).")
+            "stage for it (--skip dmri)."
+        )
     return gradient_table(bvals, bvecs=vectors, b0_threshold=b0_threshold)
 
 
@@ -159,8 +169,10 @@ def _read_table(path: Path, kind: str) -> np.ndarray:
     try:
         table = np.loadtxt(path, ndmin=2)
     except ValueError as err:
-        raise InputDataError(f"{path}: cannot read the {kind} file as numbers ({err}). It must be plain text "
-                             "with space-separated numbers (FSL layout).") from None
+        raise InputDataError(
+            f"{path}: cannot read the {kind} file as numbers ({err}). It must be plain text "
+            "with space-separated numbers (FSL layout)."
+        ) from None
     if table.size == 0:
         raise InputDataError(f"{path}: the {kind} file is empty.")
     return table

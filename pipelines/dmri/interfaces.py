@@ -59,8 +59,7 @@ class PrepareDwi(SimpleInterface):
         img = nib.load(self.inputs.dwi_file)
         dwi = np.asarray(img.dataobj, dtype=np.float32)
         mask_file = self.inputs.mask_file if isdefined(self.inputs.mask_file) else None
-        mask = brain_mask(dwi, gtab, mask_file=mask_file or None, dwi_file=self.inputs.dwi_file,
-                          dwi_affine=img.affine)
+        mask = brain_mask(dwi, gtab, mask_file=mask_file or None, dwi_file=self.inputs.dwi_file, dwi_affine=img.affine)
         folder = Path(runtime.cwd)
         self._results["dwi_file"] = self.inputs.dwi_file
         if self.inputs.denoise:
@@ -100,8 +99,8 @@ class FitFods(SimpleInterface):
         self._results["fod_file"] = _save(fit.sh, img.affine, folder / "model-fod_dwimap.nii.gz")
         self._results["fa_file"] = _save(fit.fa, img.affine, folder / "param-fa_dwimap.nii.gz")
         self._results["model_file"] = _write_json(
-            {"Model": fit.model, "SHOrder": fit.sh_order, "Response": list(fit.response)},
-            folder / "model.json")
+            {"Model": fit.model, "SHOrder": fit.sh_order, "Response": list(fit.response)}, folder / "model.json"
+        )
         return runtime
 
 
@@ -137,32 +136,52 @@ class Track(SimpleInterface):
     def _run_interface(self, runtime):
         fod_img = nib.load(self.inputs.fod_file)
         model = json.loads(Path(self.inputs.model_file).read_text())
-        fit = FodFit(sh=np.asarray(fod_img.dataobj, dtype=np.float32),
-                     fa=np.asarray(nib.load(self.inputs.fa_file).dataobj, dtype=np.float32),
-                     model=model["Model"], sh_order=model["SHOrder"])
+        fit = FodFit(
+            sh=np.asarray(fod_img.dataobj, dtype=np.float32),
+            fa=np.asarray(nib.load(self.inputs.fa_file).dataobj, dtype=np.float32),
+            model=model["Model"],
+            sh_order=model["SHOrder"],
+        )
         mask = np.asarray(nib.load(self.inputs.mask_file).dataobj) > 0
         params = TrackingParameters(**{name: getattr(self.inputs, name) for name in _TRACKING_FIELDS})
-        result = track(fit, mask, fod_img.affine, params, omp_nthreads=self.inputs.omp_nthreads,
-                       endpoints_only=self.inputs.endpoints_only)
+        result = track(
+            fit,
+            mask,
+            fod_img.affine,
+            params,
+            omp_nthreads=self.inputs.omp_nthreads,
+            endpoints_only=self.inputs.endpoints_only,
+        )
         folder = Path(runtime.cwd)
         self._results["streamlines_file"] = str(save_streamlines(result.streamlines, folder / "streamlines.npz"))
         info = {key: getattr(params, name) for name, key in _TRACKING_FIELDS.items()}
-        info.update(Algorithm="DIPY probabilistic tracking, SH-coefficient PMF, FA threshold stopping",
-                    StreamlinesKept=len(result.streamlines), SeedsTracked=result.n_seeds,
-                    Complete=result.complete, MeanLengthMm=round(result.mean_length_mm, 2),
-                    Threads=self.inputs.omp_nthreads)
+        info.update(
+            Algorithm="DIPY probabilistic tracking, SH-coefficient PMF, FA threshold stopping",
+            StreamlinesKept=len(result.streamlines),
+            SeedsTracked=result.n_seeds,
+            Complete=result.complete,
+            MeanLengthMm=round(result.mean_length_mm, 2),
+            Threads=self.inputs.omp_nthreads,
+        )
         # the wall time goes to the log, not the sidecar: the same inputs must give the same bytes
-        logging.getLogger("nipype.interface").info("Tracked %d streamlines in %.1f s", len(result.streamlines),
-                                                   result.seconds)
+        logging.getLogger("nipype.interface").info(
+            "Tracked %d streamlines in %.1f s", len(result.streamlines), result.seconds
+        )
         self._results["tracking_file"] = _write_json(info, folder / "tracking.json")
         return runtime
 
 
 #: TrackingParameters field -> sidecar key.
 _TRACKING_FIELDS = {
-    "n_streamlines": "StreamlinesRequested", "seed": "Seed", "step_size": "StepSizeMm", "max_angle": "MaxAngleDeg",
-    "fa_threshold": "SeedFAThreshold", "stop_fa": "StopFAThreshold", "seed_density": "SeedsPerVoxel",
-    "min_length": "MinLengthMm", "max_length": "MaxLengthMm",
+    "n_streamlines": "StreamlinesRequested",
+    "seed": "Seed",
+    "step_size": "StepSizeMm",
+    "max_angle": "MaxAngleDeg",
+    "fa_threshold": "SeedFAThreshold",
+    "stop_fa": "StopFAThreshold",
+    "seed_density": "SeedsPerVoxel",
+    "min_length": "MinLengthMm",
+    "max_length": "MaxLengthMm",
 }
 
 
@@ -191,19 +210,35 @@ class RegisterAtlas(SimpleInterface):
         b0_img = nib.load(self.inputs.b0_file)
         mask = np.asarray(nib.load(self.inputs.mask_file).dataobj) > 0
         template = self.inputs.template_file if isdefined(self.inputs.template_file) else None
-        result = register_atlas(template_file=template, atlas_file=self.inputs.atlas_file, b0_img=b0_img,
-                                mask=mask, labels=self.inputs.labels, method=self.inputs.method)
+        result = register_atlas(
+            template_file=template,
+            atlas_file=self.inputs.atlas_file,
+            b0_img=b0_img,
+            mask=mask,
+            labels=self.inputs.labels,
+            method=self.inputs.method,
+        )
         folder = Path(runtime.cwd)
-        self._results["atlas_dwi"] = _save(np.asarray(result.atlas_img.dataobj, dtype=np.int32), b0_img.affine,
-                                           folder / "space-dwi_dseg.nii.gz")
+        self._results["atlas_dwi"] = _save(
+            np.asarray(result.atlas_img.dataobj, dtype=np.int32), b0_img.affine, folder / "space-dwi_dseg.nii.gz"
+        )
         metrics = result.metrics
         dice = "" if metrics["DiceBrain"] is None else f", brain Dice {metrics['DiceBrain']:.3f}"
         title = f"{metrics['Method']}{dice}, {metrics['RegionsPresent']}/{metrics['RegionsTotal']} regions"
-        outline = (np.asarray(result.template_img.dataobj) if result.template_img is not None
-                   else (np.asarray(result.atlas_img.dataobj) > 0).astype(np.float32))
-        self._results["figure"] = str(registration_figure(
-            np.asarray(b0_img.dataobj, dtype=np.float32), outline, mask, folder / "desc-registration.png",
-            title=title))
+        outline = (
+            np.asarray(result.template_img.dataobj)
+            if result.template_img is not None
+            else (np.asarray(result.atlas_img.dataobj) > 0).astype(np.float32)
+        )
+        self._results["figure"] = str(
+            registration_figure(
+                np.asarray(b0_img.dataobj, dtype=np.float32),
+                outline,
+                mask,
+                folder / "desc-registration.png",
+                title=title,
+            )
+        )
         self._results["metrics_file"] = _write_json(metrics, folder / "registration.json")
         return runtime
 
@@ -241,10 +276,14 @@ class Connectome(SimpleInterface):
         volumes = parcel_volumes(atlas_img, nib.load(self.inputs.mask_file), labels)
         missing = volumes == 0
         folder = Path(runtime.cwd)
-        self._results["count_relmat"] = str(write_relmat(counts, names, folder / "stat-streamlinecount_relmat.tsv",
-                                                         missing=missing, integer=True))
-        self._results["signed_relmat"] = str(write_relmat(signed_connectome(counts, volumes), names,
-                                                          folder / "stat-signedsc_relmat.tsv", missing=missing))
+        self._results["count_relmat"] = str(
+            write_relmat(counts, names, folder / "stat-streamlinecount_relmat.tsv", missing=missing, integer=True)
+        )
+        self._results["signed_relmat"] = str(
+            write_relmat(
+                signed_connectome(counts, volumes), names, folder / "stat-signedsc_relmat.tsv", missing=missing
+            )
+        )
         tracking = json.loads(Path(self.inputs.tracking_file).read_text())
         metadata = {
             "SignedTransform": SIGNED_TRANSFORM,
@@ -278,8 +317,9 @@ class SaveTractogram(SimpleInterface):
 
     def _run_interface(self, runtime):
         path = Path(runtime.cwd) / "tractogram.trx"
-        self._results["tractogram"] = str(save_trx(load_streamlines(self.inputs.streamlines_file),
-                                                   self.inputs.reference_file, path))
+        self._results["tractogram"] = str(
+            save_trx(load_streamlines(self.inputs.streamlines_file), self.inputs.reference_file, path)
+        )
         return runtime
 
 

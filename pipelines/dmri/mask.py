@@ -32,8 +32,14 @@ def mean_b0(dwi: np.ndarray, gtab: GradientTable) -> np.ndarray:
     return np.asarray(dwi[..., gtab.b0s_mask], dtype=np.float32).mean(axis=-1)
 
 
-def brain_mask(dwi: np.ndarray, gtab: GradientTable, *, mask_file: str | Path | None = None,
-               dwi_file: str | Path = "the DWI", dwi_affine: np.ndarray | None = None) -> np.ndarray:
+def brain_mask(
+    dwi: np.ndarray,
+    gtab: GradientTable,
+    *,
+    mask_file: str | Path | None = None,
+    dwi_file: str | Path = "the DWI",
+    dwi_affine: np.ndarray | None = None,
+) -> np.ndarray:
     """Brain mask of a DWI: the given mask file, else median Otsu on the mean b0.
 
     Parameters
@@ -63,16 +69,19 @@ def brain_mask(dwi: np.ndarray, gtab: GradientTable, *, mask_file: str | Path | 
     if mask_file:
         img = load_image(mask_file)
         if img.shape[:3] != dwi.shape[:3] or (
-                dwi_affine is not None and not np.allclose(img.affine, dwi_affine, atol=1e-3)):
+            dwi_affine is not None and not np.allclose(img.affine, dwi_affine, atol=1e-3)
+        ):
             raise InputDataError(
                 f"{mask_file}: the brain mask is not on the grid of {dwi_file} (mask shape {img.shape[:3]}, "
                 f"DWI shape {dwi.shape[:3]}). Use the mask written with this DWI (QSIPrep: the "
-                "desc-brain_mask of the same space), or leave it out to compute one.")
+                "desc-brain_mask of the same space), or leave it out to compute one."
+            )
         mask = np.asarray(img.dataobj) > 0
         if mask.sum() < MIN_MASK_VOXELS:
             raise InputDataError(
                 f"{mask_file}: the brain mask has {int(mask.sum())} voxels, so there is no brain to track "
-                f"in {dwi_file}. Use the mask written with this DWI, or leave it out to compute one.")
+                f"in {dwi_file}. Use the mask written with this DWI, or leave it out to compute one."
+            )
         return mask
     b0 = np.nan_to_num(mean_b0(dwi, gtab))
     mask = np.zeros(b0.shape, dtype=bool)
@@ -83,5 +92,6 @@ def brain_mask(dwi: np.ndarray, gtab: GradientTable, *, mask_file: str | Path | 
         raise InputDataError(
             f"{dwi_file}: no brain found in the mean b0 image (Otsu mask has {int(mask.sum())} voxels); the "
             "b0 volumes may be empty or the bval file may mark the wrong volumes as b0. Check the image, or "
-            "provide a brain mask (QSIPrep writes one next to desc-preproc_dwi).")
+            "provide a brain mask (QSIPrep writes one next to desc-preproc_dwi)."
+        )
     return mask.astype(bool)

@@ -58,8 +58,15 @@ class FodFit:
     response: tuple[float, ...] = ()
 
 
-def fit_fods(dwi: np.ndarray, gtab: GradientTable, mask: np.ndarray, *, sh_order: int | None = None,
-             model: str = "auto", n_jobs: int = 1) -> FodFit:
+def fit_fods(
+    dwi: np.ndarray,
+    gtab: GradientTable,
+    mask: np.ndarray,
+    *,
+    sh_order: int | None = None,
+    model: str = "auto",
+    n_jobs: int = 1,
+) -> FodFit:
     """Fit fibre orientations in every mask voxel.
 
     Parameters
@@ -89,8 +96,7 @@ def fit_fods(dwi: np.ndarray, gtab: GradientTable, mask: np.ndarray, *, sh_order
     if model == "auto":
         model = "csd" if order >= 4 else "tensor-peaks"
     if model == "tensor-peaks":
-        return FodFit(sh=_tensor_peak_sh(tensor.evecs[..., 0], mask), fa=fa, model=model,
-                      sh_order=TENSOR_SH_ORDER)
+        return FodFit(sh=_tensor_peak_sh(tensor.evecs[..., 0], mask), fa=fa, model=model, sh_order=TENSOR_SH_ORDER)
     if model != "csd":
         raise ValueError(f"unknown FOD model {model!r}; use 'auto', 'csd' or 'tensor-peaks'")
     response, _ = response_from_mask_ssst(gtab, data, _response_voxels(fa, mask))
@@ -98,8 +104,7 @@ def fit_fods(dwi: np.ndarray, gtab: GradientTable, mask: np.ndarray, *, sh_order
     parallel = {"engine": "joblib", "n_jobs": int(n_jobs)} if n_jobs > 1 else {}
     sh = csd.fit(data, mask=mask, **parallel).shm_coeff.astype(np.float32)
     evals, s0 = response
-    return FodFit(sh=sh, fa=fa, model="csd", sh_order=order,
-                  response=(*(float(v) for v in evals), float(s0)))
+    return FodFit(sh=sh, fa=fa, model="csd", sh_order=order, response=(*(float(v) for v in evals), float(s0)))
 
 
 def _response_voxels(fa: np.ndarray, mask: np.ndarray) -> np.ndarray:

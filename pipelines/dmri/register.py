@@ -52,9 +52,15 @@ class RegistrationResult:
     metrics: dict = field(default_factory=dict)
 
 
-def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.ndarray,
-                   template_file: str | Path | None = None, labels: list[int] | None = None,
-                   method: str = "affine") -> RegistrationResult:
+def register_atlas(
+    *,
+    atlas_file: str | Path,
+    b0_img: nib.Nifti1Image,
+    mask: np.ndarray,
+    template_file: str | Path | None = None,
+    labels: list[int] | None = None,
+    method: str = "affine",
+) -> RegistrationResult:
     """Bring an atlas (defined on ``template_file``'s space) onto the DWI grid.
 
     Parameters
@@ -91,9 +97,18 @@ def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.
     if method != "none" and template_img is not None:
         moving = np.asarray(template_img.dataobj, dtype=np.float64)
         _, transform, _, neg_mi = affine_registration(
-            moving, static, moving_affine=template_img.affine, static_affine=static_affine,
-            pipeline=["center_of_mass", "translation", "rigid", "affine"], level_iters=LEVEL_ITERS,
-            sigmas=SIGMAS, factors=FACTORS, static_mask=mask.astype(np.int32), ret_metric=True, nbins=32)
+            moving,
+            static,
+            moving_affine=template_img.affine,
+            static_affine=static_affine,
+            pipeline=["center_of_mass", "translation", "rigid", "affine"],
+            level_iters=LEVEL_ITERS,
+            sigmas=SIGMAS,
+            factors=FACTORS,
+            static_mask=mask.astype(np.int32),
+            ret_metric=True,
+            nbins=32,
+        )
         metrics["MutualInformation"] = round(float(-neg_mi), 6)
     warped_atlas: np.ndarray
     warped_template: np.ndarray | None
@@ -101,14 +116,20 @@ def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.
         warped_atlas, warped_template = _syn(static, static_affine, template_img, atlas_img, transform)
     else:
         warped_atlas = _affine_map(transform, static, static_affine, atlas_img).transform(
-            atlas_data, interpolation="nearest")
-        warped_template = None if template_img is None else _affine_map(
-            transform, static, static_affine, template_img).transform(
-            np.asarray(template_img.dataobj, dtype=np.float64), interpolation="linear")
+            atlas_data, interpolation="nearest"
+        )
+        warped_template = (
+            None
+            if template_img is None
+            else _affine_map(transform, static, static_affine, template_img).transform(
+                np.asarray(template_img.dataobj, dtype=np.float64), interpolation="linear"
+            )
+        )
     warped_atlas = np.rint(warped_atlas).astype(np.int32) * mask
     present = set(np.unique(warped_atlas[warped_atlas > 0]).tolist())
-    wanted = [int(v) for v in labels] if labels is not None else sorted(
-        set(np.unique(atlas_data[atlas_data > 0]).tolist()))
+    wanted = (
+        [int(v) for v in labels] if labels is not None else sorted(set(np.unique(atlas_data[atlas_data > 0]).tolist()))
+    )
     metrics.update(
         Affine=np.round(transform, 6).tolist(),
         DiceBrain=None if warped_template is None else round(_dice(_brain(warped_template), mask), 4),
@@ -117,31 +138,50 @@ def register_atlas(*, atlas_file: str | Path, b0_img: nib.Nifti1Image, mask: np.
     )
     return RegistrationResult(
         atlas_img=nib.Nifti1Image(warped_atlas, static_affine),
-        template_img=None if warped_template is None else nib.Nifti1Image(
-            warped_template.astype(np.float32), static_affine),
-        metrics=metrics)
+        template_img=None
+        if warped_template is None
+        else nib.Nifti1Image(warped_template.astype(np.float32), static_affine),
+        metrics=metrics,
+    )
 
 
-def _affine_map(transform: np.ndarray, static: np.ndarray, static_affine: np.ndarray,
-                moving_img: SpatialImage) -> AffineMap:
+def _affine_map(
+    transform: np.ndarray, static: np.ndarray, static_affine: np.ndarray, moving_img: SpatialImage
+) -> AffineMap:
     """Map from ``moving_img``'s grid onto the DWI grid through the world transform."""
-    return AffineMap(transform, domain_grid_shape=static.shape, domain_grid2world=static_affine,
-                     codomain_grid_shape=moving_img.shape, codomain_grid2world=moving_img.affine)
+    return AffineMap(
+        transform,
+        domain_grid_shape=static.shape,
+        domain_grid2world=static_affine,
+        codomain_grid_shape=moving_img.shape,
+        codomain_grid2world=moving_img.affine,
+    )
 
 
-def _syn(static: np.ndarray, static_affine: np.ndarray, template_img: SpatialImage,
-         atlas_img: SpatialImage, prealign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _syn(
+    static: np.ndarray,
+    static_affine: np.ndarray,
+    template_img: SpatialImage,
+    atlas_img: SpatialImage,
+    prealign: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Diffeomorphic refinement (EM metric) after ``prealign``; returns warped atlas and template."""
     moving = np.asarray(template_img.dataobj, dtype=np.float64)
-    atlas_on_template = AffineMap(np.eye(4), domain_grid_shape=moving.shape, domain_grid2world=template_img.affine,
-                                  codomain_grid_shape=atlas_img.shape,
-                                  codomain_grid2world=atlas_img.affine).transform(
-        np.asarray(atlas_img.dataobj).astype(np.int32), interpolation="nearest")
+    atlas_on_template = AffineMap(
+        np.eye(4),
+        domain_grid_shape=moving.shape,
+        domain_grid2world=template_img.affine,
+        codomain_grid_shape=atlas_img.shape,
+        codomain_grid2world=atlas_img.affine,
+    ).transform(np.asarray(atlas_img.dataobj).astype(np.int32), interpolation="nearest")
     syn = SymmetricDiffeomorphicRegistration(EMMetric(3), level_iters=SYN_LEVEL_ITERS)
-    mapping = syn.optimize(static, moving, static_grid2world=static_affine, moving_grid2world=template_img.affine,
-                           prealign=prealign)
-    return (mapping.transform(atlas_on_template, interpolation="nearest"),
-            mapping.transform(moving, interpolation="linear"))
+    mapping = syn.optimize(
+        static, moving, static_grid2world=static_affine, moving_grid2world=template_img.affine, prealign=prealign
+    )
+    return (
+        mapping.transform(atlas_on_template, interpolation="nearest"),
+        mapping.transform(moving, interpolation="linear"),
+    )
 
 
 def _brain(image: np.ndarray) -> np.ndarray:

@@ -95,8 +95,9 @@ class TrackingResult:
     rounds: list[int] = field(default_factory=list)
 
 
-def white_matter_seeds(fa: np.ndarray, mask: np.ndarray, affine: np.ndarray, *, fa_threshold: float,
-                       density: float, seed: int) -> np.ndarray:
+def white_matter_seeds(
+    fa: np.ndarray, mask: np.ndarray, affine: np.ndarray, *, fa_threshold: float, density: float, seed: int
+) -> np.ndarray:
     """Seed points uniformly inside white-matter voxels, in random order.
 
     Parameters
@@ -132,8 +133,15 @@ def white_matter_seeds(fa: np.ndarray, mask: np.ndarray, affine: np.ndarray, *, 
 
 
 @fill_doc
-def track(fods: FodFit, mask: np.ndarray, affine: np.ndarray, params: TrackingParameters, *,
-          omp_nthreads: int = 1, endpoints_only: bool = False) -> TrackingResult:
+def track(
+    fods: FodFit,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    params: TrackingParameters,
+    *,
+    omp_nthreads: int = 1,
+    endpoints_only: bool = False,
+) -> TrackingResult:
     """Probabilistic tracking from white-matter seeds until ``params.n_streamlines`` are kept.
 
     Parameters
@@ -163,14 +171,20 @@ def track(fods: FodFit, mask: np.ndarray, affine: np.ndarray, params: TrackingPa
     max_seeds = MAX_SEEDS_PER_STREAMLINE * max(target, 1)
     round_index = 0
     while len(kept) < target and n_seeds < max_seeds:
-        pool = white_matter_seeds(fods.fa, mask, affine, fa_threshold=params.fa_threshold,
-                                  density=params.seed_density, seed=_derived_seed(params.seed, round_index))
+        pool = white_matter_seeds(
+            fods.fa,
+            mask,
+            affine,
+            fa_threshold=params.fa_threshold,
+            density=params.seed_density,
+            seed=_derived_seed(params.seed, round_index),
+        )
         if len(pool) == 0:
             break
         start = 0
         while start < len(pool) and len(kept) < target and n_seeds < max_seeds:
             chunk = _next_chunk(target - len(kept), n_seeds, len(kept))
-            batch = pool[start:start + chunk]
+            batch = pool[start : start + chunk]
             start += len(batch)
             n_seeds += len(batch)
             lines = _track_batch(batch, sh, stopping, affine, params, omp_nthreads)
@@ -182,12 +196,24 @@ def track(fods: FodFit, mask: np.ndarray, affine: np.ndarray, params: TrackingPa
     seconds = time.perf_counter() - started
     complete = len(kept) >= target
     if not complete:
-        LOGGER.warning("tracking kept %d of %d requested streamlines from %d seeds; the white matter "
-                       "(FA > %.2f) may be small or noisy", len(kept), target, n_seeds, params.fa_threshold)
+        LOGGER.warning(
+            "tracking kept %d of %d requested streamlines from %d seeds; the white matter "
+            "(FA > %.2f) may be small or noisy",
+            len(kept),
+            target,
+            n_seeds,
+            params.fa_threshold,
+        )
     streamlines = Streamlines(kept[:target]) if len(kept) > target else kept
     mean_length = total_length / len(kept) if len(kept) else 0.0
-    return TrackingResult(streamlines=streamlines, n_seeds=n_seeds, seconds=seconds, complete=complete,
-                          mean_length_mm=mean_length, rounds=rounds)
+    return TrackingResult(
+        streamlines=streamlines,
+        n_seeds=n_seeds,
+        seconds=seconds,
+        complete=complete,
+        mean_length_mm=mean_length,
+        rounds=rounds,
+    )
 
 
 def save_streamlines(streamlines: Streamlines, path: str | Path) -> Path:
@@ -218,13 +244,28 @@ def load_streamlines(path: str | Path) -> Streamlines:
     return Streamlines(np.split(points, bounds) if len(lengths) else [])
 
 
-def _track_batch(seeds: np.ndarray, sh: np.ndarray, stopping: ThresholdStoppingCriterion,
-                 affine: np.ndarray, params: TrackingParameters, omp_nthreads: int) -> Streamlines:
+def _track_batch(
+    seeds: np.ndarray,
+    sh: np.ndarray,
+    stopping: ThresholdStoppingCriterion,
+    affine: np.ndarray,
+    params: TrackingParameters,
+    omp_nthreads: int,
+) -> Streamlines:
     generator = probabilistic_tracking(
-        seeds, stopping, affine, sh=sh, min_len=params.min_length, max_len=params.max_length,
-        step_size=params.step_size, max_angle=params.max_angle, pmf_threshold=params.pmf_threshold,
-        nbr_threads=max(int(omp_nthreads), 1), random_seed=_derived_seed(params.seed, -1),
-        return_all=False)
+        seeds,
+        stopping,
+        affine,
+        sh=sh,
+        min_len=params.min_length,
+        max_len=params.max_length,
+        step_size=params.step_size,
+        max_angle=params.max_angle,
+        pmf_threshold=params.pmf_threshold,
+        nbr_threads=max(int(omp_nthreads), 1),
+        random_seed=_derived_seed(params.seed, -1),
+        return_all=False,
+    )
     return Streamlines(generator)
 
 

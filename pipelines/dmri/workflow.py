@@ -19,14 +19,28 @@ _DEFAULTS = TrackingParameters()
 
 
 @fill_doc
-def init_dmri_wf(*, name: str = "dmri_wf", atlas_dseg: str | Path, labels: Sequence[int], names: Sequence[str],
-                 template_file: str | Path | None = None, registration: str = "affine",
-                 n_streamlines: int = DEFAULT_STREAMLINES, seed: int = _DEFAULTS.seed,
-                 step_size: float = _DEFAULTS.step_size, max_angle: float = _DEFAULTS.max_angle,
-                 fa_threshold: float = _DEFAULTS.fa_threshold, stop_fa: float = _DEFAULTS.stop_fa,
-                 seed_density: float = _DEFAULTS.seed_density, min_length: float = _DEFAULTS.min_length,
-                 max_length: float = _DEFAULTS.max_length, denoise: bool = False, save_tractogram: bool = False,
-                 omp_nthreads: int = 1, mem_gb: float = 2.0) -> pe.Workflow:
+def init_dmri_wf(
+    *,
+    name: str = "dmri_wf",
+    atlas_dseg: str | Path,
+    labels: Sequence[int],
+    names: Sequence[str],
+    template_file: str | Path | None = None,
+    registration: str = "affine",
+    n_streamlines: int = DEFAULT_STREAMLINES,
+    seed: int = _DEFAULTS.seed,
+    step_size: float = _DEFAULTS.step_size,
+    max_angle: float = _DEFAULTS.max_angle,
+    fa_threshold: float = _DEFAULTS.fa_threshold,
+    stop_fa: float = _DEFAULTS.stop_fa,
+    seed_density: float = _DEFAULTS.seed_density,
+    min_length: float = _DEFAULTS.min_length,
+    max_length: float = _DEFAULTS.max_length,
+    denoise: bool = False,
+    save_tractogram: bool = False,
+    omp_nthreads: int = 1,
+    mem_gb: float = 2.0,
+) -> pe.Workflow:
     """Build the dMRI workflow: mask, FODs, tracking, atlas into DWI space, connectome.
 
     Graph: ``PrepareDwi`` (gradient check, mask, optional denoising, mean b0) -> ``FitFods`` (CSD, tensor
@@ -82,59 +96,96 @@ def init_dmri_wf(*, name: str = "dmri_wf", atlas_dseg: str | Path, labels: Seque
     if registration != "none" and template_file is None:
         raise ValueError(f"init_dmri_wf: registration={registration!r} needs template_file")
     workflow = pe.Workflow(name=name)
-    workflow.__desc__ = _methods_text(registration=registration, n_streamlines=n_streamlines,
-                                      step_size=step_size, max_angle=max_angle, fa_threshold=fa_threshold)
+    workflow.__desc__ = _methods_text(
+        registration=registration,
+        n_streamlines=n_streamlines,
+        step_size=step_size,
+        max_angle=max_angle,
+        fa_threshold=fa_threshold,
+    )
     inputnode = pe.Node(IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
 
     prepare = pe.Node(PrepareDwi(denoise=denoise), name="prepare_dwi", mem_gb=mem_gb)
     fods = pe.Node(FitFods(omp_nthreads=omp_nthreads), name="fit_fods", n_procs=omp_nthreads, mem_gb=mem_gb)
-    tracking = pe.Node(Track(n_streamlines=n_streamlines, seed=seed, step_size=step_size, max_angle=max_angle,
-                             fa_threshold=fa_threshold, stop_fa=stop_fa, seed_density=seed_density,
-                             min_length=min_length, max_length=max_length, omp_nthreads=omp_nthreads,
-                             endpoints_only=not save_tractogram),
-                       name="track", n_procs=omp_nthreads, mem_gb=mem_gb)
-    register = pe.Node(RegisterAtlas(atlas_file=str(atlas_dseg), labels=labels, method=registration),
-                       name="register_atlas", mem_gb=mem_gb)
+    tracking = pe.Node(
+        Track(
+            n_streamlines=n_streamlines,
+            seed=seed,
+            step_size=step_size,
+            max_angle=max_angle,
+            fa_threshold=fa_threshold,
+            stop_fa=stop_fa,
+            seed_density=seed_density,
+            min_length=min_length,
+            max_length=max_length,
+            omp_nthreads=omp_nthreads,
+            endpoints_only=not save_tractogram,
+        ),
+        name="track",
+        n_procs=omp_nthreads,
+        mem_gb=mem_gb,
+    )
+    register = pe.Node(
+        RegisterAtlas(atlas_file=str(atlas_dseg), labels=labels, method=registration),
+        name="register_atlas",
+        mem_gb=mem_gb,
+    )
     if template_file is not None:
         register.inputs.template_file = str(template_file)
     connectome = pe.Node(Connectome(labels=labels, names=names), name="connectome", mem_gb=mem_gb)
 
-    workflow.connect([
-        (inputnode, prepare, [("dwi_file", "dwi_file"), ("bval_file", "bval_file"), ("bvec_file", "bvec_file"),
-                              ("mask_file", "mask_file")]),
-        (inputnode, fods, [("bval_file", "bval_file"), ("bvec_file", "bvec_file")]),
-        (prepare, fods, [("dwi_file", "dwi_file"), ("mask_file", "mask_file")]),
-        (fods, tracking, [("fod_file", "fod_file"), ("fa_file", "fa_file"), ("model_file", "model_file")]),
-        (prepare, tracking, [("mask_file", "mask_file")]),
-        (prepare, register, [("b0_file", "b0_file"), ("mask_file", "mask_file")]),
-        (tracking, connectome, [("streamlines_file", "streamlines_file"), ("tracking_file", "tracking_file")]),
-        (fods, connectome, [("model_file", "model_file")]),
-        (register, connectome, [("atlas_dwi", "atlas_dwi"), ("metrics_file", "registration_file")]),
-        (prepare, connectome, [("mask_file", "mask_file")]),
-        (register, outputnode, [("atlas_dwi", "atlas_dwi"), ("figure", "registration_figure")]),
-        (connectome, outputnode, [("count_relmat", "count_relmat"), ("signed_relmat", "signed_relmat"),
-                                  ("metadata", "metadata")]),
-    ])
+    workflow.connect(
+        [
+            (
+                inputnode,
+                prepare,
+                [
+                    ("dwi_file", "dwi_file"),
+                    ("bval_file", "bval_file"),
+                    ("bvec_file", "bvec_file"),
+                    ("mask_file", "mask_file"),
+                ],
+            ),
+            (inputnode, fods, [("bval_file", "bval_file"), ("bvec_file", "bvec_file")]),
+            (prepare, fods, [("dwi_file", "dwi_file"), ("mask_file", "mask_file")]),
+            (fods, tracking, [("fod_file", "fod_file"), ("fa_file", "fa_file"), ("model_file", "model_file")]),
+            (prepare, tracking, [("mask_file", "mask_file")]),
+            (prepare, register, [("b0_file", "b0_file"), ("mask_file", "mask_file")]),
+            (tracking, connectome, [("streamlines_file", "streamlines_file"), ("tracking_file", "tracking_file")]),
+            (fods, connectome, [("model_file", "model_file")]),
+            (register, connectome, [("atlas_dwi", "atlas_dwi"), ("metrics_file", "registration_file")]),
+            (prepare, connectome, [("mask_file", "mask_file")]),
+            (register, outputnode, [("atlas_dwi", "atlas_dwi"), ("figure", "registration_figure")]),
+            (
+                connectome,
+                outputnode,
+                [("count_relmat", "count_relmat"), ("signed_relmat", "signed_relmat"), ("metadata", "metadata")],
+            ),
+        ]
+    )
     if save_tractogram:
         saver = pe.Node(SaveTractogram(), name="save_tractogram")
-        workflow.connect([
-            (tracking, saver, [("streamlines_file", "streamlines_file")]),
-            (prepare, saver, [("b0_file", "reference_file")]),
-            (saver, outputnode, [("tractogram", "tractogram")]),
-        ])
+        workflow.connect(
+            [
+                (tracking, saver, [("streamlines_file", "streamlines_file")]),
+                (prepare, saver, [("b0_file", "reference_file")]),
+                (saver, outputnode, [("tractogram", "tractogram")]),
+            ]
+        )
     return workflow
 
 
-def _methods_text(*, registration: str, n_streamlines: int, step_size: float, max_angle: float,
-                  fa_threshold: float) -> str:
+def _methods_text(
+    *, registration: str, n_streamlines: int, step_size: float, max_angle: float, fa_threshold: float
+) -> str:
     registration_text = {
         "affine": "The atlas template was aligned to the mean b0 with an affine transform (DIPY, mutual "
-                  "information) and the labels were warped with nearest-neighbour interpolation.",
+        "information) and the labels were warped with nearest-neighbour interpolation.",
         "syn": "The atlas template was aligned to the mean b0 with an affine then a symmetric diffeomorphic "
-               "transform (DIPY) and the labels were warped with nearest-neighbour interpolation.",
+        "transform (DIPY) and the labels were warped with nearest-neighbour interpolation.",
         "none": "The DWI was taken to be in the atlas's template space; labels were resampled with "
-                "nearest-neighbour interpolation.",
+        "nearest-neighbour interpolation.",
     }[registration]
     return (
         "Structural connectomes were computed with DIPY: fibre orientation distributions by constrained "

@@ -24,8 +24,9 @@ from pipelines.images import load_image
 AFFINE_ATOL_MM = 1e-4
 
 
-def resample_labels_nearest(atlas_img: SpatialImage, shape: tuple[int, int, int],
-                            affine: np.ndarray) -> nib.Nifti1Image:
+def resample_labels_nearest(
+    atlas_img: SpatialImage, shape: tuple[int, int, int], affine: np.ndarray
+) -> nib.Nifti1Image:
     """Resample an integer label image onto another grid with nearest-neighbour lookup.
 
     Parameters
@@ -59,8 +60,7 @@ def resample_labels_nearest(atlas_img: SpatialImage, shape: tuple[int, int, int]
     return img
 
 
-def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *,
-                  cache_dir: str | Path) -> Path:
+def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *, cache_dir: str | Path) -> Path:
     """Return the atlas resampled to the grid of ``reference_img``, computing it once per grid.
 
     Parameters
@@ -81,8 +81,9 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *,
     atlas_dseg, reference_img = Path(atlas_dseg), Path(reference_img)
     reference = load_image(reference_img)
     if reference.ndim < 3:
-        raise InputDataError(f"{reference_img}: expected a 3D or 4D image on the BOLD grid, got shape "
-                             f"{reference.shape}.")
+        raise InputDataError(
+            f"{reference_img}: expected a 3D or 4D image on the BOLD grid, got shape {reference.shape}."
+        )
     shape = (int(reference.shape[0]), int(reference.shape[1]), int(reference.shape[2]))
     affine = reference.affine
     cache_dir = Path(cache_dir)

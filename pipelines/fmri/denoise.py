@@ -91,9 +91,15 @@ def count_dummy_scans(confounds: pd.DataFrame) -> int:
     return int(np.argmin(flagged)) if not flagged.all() else len(flagged)
 
 
-def denoise(series: np.ndarray, *, t_r: float, strategy: str = "simple",
-            confounds_file: str | Path | None = None, dummy_scans: int | None = None,
-            band_pass: tuple[float | None, float | None] | None = None) -> DenoisedSeries:
+def denoise(
+    series: np.ndarray,
+    *,
+    t_r: float,
+    strategy: str = "simple",
+    confounds_file: str | Path | None = None,
+    dummy_scans: int | None = None,
+    band_pass: tuple[float | None, float | None] | None = None,
+) -> DenoisedSeries:
     """Drop dummy scans, regress the strategy's confounds, censor, and band-pass parcel series.
 
     Parameters
@@ -133,11 +139,13 @@ def denoise(series: np.ndarray, *, t_r: float, strategy: str = "simple",
     else:
         n_dummy, source = int(dummy_scans), "option"
     if not 0 <= n_dummy < n_frames:
-        raise InputDataError(f"{confounds_file}: {n_dummy} dummy scans leave no frame of the {n_frames}-frame run; "
-                             "lower --dummy-scans.")
+        raise InputDataError(
+            f"{confounds_file}: {n_dummy} dummy scans leave no frame of the {n_frames}-frame run; lower --dummy-scans."
+        )
     # confounds_file is None only with strategy "none" (refused above otherwise)
-    confounds, sample_mask = (None, None) if strategy == "none" or confounds_file is None else _load_preset(
-        confounds_file, strategy)
+    confounds, sample_mask = (
+        (None, None) if strategy == "none" or confounds_file is None else _load_preset(confounds_file, strategy)
+    )
     kept = np.arange(n_dummy, n_frames)
     if sample_mask is not None:
         nss = _non_steady_state_frames(raw)
@@ -145,8 +153,10 @@ def denoise(series: np.ndarray, *, t_r: float, strategy: str = "simple",
         kept = np.setdiff1d(kept, censored)
     censored_frames = sorted(set(range(n_dummy, n_frames)) - set(kept.tolist()))
     if kept.size < 2:
-        raise InputDataError(f"{confounds_file}: strategy {strategy!r} leaves {kept.size} frame(s) of {n_frames}; "
-                             "use a less strict strategy (e.g. simple) or exclude this run.")
+        raise InputDataError(
+            f"{confounds_file}: strategy {strategy!r} leaves {kept.size} frame(s) of {n_frames}; "
+            "use a less strict strategy (e.g. simple) or exclude this run."
+        )
     valid = np.isfinite(series).all(axis=0)
     cleaned = np.full((kept.size, series.shape[1]), np.nan)
     body = series[n_dummy:, valid]  # (T - n_dummy, R_valid)
@@ -157,16 +167,31 @@ def denoise(series: np.ndarray, *, t_r: float, strategy: str = "simple",
     if design is None and high_pass is None and low_pass is None:
         cleaned[:, valid] = body[kept - n_dummy]
     elif body.shape[1]:
-        cleaned[:, valid] = _clean(body, design=design, sample_mask=kept - n_dummy, t_r=t_r,
-                                   high_pass=high_pass, low_pass=low_pass)
-    return DenoisedSeries(series=cleaned, frames=kept, n_frames_input=n_frames, dummy_scans=n_dummy,
-                          dummy_scans_source=source, censored_frames=censored_frames,
-                          confound_columns=[] if confounds is None else [str(c) for c in confounds.columns],
-                          strategy=strategy, band_pass=band_pass)
+        cleaned[:, valid] = _clean(
+            body, design=design, sample_mask=kept - n_dummy, t_r=t_r, high_pass=high_pass, low_pass=low_pass
+        )
+    return DenoisedSeries(
+        series=cleaned,
+        frames=kept,
+        n_frames_input=n_frames,
+        dummy_scans=n_dummy,
+        dummy_scans_source=source,
+        censored_frames=censored_frames,
+        confound_columns=[] if confounds is None else [str(c) for c in confounds.columns],
+        strategy=strategy,
+        band_pass=band_pass,
+    )
 
 
-def _clean(body: np.ndarray, *, design: np.ndarray | None, sample_mask: np.ndarray, t_r: float,
-           high_pass: float | None, low_pass: float | None) -> np.ndarray:
+def _clean(
+    body: np.ndarray,
+    *,
+    design: np.ndarray | None,
+    sample_mask: np.ndarray,
+    t_r: float,
+    high_pass: float | None,
+    low_pass: float | None,
+) -> np.ndarray:
     """nilearn.signal.clean with the settings of this module; returns the kept frames only."""
     from nilearn import signal
 
@@ -174,9 +199,19 @@ def _clean(body: np.ndarray, *, design: np.ndarray | None, sample_mask: np.ndarr
     mask = None if sample_mask.size == body.shape[0] else sample_mask
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        return signal.clean(body, confounds=design, sample_mask=mask, t_r=t_r, detrend=False, standardize=None,
-                            standardize_confounds=True, filter="butterworth" if use_filter else False,
-                            high_pass=high_pass, low_pass=low_pass, ensure_finite=False)
+        return signal.clean(
+            body,
+            confounds=design,
+            sample_mask=mask,
+            t_r=t_r,
+            detrend=False,
+            standardize=None,
+            standardize_confounds=True,
+            filter="butterworth" if use_filter else False,
+            high_pass=high_pass,
+            low_pass=low_pass,
+            ensure_finite=False,
+        )
 
 
 def check_confounds(confounds_file: str | Path, *, n_frames: int, strategy: str) -> None:
@@ -206,16 +241,21 @@ def _read_confounds_table(confounds_file: str | Path, n_frames: int) -> pd.DataF
     """The confounds TSV, checked against the run length."""
     path = Path(confounds_file)
     if not path.is_file():
-        raise MissingInputError(f"{path}: the confounds file does not exist; fMRIPrep writes it beside the "
-                                "BOLD series as *_desc-confounds_timeseries.tsv.")
+        raise MissingInputError(
+            f"{path}: the confounds file does not exist; fMRIPrep writes it beside the "
+            "BOLD series as *_desc-confounds_timeseries.tsv."
+        )
     try:
         table = pd.read_csv(path, sep="\t", na_values=["n/a"])
     except ValueError as exc:  # pandas' ParserError and EmptyDataError, and UnicodeDecodeError
-        raise InputDataError(f"{path}: cannot be read as a tab-separated table ({exc}); restore fMRIPrep's "
-                             "confounds file.") from None
+        raise InputDataError(
+            f"{path}: cannot be read as a tab-separated table ({exc}); restore fMRIPrep's confounds file."
+        ) from None
     if len(table) != n_frames:
-        raise InputDataError(f"{path}: the confounds table has {len(table)} rows but the BOLD series has "
-                             f"{n_frames} volumes; use the confounds file of the same run.")
+        raise InputDataError(
+            f"{path}: the confounds table has {len(table)} rows but the BOLD series has "
+            f"{n_frames} volumes; use the confounds file of the same run."
+        )
     return table
 
 
@@ -249,16 +289,21 @@ def _load_preset_staged(source: Path, staging: Path, strategy: str) -> tuple[pd.
     if sidecar.is_file():
         _link(sidecar, tsv.with_suffix(".json"))
     elif strategy == "compcor":
-        raise MissingInputError(f"{sidecar}: the compcor strategy needs the confounds JSON sidecar (it says "
-                                "which components are white matter / CSF); copy it from the fMRIPrep output.")
+        raise MissingInputError(
+            f"{sidecar}: the compcor strategy needs the confounds JSON sidecar (it says "
+            "which components are white matter / CSF); copy it from the fMRIPrep output."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            confounds, sample_mask = load_confounds_strategy(str(staging / "sub-x_desc-preproc_bold.nii.gz"),
-                                                             denoise_strategy=strategy)
+            confounds, sample_mask = load_confounds_strategy(
+                str(staging / "sub-x_desc-preproc_bold.nii.gz"), denoise_strategy=strategy
+            )
     except ValueError as exc:
-        raise InputDataError(f"{source}: cannot build the {strategy!r} confounds: {exc} Use a strategy "
-                             "whose columns the file has (--denoise-strategy simple or none).") from None
+        raise InputDataError(
+            f"{source}: cannot build the {strategy!r} confounds: {exc} Use a strategy "
+            "whose columns the file has (--denoise-strategy simple or none)."
+        ) from None
     return confounds, None if sample_mask is None else np.asarray(sample_mask, dtype=int)
 
 

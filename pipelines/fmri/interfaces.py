@@ -49,8 +49,7 @@ class AtlasOnGrid(SimpleInterface):
 
     def _run_interface(self, runtime: Bunch) -> Bunch:
         cache = self.inputs.cache_dir if isdefined(self.inputs.cache_dir) else runtime.cwd
-        self._results["out_file"] = str(atlas_on_grid(self.inputs.atlas_dseg, self.inputs.reference,
-                                                      cache_dir=cache))
+        self._results["out_file"] = str(atlas_on_grid(self.inputs.atlas_dseg, self.inputs.reference, cache_dir=cache))
         return runtime
 
 
@@ -73,8 +72,13 @@ class ParcellateBold(SimpleInterface):
     output_spec = _ParcellateOutputSpec
 
     def _run_interface(self, runtime: Bunch) -> Bunch:
-        means, coverage = parcel_means(self.inputs.bold_file, self.inputs.atlas_file, self.inputs.mask_file,
-                                       self.inputs.labels, chunk=self.inputs.chunk)
+        means, coverage = parcel_means(
+            self.inputs.bold_file,
+            self.inputs.atlas_file,
+            self.inputs.mask_file,
+            self.inputs.labels,
+            chunk=self.inputs.chunk,
+        )
         out = Path(runtime.cwd) / "parcels.npz"
         np.savez(out, means=means, coverage=coverage)
         self._results["out_file"] = str(out)
@@ -88,8 +92,9 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
     t_r = traits.Float(desc="repetition time in s; default: the BOLD header")
     strategy = traits.Enum(*STRATEGIES, usedefault=True, desc="denoising preset")
     dummy_scans = traits.Int(desc="leading frames to drop; default: non_steady_state_outlier columns")
-    band_pass = traits.Tuple(traits.Either(None, traits.Float), traits.Either(None, traits.Float),
-                             desc="(high_pass_hz, low_pass_hz)")
+    band_pass = traits.Tuple(
+        traits.Either(None, traits.Float), traits.Either(None, traits.Float), desc="(high_pass_hz, low_pass_hz)"
+    )
     min_coverage = traits.Range(0.0, 1.0, 0.5, usedefault=True, desc="parcels under it become n/a")
     labels = traits.List(traits.Int, mandatory=True, desc="atlas indices")
     names = traits.List(traits.Str, mandatory=True, desc="parcel names")
@@ -114,15 +119,18 @@ class DenoiseParcels(SimpleInterface):
         means = means.copy()
         means[:, na] = np.nan
         result = denoise(
-            means, t_r=t_r, strategy=self.inputs.strategy,
+            means,
+            t_r=t_r,
+            strategy=self.inputs.strategy,
             confounds_file=self.inputs.confounds_file if isdefined(self.inputs.confounds_file) else None,
             dummy_scans=self.inputs.dummy_scans if isdefined(self.inputs.dummy_scans) else None,
             band_pass=tuple(self.inputs.band_pass) if isdefined(self.inputs.band_pass) else None,
         )
         out = Path(runtime.cwd) / "denoised.npz"
         np.savez(out, series=result.series, frames=result.frames, coverage=coverage, t_r=t_r)
-        band = None if result.band_pass is None else dict(zip(("HighPassHz", "LowPassHz"), result.band_pass,
-                                                              strict=True))
+        band = (
+            None if result.band_pass is None else dict(zip(("HighPassHz", "LowPassHz"), result.band_pass, strict=True))
+        )
         metadata = {
             "DenoiseStrategy": result.strategy,
             "ConfoundColumns": result.confound_columns,
@@ -134,9 +142,11 @@ class DenoiseParcels(SimpleInterface):
             "FramesInput": result.n_frames_input,
             "FramesKept": int(result.frames.size),
             "MinCoverage": self.inputs.min_coverage,
-            "NAParcels": [{"index": int(label), "name": name, "coverage": float(cov)}
-                          for label, name, cov, bad in zip(self.inputs.labels, self.inputs.names, coverage, na,
-                                                           strict=True) if bad],
+            "NAParcels": [
+                {"index": int(label), "name": name, "coverage": float(cov)}
+                for label, name, cov, bad in zip(self.inputs.labels, self.inputs.names, coverage, na, strict=True)
+                if bad
+            ],
         }
         self._results["out_file"] = str(out)
         self._results["metadata"] = _write_json(metadata, Path(runtime.cwd) / "denoise.json")
@@ -166,21 +176,30 @@ class CutModelWindows(SimpleInterface):
         with np.load(self.inputs.in_file) as denoised:
             series, frames, t_r = denoised["series"], denoised["frames"], float(denoised["t_r"])
         stride = self.inputs.window_stride if isdefined(self.inputs.window_stride) else None
-        arrays = prepare_model_input(series, frames, self.inputs.labels, t_r=t_r,
-                                     target_t_r=self.inputs.target_t_r,
-                                     window_length=self.inputs.window_length, window_stride=stride)
+        arrays = prepare_model_input(
+            series,
+            frames,
+            self.inputs.labels,
+            t_r=t_r,
+            target_t_r=self.inputs.target_t_r,
+            window_length=self.inputs.window_length,
+            window_stride=stride,
+        )
         n_win = int(arrays["windows"].shape[0])
         metadata = {
             "RepetitionTimeTarget": self.inputs.target_t_r,
             "Resampling": "scipy.signal.resample_poly (polyphase, Kaiser anti-aliasing FIR, line padding); "
-                          "censored frames linearly interpolated first",
+            "censored frames linearly interpolated first",
             "FramesResampled": arrays["n_frames"].item(),
             "WindowLength": self.inputs.window_length,
             "WindowStride": stride or self.inputs.window_length,
             "Windows": n_win,
-            "ModelSkipReason": None if n_win else (
+            "ModelSkipReason": None
+            if n_win
+            else (
                 f"the run gives {arrays['n_frames'].item()} frames at TR {self.inputs.target_t_r} s, fewer than "
-                f"one window of {self.inputs.window_length} frames; the model stage skips it"),
+                f"one window of {self.inputs.window_length} frames; the model stage skips it"
+            ),
         }
         self._results["out_file"] = str(save_model_input(arrays, Path(runtime.cwd) / "model_input.npz"))
         self._results["metadata"] = _write_json(metadata, Path(runtime.cwd) / "windows.json")
@@ -214,8 +233,7 @@ class WriteParcelTables(SimpleInterface):
         names = self.inputs.names
         self._results["timeseries"] = str(write_timeseries_tsv(series, names, cwd / "timeseries.tsv"))
         self._results["relmat"] = str(write_relmat_tsv(pearson_relmat(series), names, cwd / "relmat.tsv"))
-        self._results["coverage"] = str(write_coverage_tsv(self.inputs.labels, names, coverage,
-                                                           cwd / "coverage.tsv"))
+        self._results["coverage"] = str(write_coverage_tsv(self.inputs.labels, names, coverage, cwd / "coverage.tsv"))
         metadata: dict = {}
         for path in self.inputs.metadata_files if isdefined(self.inputs.metadata_files) else []:
             metadata.update(json.loads(Path(path).read_text()))
@@ -238,14 +256,18 @@ def header_t_r(bold_file: str | Path) -> float:
     """
     header = load_image(bold_file).header
     if not isinstance(header, Nifti1Header):
-        raise InputDataError(f"{bold_file}: expected a NIfTI image, found a {type(header).__name__}; the TR is read "
-                             "from a NIfTI header (pixdim[4]).")
+        raise InputDataError(
+            f"{bold_file}: expected a NIfTI image, found a {type(header).__name__}; the TR is read "
+            "from a NIfTI header (pixdim[4])."
+        )
     t_r = float(header.get_zooms()[3]) if len(header.get_zooms()) > 3 else 0.0
     if header.get_xyzt_units()[1] == "msec":
         t_r /= 1000.0
     if t_r <= 0:
-        raise InputDataError(f"{bold_file}: the header has no repetition time (pixdim[4] = {t_r}); give the TR "
-                             "through the BOLD JSON sidecar (RepetitionTime).")
+        raise InputDataError(
+            f"{bold_file}: the header has no repetition time (pixdim[4] = {t_r}); give the TR "
+            "through the BOLD JSON sidecar (RepetitionTime)."
+        )
     return t_r
 
 

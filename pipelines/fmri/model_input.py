@@ -41,8 +41,16 @@ class RunModelInput(TypedDict):
     filled_fraction: np.ndarray
 
 
-def prepare_model_input(series: np.ndarray, frames: np.ndarray, labels, *, t_r: float, target_t_r: float,
-                        window_length: int, window_stride: int | None = None) -> dict[str, np.ndarray]:
+def prepare_model_input(
+    series: np.ndarray,
+    frames: np.ndarray,
+    labels,
+    *,
+    t_r: float,
+    target_t_r: float,
+    window_length: int,
+    window_stride: int | None = None,
+) -> dict[str, np.ndarray]:
     """Turn the cleaned kept frames of a run into model windows.
 
     Parameters
@@ -73,7 +81,7 @@ def prepare_model_input(series: np.ndarray, frames: np.ndarray, labels, *, t_r: 
     # a resampled frame counts as filled when its nearest input frame was interpolated
     nearest = np.clip(np.rint(np.arange(resampled.shape[0]) * target_t_r / t_r).astype(int), 0, filled.size - 1)
     filled_out = filled[nearest]
-    filled_fraction = np.array([filled_out[s:s + window_length].mean() for s in starts], dtype=float)
+    filled_fraction = np.array([filled_out[s : s + window_length].mean() for s in starts], dtype=float)
     return {
         "windows": windows,
         "starts_s": frames[0] * t_r + starts * target_t_r,
@@ -94,6 +102,11 @@ def save_model_input(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
 def load_model_input(path: str | Path) -> RunModelInput:
     """Read a model input ``.npz``; ``t_r`` and ``n_frames`` come back as Python scalars."""
     with np.load(path) as data:
-        return {"windows": data["windows"], "starts_s": data["starts_s"], "labels": data["labels"],
-                "t_r": float(data["t_r"]), "n_frames": int(data["n_frames"]),
-                "filled_fraction": data["filled_fraction"]}
+        return {
+            "windows": data["windows"],
+            "starts_s": data["starts_s"],
+            "labels": data["labels"],
+            "t_r": float(data["t_r"]),
+            "n_frames": int(data["n_frames"]),
+            "filled_fraction": data["filled_fraction"],
+        }

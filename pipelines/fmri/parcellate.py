@@ -119,13 +119,20 @@ def build_parcel_operator(atlas_labels: np.ndarray, mask: np.ndarray, labels) ->
         coverage = np.where(n_total > 0, n_voxels / np.maximum(n_total, 1), 0.0)
         values = 1.0 / n_voxels[rows]
     weights = sp.csr_array((values, (rows, np.arange(len(voxels)))), shape=(len(labels), len(voxels)))
-    return ParcelOperator(labels=labels, voxels=voxels, weights=weights, coverage=coverage.astype(float),
-                          n_voxels=n_voxels, grid_shape=tuple(int(n) for n in atlas_labels.shape))
+    return ParcelOperator(
+        labels=labels,
+        voxels=voxels,
+        weights=weights,
+        coverage=coverage.astype(float),
+        n_voxels=n_voxels,
+        grid_shape=tuple(int(n) for n in atlas_labels.shape),
+    )
 
 
 @fill_doc
-def parcel_means(bold_img: str | Path, atlas_img: str | Path, mask_img: str | Path, labels, *,
-                 chunk: int = DEFAULT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def parcel_means(
+    bold_img: str | Path, atlas_img: str | Path, mask_img: str | Path, labels, *, chunk: int = DEFAULT_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
     """Parcel mean time series of a 4D BOLD image and the coverage of every parcel.
 
     Parameters
@@ -148,15 +155,17 @@ def parcel_means(bold_img: str | Path, atlas_img: str | Path, mask_img: str | Pa
     """
     bold = load_image(bold_img, keep_file_open=True)
     if bold.ndim != 4:
-        raise InputDataError(f"{bold_img}: a BOLD series must be 4D, this image has shape {bold.shape}; "
-                             "pass the *_desc-preproc_bold.nii.gz of fMRIPrep.")
+        raise InputDataError(
+            f"{bold_img}: a BOLD series must be 4D, this image has shape {bold.shape}; "
+            "pass the *_desc-preproc_bold.nii.gz of fMRIPrep."
+        )
     grid = tuple(int(n) for n in bold.shape[:3])
     atlas = _load_on_grid(atlas_img, grid, bold.affine, bold_img, what="atlas")
     mask = _load_on_grid(mask_img, grid, bold.affine, bold_img, what="brain mask")
     operator = build_parcel_operator(np.rint(atlas).astype(np.int64), mask, labels)
     means = np.empty((bold.shape[3], len(operator.labels)), dtype=np.float64)
     for start, volumes in _volume_chunks(bold, chunk):
-        means[start:start + volumes.shape[3]] = operator.apply(volumes)
+        means[start : start + volumes.shape[3]] = operator.apply(volumes)
     return means, operator.coverage
 
 
@@ -172,7 +181,7 @@ def _volume_chunks(bold: SpatialImage, chunk: int) -> Iterator[tuple[int, np.nda
     mapped = _memory_map(bold)
     if mapped is not None:
         for start in starts:
-            yield start, mapped[..., start:start + chunk]
+            yield start, mapped[..., start : start + chunk]
         return
 
     filename = bold.get_filename()
@@ -199,8 +208,9 @@ def _memory_map(bold: SpatialImage) -> np.ndarray | None:
     return data if isinstance(data, np.memmap) else None
 
 
-def _load_on_grid(path: str | Path, grid: tuple[int, ...], affine: np.ndarray, bold_path: str | Path, *,
-                  what: str) -> np.ndarray:
+def _load_on_grid(
+    path: str | Path, grid: tuple[int, ...], affine: np.ndarray, bold_path: str | Path, *, what: str
+) -> np.ndarray:
     """Data of a 3D image that must share the BOLD grid; a clear error otherwise."""
     img = load_image(path)
     data = np.asanyarray(img.dataobj)

@@ -39,7 +39,7 @@ def pearson_relmat(series: np.ndarray) -> np.ndarray:
     """
     series = np.asarray(series, dtype=np.float64)
     centred = series - series.mean(axis=0)
-    norms = np.sqrt((centred ** 2).sum(axis=0))
+    norms = np.sqrt((centred**2).sum(axis=0))
     usable = np.isfinite(norms) & (norms > 1e-12 * np.maximum(1.0, np.abs(series).max(axis=0, initial=0)))
     scaled = np.where(usable, centred / np.where(usable, norms, 1.0), np.nan)
     relmat = scaled.T @ np.nan_to_num(scaled)
@@ -62,11 +62,11 @@ def write_relmat_tsv(relmat: np.ndarray, names: Sequence[str], path: str | Path)
     return _write(table, path)
 
 
-def write_coverage_tsv(labels: Sequence[int], names: Sequence[str], coverage: np.ndarray,
-                       path: str | Path) -> Path:
+def write_coverage_tsv(labels: Sequence[int], names: Sequence[str], coverage: np.ndarray, path: str | Path) -> Path:
     """Write coverage, shape (R,), as rows ``index``, ``name``, ``coverage``."""
-    table = pd.DataFrame({"index": np.asarray(labels, dtype=int), "name": list(names),
-                          "coverage": np.asarray(coverage, dtype=float)})
+    table = pd.DataFrame(
+        {"index": np.asarray(labels, dtype=int), "name": list(names), "coverage": np.asarray(coverage, dtype=float)}
+    )
     return _write(table, path)
 
 

@@ -44,5 +44,5 @@ def cut_windows(series: np.ndarray, length: int, stride: int | None = None) -> t
     starts = np.arange(count, dtype=int) * stride
     windows = np.empty((count, series.shape[1], length), dtype=np.float32)
     for w, start in enumerate(starts):
-        windows[w] = series[start:start + length].T  # (length, R) -> (R, length)
+        windows[w] = series[start : start + length].T  # (length, R) -> (R, length)
     return windows, starts

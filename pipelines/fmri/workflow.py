@@ -31,12 +31,24 @@ OUTPUT_FIELDS = ("timeseries", "relmat", "coverage", "windows", "metadata")
 
 
 @fill_doc
-def init_fmri_wf(*, name: str = "fmri_wf", atlas_dseg: str | Path, labels: Sequence[int], names: Sequence[str],
-                 target_t_r: float, window_length: int = 200, window_stride: int | None = None,
-                 denoise_strategy: str = "simple", dummy_scans: int | None = None,
-                 band_pass: tuple[float | None, float | None] | None = None, min_coverage: float = 0.5,
-                 work_cache_dir: str | Path | None = None, mem_gb: float = 1.0, omp_nthreads: int = 1,
-                 chunk: int = DEFAULT_CHUNK) -> pe.Workflow:
+def init_fmri_wf(
+    *,
+    name: str = "fmri_wf",
+    atlas_dseg: str | Path,
+    labels: Sequence[int],
+    names: Sequence[str],
+    target_t_r: float,
+    window_length: int = 200,
+    window_stride: int | None = None,
+    denoise_strategy: str = "simple",
+    dummy_scans: int | None = None,
+    band_pass: tuple[float | None, float | None] | None = None,
+    min_coverage: float = 0.5,
+    work_cache_dir: str | Path | None = None,
+    mem_gb: float = 1.0,
+    omp_nthreads: int = 1,
+    chunk: int = DEFAULT_CHUNK,
+) -> pe.Workflow:
     """Build the workflow that turns one fMRIPrep BOLD run into parcel tables and model windows.
 
     Parameters
@@ -84,54 +96,76 @@ def init_fmri_wf(*, name: str = "fmri_wf", atlas_dseg: str | Path, labels: Seque
         raise ValueError(f"{len(labels)} atlas labels but {len(names)} names; give one name per label")
     labels, names = [int(label) for label in labels], [str(n) for n in names]
     workflow = pe.Workflow(name=name)
-    workflow.__desc__ = _methods_text(denoise_strategy, band_pass, min_coverage, target_t_r, window_length,
-                                      window_stride)
+    workflow.__desc__ = _methods_text(
+        denoise_strategy, band_pass, min_coverage, target_t_r, window_length, window_stride
+    )
     inputnode = pe.Node(niu.IdentityInterface(fields=list(INPUT_FIELDS)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
 
     atlas_grid = pe.Node(AtlasOnGrid(atlas_dseg=str(atlas_dseg)), name="atlas_grid", mem_gb=0.5)
     if work_cache_dir is not None:
         atlas_grid.inputs.cache_dir = str(work_cache_dir)
-    parcellate = pe.Node(ParcellateBold(labels=labels, chunk=chunk), name="parcellate", mem_gb=mem_gb,
-                         n_procs=omp_nthreads)
-    denoise = pe.Node(DenoiseParcels(strategy=denoise_strategy, min_coverage=min_coverage, labels=labels,
-                                     names=names), name="denoise", mem_gb=0.5, n_procs=omp_nthreads)
+    parcellate = pe.Node(
+        ParcellateBold(labels=labels, chunk=chunk), name="parcellate", mem_gb=mem_gb, n_procs=omp_nthreads
+    )
+    denoise = pe.Node(
+        DenoiseParcels(strategy=denoise_strategy, min_coverage=min_coverage, labels=labels, names=names),
+        name="denoise",
+        mem_gb=0.5,
+        n_procs=omp_nthreads,
+    )
     if dummy_scans is not None:
         denoise.inputs.dummy_scans = int(dummy_scans)
     if band_pass is not None:
         denoise.inputs.band_pass = tuple(band_pass)
-    windows = pe.Node(CutModelWindows(labels=labels, target_t_r=float(target_t_r), window_length=window_length),
-                      name="windows", mem_gb=0.5)
+    windows = pe.Node(
+        CutModelWindows(labels=labels, target_t_r=float(target_t_r), window_length=window_length),
+        name="windows",
+        mem_gb=0.5,
+    )
     if window_stride is not None:
         windows.inputs.window_stride = int(window_stride)
     tables = pe.Node(WriteParcelTables(labels=labels, names=names), name="tables", mem_gb=0.5)
     merge_metadata = pe.Node(niu.Merge(2), name="merge_metadata", run_without_submitting=True)
 
-    workflow.connect([
-        (inputnode, atlas_grid, [("bold_file", "reference")]),
-        (inputnode, parcellate, [("bold_file", "bold_file"), ("mask_file", "mask_file")]),
-        (atlas_grid, parcellate, [("out_file", "atlas_file")]),
-        (inputnode, denoise, [("bold_file", "bold_file"), ("confounds_file", "confounds_file"),
-                              ("t_r", "t_r")]),
-        (parcellate, denoise, [("out_file", "in_file")]),
-        (denoise, windows, [("out_file", "in_file")]),
-        (denoise, tables, [("out_file", "in_file")]),
-        (denoise, merge_metadata, [("metadata", "in1")]),
-        (windows, merge_metadata, [("metadata", "in2")]),
-        (merge_metadata, tables, [("out", "metadata_files")]),
-        (tables, outputnode, [("timeseries", "timeseries"), ("relmat", "relmat"), ("coverage", "coverage"),
-                              ("metadata", "metadata")]),
-        (windows, outputnode, [("out_file", "windows")]),
-    ])
+    workflow.connect(
+        [
+            (inputnode, atlas_grid, [("bold_file", "reference")]),
+            (inputnode, parcellate, [("bold_file", "bold_file"), ("mask_file", "mask_file")]),
+            (atlas_grid, parcellate, [("out_file", "atlas_file")]),
+            (inputnode, denoise, [("bold_file", "bold_file"), ("confounds_file", "confounds_file"), ("t_r", "t_r")]),
+            (parcellate, denoise, [("out_file", "in_file")]),
+            (denoise, windows, [("out_file", "in_file")]),
+            (denoise, tables, [("out_file", "in_file")]),
+            (denoise, merge_metadata, [("metadata", "in1")]),
+            (windows, merge_metadata, [("metadata", "in2")]),
+            (merge_metadata, tables, [("out", "metadata_files")]),
+            (
+                tables,
+                outputnode,
+                [
+                    ("timeseries", "timeseries"),
+                    ("relmat", "relmat"),
+                    ("coverage", "coverage"),
+                    ("metadata", "metadata"),
+                ],
+            ),
+            (windows, outputnode, [("out_file", "windows")]),
+        ]
+    )
     return workflow
 
 
-def _methods_text(strategy: str, band_pass, min_coverage: float, target_t_r: float, length: int,
-                  stride: int | None) -> str:
+def _methods_text(
+    strategy: str, band_pass, min_coverage: float, target_t_r: float, length: int, stride: int | None
+) -> str:
     """Boilerplate for the report's methods section."""
-    cleaning = ("No confounds were regressed." if strategy == "none" else
-                f"Confounds of nilearn's '{strategy}' fMRIPrep preset were regressed from the parcel series "
-                "with nilearn.signal.clean.")
+    cleaning = (
+        "No confounds were regressed."
+        if strategy == "none"
+        else f"Confounds of nilearn's '{strategy}' fMRIPrep preset were regressed from the parcel series "
+        "with nilearn.signal.clean."
+    )
     band = "" if band_pass is None else f" A Butterworth band-pass ({band_pass[0]}-{band_pass[1]} Hz) followed."
     return (
         "Parcel mean BOLD series were computed over the atlas regions within the brain mask after dropping "

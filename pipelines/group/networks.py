@@ -19,8 +19,9 @@ class NetworkIdentification:
     normalized_mutual_info: float
 
 
-def identify_networks(embeddings: np.ndarray, networks: list[str], *, n_clusters: int | None = None,
-                      seed: int = 0) -> NetworkIdentification:
+def identify_networks(
+    embeddings: np.ndarray, networks: list[str], *, n_clusters: int | None = None, seed: int = 0
+) -> NetworkIdentification:
     """Cluster regions by their embedding and compare with the atlas networks.
 
     Parameters
@@ -51,7 +52,9 @@ def identify_networks(embeddings: np.ndarray, networks: list[str], *, n_clusters
     k = n_clusters or len(set(networks))
     clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(StandardScaler().fit_transform(x))
     return NetworkIdentification(
-        clusters=clusters, networks=list(networks), n_clusters=k,
+        clusters=clusters,
+        networks=list(networks),
+        n_clusters=k,
         adjusted_rand=float(adjusted_rand_score(networks, clusters)),
         normalized_mutual_info=float(normalized_mutual_info_score(networks, clusters)),
     )

@@ -60,8 +60,16 @@ def _estimator(task: str, seed: int, inner_folds: int):
     return GridSearchCV(model, grid, cv=cv)
 
 
-def run_probe(features: np.ndarray, target: np.ndarray, *, name: str, feature_names: list[str], seed: int = 0,
-              outer_folds: int = 5, inner_folds: int = 3) -> ProbeResult:
+def run_probe(
+    features: np.ndarray,
+    target: np.ndarray,
+    *,
+    name: str,
+    feature_names: list[str],
+    seed: int = 0,
+    outer_folds: int = 5,
+    inner_folds: int = 3,
+) -> ProbeResult:
     """Nested cross-validated probe of ``target`` from ``features``.
 
     Parameters
@@ -90,8 +98,10 @@ def run_probe(features: np.ndarray, target: np.ndarray, *, name: str, feature_na
 
     x = np.asarray(features, dtype=np.float64)
     if len(x) < MIN_SUBJECTS:
-        raise InputDataError(f"probe '{name}': {len(x)} participants have a value; nested cross-validation needs "
-                             f"at least {MIN_SUBJECTS}.")
+        raise InputDataError(
+            f"probe '{name}': {len(x)} participants have a value; nested cross-validation needs "
+            f"at least {MIN_SUBJECTS}."
+        )
     outer_folds = max(2, min(outer_folds, len(x) // 2))
     inner_folds = max(2, min(inner_folds, (len(x) - len(x) // outer_folds) // 2))
     task = target_task(target)
@@ -117,8 +127,13 @@ def run_probe(features: np.ndarray, target: np.ndarray, *, name: str, feature_na
             proba[np.ix_(test, np.searchsorted(all_classes, classes))] = estimator.predict_proba(x[test])
     metrics = _metrics(task, y, oof, proba)
     final = _estimator(task, seed, inner_folds).fit(x, y)
-    head = _to_head(final.best_estimator_, task, name, feature_names,
-                    {"metrics": metrics, "seed": seed, "n_subjects": len(y), "best_params": final.best_params_})
+    head = _to_head(
+        final.best_estimator_,
+        task,
+        name,
+        feature_names,
+        {"metrics": metrics, "seed": seed, "n_subjects": len(y), "best_params": final.best_params_},
+    )
     return ProbeResult(target=name, task=task, predictions=oof, metrics=metrics, head=head)
 
 
@@ -126,9 +141,14 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | Non
     from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, roc_auc_score
 
     if task == "regression":
-        return {"task": task, "n": int(len(y)), "mse": float(mean_squared_error(y, pred)),
-                "pearson_r": float(stats.pearsonr(y, pred)[0]), "spearman_rho": float(stats.spearmanr(y, pred)[0]),
-                "mse_of_mean": float(np.var(y))}
+        return {
+            "task": task,
+            "n": int(len(y)),
+            "mse": float(mean_squared_error(y, pred)),
+            "pearson_r": float(stats.pearsonr(y, pred)[0]),
+            "spearman_rho": float(stats.spearmanr(y, pred)[0]),
+            "mse_of_mean": float(np.var(y)),
+        }
     if proba is None:
         raise ValueError("classification metrics need the out-of-fold class probabilities")
     classes = np.unique(y)
@@ -137,13 +157,19 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | Non
     else:
         auc = roc_auc_score(np.searchsorted(classes, y), proba, multi_class="ovr")
     counts = np.unique(y, return_counts=True)[1]
-    return {"task": task, "n": int(len(y)), "accuracy": float(accuracy_score(y, pred)),
-            "f1": float(f1_score(y, pred, average="macro")), "auc": float(auc),
-            "chance_accuracy": float(counts.max() / counts.sum())}
+    return {
+        "task": task,
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(f1_score(y, pred, average="macro")),
+        "auc": float(auc),
+        "chance_accuracy": float(counts.max() / counts.sum()),
+    }
 
 
-def _to_head(pipeline, task: Literal["regression", "classification"], name: str, feature_names: list[str],
-             metadata: dict) -> LinearHead:
+def _to_head(
+    pipeline, task: Literal["regression", "classification"], name: str, feature_names: list[str], metadata: dict
+) -> LinearHead:
     scaler, model = pipeline[0], pipeline[-1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     if task == "regression":
@@ -154,6 +180,14 @@ def _to_head(pipeline, task: Literal["regression", "classification"], name: str,
         if len(classes) == 2:  # sklearn keeps one row for two classes; softmax over [-z/2, z/2] is the same
             weight = np.vstack([-weight[0] / 2, weight[0] / 2])
             bias = np.array([-bias[0] / 2, bias[0] / 2])
-    return LinearHead(target=name, task=task, features=list(feature_names), mean=scaler.mean_, scale=scale,
-                      weight=np.asarray(weight, float), bias=np.asarray(bias, float), classes=classes,
-                      metadata=metadata)
+    return LinearHead(
+        target=name,
+        task=task,
+        features=list(feature_names),
+        mean=scaler.mean_,
+        scale=scale,
+        weight=np.asarray(weight, float),
+        bias=np.asarray(bias, float),
+        classes=classes,
+        metadata=metadata,
+    )

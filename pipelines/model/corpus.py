@@ -28,7 +28,6 @@ from pipelines.model.inputs import WORK_DIR_GLOB, load_model_inputs
 LOGGER = logging.getLogger("bsym")
 
 
-
 @dataclass
 class Corpus:
     """Unscaled windows and connectomes of several subjects.
@@ -80,25 +79,35 @@ class Corpus:
 
         has_sc = self._has_sc()
         if structural and not has_sc.any():
-            raise InputDataError("the corpus has no structural connectomes but the model has a structural stream; "
-                                 "use a functional model or a corpus with `sc`.")
+            raise InputDataError(
+                "the corpus has no structural connectomes but the model has a structural stream; "
+                "use a functional model or a corpus with `sc`."
+            )
         if not functional:
             if self.sc is None:  # then the model has no stream at all: a structural one was refused above
                 raise ValueError("a model without a functional stream needs a structural one")
             keep = np.flatnonzero(has_sc)
             return TrainingSet(fmri=None, sc=self.sc[keep].astype(np.float32), subject=np.arange(keep.size))
         if self.windows is None or self.windows.shape[0] == 0:
-            raise InputDataError("the corpus has no fMRI windows but the model has a functional stream; use a "
-                                 "structural model or a corpus with `windows`.")
+            raise InputDataError(
+                "the corpus has no fMRI windows but the model has a functional stream; use a "
+                "structural model or a corpus with `windows`."
+            )
         windows_ok = has_sc[self.window_subject] if structural else np.ones(len(self.window_subject), bool)
         dropped = sorted({self.subject_ids[s] for s in self.window_subject[~windows_ok]})
         if dropped:
-            LOGGER.warning("%d subject(s) without a connectome left out of multimodal training: %s",
-                                 len(dropped), ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+            LOGGER.warning(
+                "%d subject(s) without a connectome left out of multimodal training: %s",
+                len(dropped),
+                ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+            )
         scaled = self.scaled_windows()[windows_ok]
         # self.sc is None only without a structural stream (refused above otherwise)
-        return TrainingSet(fmri=scaled, sc=None if not structural or self.sc is None else self.sc.astype(np.float32),
-                           subject=self.window_subject[windows_ok])
+        return TrainingSet(
+            fmri=scaled,
+            sc=None if not structural or self.sc is None else self.sc.astype(np.float32),
+            subject=self.window_subject[windows_ok],
+        )
 
     def scaled_windows(self) -> np.ndarray:
         """Windows robust-scaled with each subject's own median/IQR; n/a regions 0. Shape (N, R, T), float32."""
@@ -136,8 +145,10 @@ def read_corpus(path: str | Path) -> Corpus:
         return read_work_dir(path)
     if path.suffix == ".npz" and path.is_file():
         return read_corpus_file(path)
-    raise MissingInputError(f"{path}: not a work directory or a corpus .npz file; pass the -w folder of a "
-                            "participant run, or a .npz with 'windows' (N, R, T) (see docs/pretraining.md).")
+    raise MissingInputError(
+        f"{path}: not a work directory or a corpus .npz file; pass the -w folder of a "
+        "participant run, or a .npz with 'windows' (N, R, T) (see docs/pretraining.md)."
+    )
 
 
 def read_work_dir(work_dir: str | Path) -> Corpus:
@@ -156,8 +167,10 @@ def read_work_dir(work_dir: str | Path) -> Corpus:
     work_dir = Path(work_dir)
     files = sorted(work_dir.glob(WORK_DIR_GLOB))
     if not files:
-        raise MissingInputError(f"{work_dir}: no cached model inputs ({WORK_DIR_GLOB}); run `bsym-app ... "
-                                "participant -w THIS_FOLDER` first (the model stage caches them).")
+        raise MissingInputError(
+            f"{work_dir}: no cached model inputs ({WORK_DIR_GLOB}); run `bsym-app ... "
+            "participant -w THIS_FOLDER` first (the model stage caches them)."
+        )
     by_subject: dict[str, list[Path]] = {}
     for file in files:
         by_subject.setdefault(file.parent.parent.name.removeprefix("sub-"), []).append(file)
@@ -169,8 +182,10 @@ def read_work_dir(work_dir: str | Path) -> Corpus:
             if labels is None:
                 labels = cached.labels
             elif not np.array_equal(labels, cached.labels):
-                raise InputDataError(f"{file}: atlas labels differ from those of the other participants; "
-                                     "pretrain on participants parcellated with one atlas.")
+                raise InputDataError(
+                    f"{file}: atlas labels differ from those of the other participants; "
+                    "pretrain on participants parcellated with one atlas."
+                )
             if cached.windows is not None:
                 windows.append(cached.windows.astype(np.float32))
                 owners.append(np.full(cached.windows.shape[0], s))
@@ -205,8 +220,9 @@ def read_corpus_file(path: str | Path) -> Corpus:
     elif sc is not None:
         n = sc.shape[0]
     else:
-        raise InputDataError(f"{path}: a corpus file needs 'windows' (N, R, T) and/or 'sc' (N, R, R); it has "
-                             f"{sorted(arrays)}.")
+        raise InputDataError(
+            f"{path}: a corpus file needs 'windows' (N, R, T) and/or 'sc' (N, R, R); it has {sorted(arrays)}."
+        )
     if windows is not None and windows.ndim != 3:
         raise InputDataError(f"{path}: 'windows' has shape {windows.shape}; expected (N, R, T).")
     if sc is not None and (sc.ndim != 3 or sc.shape[0] != n or sc.shape[1] != sc.shape[2]):
@@ -217,10 +233,14 @@ def read_corpus_file(path: str | Path) -> Corpus:
     subject_ids, owner = np.unique(ids.astype(str), return_inverse=True)
     first = [int(np.flatnonzero(owner == s)[0]) for s in range(subject_ids.size)]
     t_r = float(arrays["t_r"]) if "t_r" in arrays else None
-    return Corpus(windows=None if windows is None else windows.astype(np.float32), window_subject=owner,
-                  sc=None if sc is None else sc[first].astype(np.float32),
-                  subject_ids=[str(s) for s in subject_ids], t_r=t_r,
-                  labels=arrays["labels"].astype(int) if "labels" in arrays else None)
+    return Corpus(
+        windows=None if windows is None else windows.astype(np.float32),
+        window_subject=owner,
+        sc=None if sc is None else sc[first].astype(np.float32),
+        subject_ids=[str(s) for s in subject_ids],
+        t_r=t_r,
+        labels=arrays["labels"].astype(int) if "labels" in arrays else None,
+    )
 
 
 def save_corpus_file(corpus: Corpus, path: str | Path) -> Path:
@@ -254,12 +274,20 @@ def save_corpus_file(corpus: Corpus, path: str | Path) -> Path:
 
 def _check_one_tr(trs: set[float], where: Path) -> None:
     if len(trs) > 1:
-        raise InputDataError(f"{where}: the cached windows have different TRs {sorted(trs)}; they were made for "
-                             "different weight bundles. Pretrain on runs made with one bundle (one TR).")
+        raise InputDataError(
+            f"{where}: the cached windows have different TRs {sorted(trs)}; they were made for "
+            "different weight bundles. Pretrain on runs made with one bundle (one TR)."
+        )
 
 
-def _assemble(windows: list[np.ndarray], owners: list[np.ndarray], connectomes: list[np.ndarray | None],
-              subject_ids: list[str], labels: np.ndarray, trs: set[float]) -> Corpus:
+def _assemble(
+    windows: list[np.ndarray],
+    owners: list[np.ndarray],
+    connectomes: list[np.ndarray | None],
+    subject_ids: list[str],
+    labels: np.ndarray,
+    trs: set[float],
+) -> Corpus:
     n_regions = len(labels)
     sc = None
     if any(c is not None for c in connectomes):
@@ -267,6 +295,11 @@ def _assemble(windows: list[np.ndarray], owners: list[np.ndarray], connectomes: 
         for s, c in enumerate(connectomes):
             if c is not None:
                 sc[s] = np.nan_to_num(c)
-    return Corpus(windows=np.concatenate(windows) if windows else None,
-                  window_subject=np.concatenate(owners) if owners else np.zeros(0, int), sc=sc,
-                  subject_ids=subject_ids, t_r=next(iter(trs)) if trs else None, labels=labels)
+    return Corpus(
+        windows=np.concatenate(windows) if windows else None,
+        window_subject=np.concatenate(owners) if owners else np.zeros(0, int),
+        sc=sc,
+        subject_ids=subject_ids,
+        t_r=next(iter(trs)) if trs else None,
+        labels=labels,
+    )

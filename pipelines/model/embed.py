@@ -39,13 +39,24 @@ class ParticipantEmbedding:
 
     def subject_vector(self) -> dict[str, np.ndarray]:
         """Mean over regions of each available embedding: the subject-level feature vectors (D,)."""
-        return {k: v.mean(axis=0) for k, v in (("fused", self.fused), ("functional", self.functional),
-                                                 ("structural", self.structural)) if v is not None}
+        return {
+            k: v.mean(axis=0)
+            for k, v in (("fused", self.fused), ("functional", self.functional), ("structural", self.structural))
+            if v is not None
+        }
 
 
-def embed_participant(model, windows: np.ndarray | None, sc: np.ndarray | None, *, batch_size: int = 8,
-                      device: str = "cpu", attention: bool = True, reconstruction_folds: int = 5,
-                      seed: int = 0) -> ParticipantEmbedding:
+def embed_participant(
+    model,
+    windows: np.ndarray | None,
+    sc: np.ndarray | None,
+    *,
+    batch_size: int = 8,
+    device: str = "cpu",
+    attention: bool = True,
+    reconstruction_folds: int = 5,
+    seed: int = 0,
+) -> ParticipantEmbedding:
     """Embed a participant.
 
     Parameters
@@ -79,21 +90,35 @@ def embed_participant(model, windows: np.ndarray | None, sc: np.ndarray | None, 
     if windows is None and sc is None:
         raise ValueError(f"nothing to embed: this {cfg.mode} model got no usable windows or connectome")
     n_rows = 1 if windows is None else len(windows)
-    means = window_means(model, windows, None if sc is None else sc[None], np.zeros(n_rows, np.int64),
-                         n_subjects=1, batch_size=batch_size, device=device, attention=attention)
+    means = window_means(
+        model,
+        windows,
+        None if sc is None else sc[None],
+        np.zeros(n_rows, np.int64),
+        n_subjects=1,
+        batch_size=batch_size,
+        device=device,
+        attention=attention,
+    )
     found = {name: values[0] for name, values in means.embeddings.items()}
-    result = ParticipantEmbedding(functional=found.get("functional"), structural=found.get("structural"),
-                                  fused=found.get("fused"), gates=found.get("gates"),
-                                  attention={name: values[0] for name, values in means.attention.items()},
-                                  n_windows=0 if windows is None else len(windows))
+    result = ParticipantEmbedding(
+        functional=found.get("functional"),
+        structural=found.get("structural"),
+        fused=found.get("fused"),
+        gates=found.get("gates"),
+        attention={name: values[0] for name, values in means.attention.items()},
+        n_windows=0 if windows is None else len(windows),
+    )
     if windows is not None and reconstruction_folds:
-        result.reconstruction_r2 = masked_reconstruction_r2(model, windows, folds=reconstruction_folds,
-                                                            batch_size=batch_size, device=device, seed=seed)
+        result.reconstruction_r2 = masked_reconstruction_r2(
+            model, windows, folds=reconstruction_folds, batch_size=batch_size, device=device, seed=seed
+        )
     return result
 
 
-def masked_reconstruction_r2(model, windows: np.ndarray, *, folds: int = 5, batch_size: int = 8,
-                             device: str = "cpu", seed: int = 0) -> np.ndarray:
+def masked_reconstruction_r2(
+    model, windows: np.ndarray, *, folds: int = 5, batch_size: int = 8, device: str = "cpu", seed: int = 0
+) -> np.ndarray:
     """R^2 per region of the Perceiver's reconstruction of regions it could not see.
 
     Parameters
@@ -116,14 +141,14 @@ def masked_reconstruction_r2(model, windows: np.ndarray, *, folds: int = 5, batc
     def reconstruct(fmri, region_mask):
         return model(fmri=fmri, entry_mask=region_mask.unsqueeze(-1).expand_as(fmri)).reconstruction
 
-    sse, sst = masked_region_errors(reconstruct, windows, folds=folds, seed=seed, batch_size=batch_size,
-                                    device=device)
+    sse, sst = masked_region_errors(reconstruct, windows, folds=folds, seed=seed, batch_size=batch_size, device=device)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sst > 0, 1.0 - sse / sst, np.nan)
 
 
-def embed_many(model, participants: list[tuple[np.ndarray | None, np.ndarray | None]], *, batch_size: int = 32,
-               device: str = "cpu") -> list[dict[str, np.ndarray]]:
+def embed_many(
+    model, participants: list[tuple[np.ndarray | None, np.ndarray | None]], *, batch_size: int = 32, device: str = "cpu"
+) -> list[dict[str, np.ndarray]]:
     """Embed many participants in large batches that mix participants (no attention maps).
 
     Parameters
@@ -158,9 +183,19 @@ def embed_many(model, participants: list[tuple[np.ndarray | None, np.ndarray | N
         rows = [len(w) for w in series] if has_fmri else [1] * len(members)
         fmri = np.concatenate(series) if has_fmri else None
         sc = np.stack(connectomes) if has_sc else None
-        means = window_means(model, fmri, sc, np.repeat(np.arange(len(members)), rows), n_subjects=len(members),
-                             batch_size=batch_size, device=device)
+        means = window_means(
+            model,
+            fmri,
+            sc,
+            np.repeat(np.arange(len(members)), rows),
+            n_subjects=len(members),
+            batch_size=batch_size,
+            device=device,
+        )
         for position, index in enumerate(members):
-            results[index] = {name: means.embeddings[name][position]
-                              for name in ("functional", "structural", "fused") if name in means.embeddings}
+            results[index] = {
+                name: means.embeddings[name][position]
+                for name in ("functional", "structural", "fused")
+                if name in means.embeddings
+            }
     return results

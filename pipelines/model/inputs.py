@@ -60,14 +60,21 @@ def read_relmat(path: str | Path) -> np.ndarray:
     return table.to_numpy(dtype=np.float64)
 
 
-def save_model_inputs(path: str | Path, *, windows: np.ndarray | None, sc: np.ndarray | None,
-                      labels: list[int] | np.ndarray, t_r: float | None) -> Path:
+def save_model_inputs(
+    path: str | Path,
+    *,
+    windows: np.ndarray | None,
+    sc: np.ndarray | None,
+    labels: list[int] | np.ndarray,
+    t_r: float | None,
+) -> Path:
     """Cache a participant's model inputs (the layout of the module docstring), atomically."""
     n_regions = len(labels)
     arrays: dict[str, np.ndarray | np.generic] = {
         "windows": np.zeros((0, n_regions, 0), np.float32) if windows is None else windows.astype(np.float32),
         "sc": np.zeros((0, 0), np.float32) if sc is None else sc.astype(np.float32),
-        "labels": np.asarray(labels, np.int32), "t_r": np.float64(t_r or np.nan),
+        "labels": np.asarray(labels, np.int32),
+        "t_r": np.float64(t_r or np.nan),
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, allow_pickle=True, **arrays)
@@ -79,12 +86,17 @@ def load_model_inputs(path: str | Path) -> ModelInputs:
     with np.load(path) as data:
         windows, sc, labels, t_r = data["windows"], data["sc"], data["labels"], float(data["t_r"])
     has_windows = windows.ndim == 3 and windows.shape[0] > 0 and windows.shape[2] > 0
-    return ModelInputs(windows=windows if has_windows else None, sc=sc if sc.size else None,
-                       labels=labels.astype(np.int64), t_r=None if np.isnan(t_r) else t_r)
+    return ModelInputs(
+        windows=windows if has_windows else None,
+        sc=sc if sc.size else None,
+        labels=labels.astype(np.int64),
+        t_r=None if np.isnan(t_r) else t_r,
+    )
 
 
-def participant_inputs(window_files: list[Path], relmat: Path | None, labels: list[int], t_r: float | None
-                       ) -> tuple[ModelInputs, list[tuple[int, int, float]]]:
+def participant_inputs(
+    window_files: list[Path], relmat: Path | None, labels: list[int], t_r: float | None
+) -> tuple[ModelInputs, list[tuple[int, int, float]]]:
     """Gather a participant's model inputs from its runs' window files and its signed relmat.
 
     Parameters
@@ -111,5 +123,6 @@ def participant_inputs(window_files: list[Path], relmat: Path | None, labels: li
     kept = [run["windows"] for run in runs if run["windows"].shape[0]]
     short_runs = [(i, run["n_frames"], run["t_r"]) for i, run in enumerate(runs) if not run["windows"].shape[0]]
     sc = None if relmat is None else np.nan_to_num(read_relmat(relmat))
-    return ModelInputs(windows=np.concatenate(kept) if kept else None, sc=sc, labels=np.asarray(labels),
-                       t_r=t_r), short_runs
+    return ModelInputs(
+        windows=np.concatenate(kept) if kept else None, sc=sc, labels=np.asarray(labels), t_r=t_r
+    ), short_runs

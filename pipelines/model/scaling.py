@@ -55,8 +55,13 @@ def scale_windows(windows: np.ndarray, median: np.ndarray, iqr: np.ndarray) -> t
 SCALINGS = ("subject", "checkpoint", "study")
 
 
-def select_statistics(windows: np.ndarray, scaling: str, *, checkpoint: tuple[np.ndarray, np.ndarray] | None = None,
-                      study: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def select_statistics(
+    windows: np.ndarray,
+    scaling: str,
+    *,
+    checkpoint: tuple[np.ndarray, np.ndarray] | None = None,
+    study: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The (median, IQR) that scale ``windows``, and the scaling actually used.
 
     Parameters

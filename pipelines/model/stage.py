@@ -33,9 +33,17 @@ class ModelRun:
     incomplete: np.ndarray
 
 
-def run_model(model, inputs: ModelInputs, *, scaling: str, checkpoint: tuple[np.ndarray, np.ndarray] | None = None,
-              study: tuple[np.ndarray, np.ndarray] | None = None, batch_size: int = 8, device: str = "cpu",
-              seed: int = 0) -> ModelRun:
+def run_model(
+    model,
+    inputs: ModelInputs,
+    *,
+    scaling: str,
+    checkpoint: tuple[np.ndarray, np.ndarray] | None = None,
+    study: tuple[np.ndarray, np.ndarray] | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    seed: int = 0,
+) -> ModelRun:
     """Scale and embed one participant.
 
     Parameters

@@ -29,11 +29,19 @@ def test_full_finetuning_recovers_a_planted_class():
     data = _planted((labels == "patient").astype(float), seed=0)
     torch.manual_seed(0)
     model = BrainSymphony(tiny_config(mode="functional", dropout=0.0))
-    config = FinetuneConfig(task="classification", embedding="functional", epochs=6, learning_rate=1e-3,
-                            head_learning_rate=3e-2, batch_size=4, seed=0)
+    config = FinetuneConfig(
+        task="classification",
+        embedding="functional",
+        epochs=6,
+        learning_rate=1e-3,
+        head_learning_rate=3e-2,
+        batch_size=4,
+        seed=0,
+    )
     result = finetune(model, data, labels, config=config)
-    assert sorted(result.split["test"].tolist() + result.split["validation"].tolist()
-                  + result.split["train"].tolist()) == list(range(N_SUBJECTS))
+    assert sorted(
+        result.split["test"].tolist() + result.split["validation"].tolist() + result.split["train"].tolist()
+    ) == list(range(N_SUBJECTS))
     assert result.split["test"].size == 8 and result.split["validation"].size == 6
     assert result.classes == ["control", "patient"]
     assert result.metrics["n"] == 8
@@ -52,8 +60,15 @@ def test_full_finetuning_recovers_a_planted_continuous_target():
     data = _planted(values, seed=1)
     torch.manual_seed(1)
     model = BrainSymphony(tiny_config(mode="functional", dropout=0.0))
-    config = FinetuneConfig(task="regression", embedding="functional", epochs=6, learning_rate=1e-3,
-                            head_learning_rate=3e-2, batch_size=4, seed=1)
+    config = FinetuneConfig(
+        task="regression",
+        embedding="functional",
+        epochs=6,
+        learning_rate=1e-3,
+        head_learning_rate=3e-2,
+        batch_size=4,
+        seed=1,
+    )
     targets = values.astype(object)
     targets[3] = np.nan  # a subject without a target is left out
     result = finetune(model, data, targets, config=config)

@@ -43,8 +43,13 @@ def test_masked_region_loss_falls_well_below_the_region_mean_baseline():
     torch.manual_seed(0)
     model = BrainSymphony(tiny_config(mode="functional", mask_tokens=True, dropout=0.0))
     data = TrainingSet(fmri=_low_rank_windows(48, seed=1), sc=None, subject=np.arange(48))
-    stage = Stage(name="functional", objectives=("spatial", "perceiver"),
-                  trainable=("spatial", "temporal", "context", "perceiver", "decoders"), epochs=40, learning_rate=3e-3)
+    stage = Stage(
+        name="functional",
+        objectives=("spatial", "perceiver"),
+        trainable=("spatial", "temporal", "context", "perceiver", "decoders"),
+        epochs=40,
+        learning_rate=3e-3,
+    )
     trainer = Pretrainer(model, data, config=PretrainConfig(stages=(stage,), batch_size=8, holdout_fraction=0.25))
     before = trainer.evaluate()
     history = trainer.run()
@@ -62,10 +67,16 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path):
     def build() -> tuple[BrainSymphony, TrainingSet, PretrainConfig]:
         torch.manual_seed(3)
         model = BrainSymphony(tiny_config(mask_tokens=True, dropout=0.1))
-        data = TrainingSet(fmri=_low_rank_windows(10, seed=2), sc=_noise_connectomes(10, seed=2),
-                           subject=np.arange(10))
-        plan = PretrainConfig.stagewise(stream_epochs=1, perceiver_epochs=1, joint_epochs=1, learning_rate=1e-3,
-                                        batch_size=3, holdout_fraction=0.2, seed=5)
+        data = TrainingSet(fmri=_low_rank_windows(10, seed=2), sc=_noise_connectomes(10, seed=2), subject=np.arange(10))
+        plan = PretrainConfig.stagewise(
+            stream_epochs=1,
+            perceiver_epochs=1,
+            joint_epochs=1,
+            learning_rate=1e-3,
+            batch_size=3,
+            holdout_fraction=0.2,
+            seed=5,
+        )
         return model, data, plan
 
     model, data, plan = build()
@@ -95,16 +106,22 @@ def test_resume_refuses_a_checkpoint_of_another_schedule(tmp_path):
     plan = PretrainConfig.joint(epochs=1, objectives=("context",), batch_size=2)
     trainer = Pretrainer(BrainSymphony(tiny_config(mode="functional")), data, config=plan)
     trainer.save_checkpoint(tmp_path / "ckpt.pt")
-    other = Pretrainer(BrainSymphony(tiny_config(mode="functional")), data,
-                       config=PretrainConfig.joint(epochs=2, objectives=("context",), batch_size=2))
+    other = Pretrainer(
+        BrainSymphony(tiny_config(mode="functional")),
+        data,
+        config=PretrainConfig.joint(epochs=2, objectives=("context",), batch_size=2),
+    )
     with pytest.raises(CheckpointError, match="another pretrain config"):
         other.load_checkpoint(tmp_path / "ckpt.pt")
 
 
 def test_resume_refuses_a_checkpoint_written_before_the_weight_decay_groups(tmp_path):
     data = TrainingSet(fmri=_low_rank_windows(6, seed=0), sc=None, subject=np.arange(6))
-    trainer = Pretrainer(BrainSymphony(tiny_config(mode="functional")), data,
-                         config=PretrainConfig.joint(epochs=1, objectives=("context",), batch_size=2))
+    trainer = Pretrainer(
+        BrainSymphony(tiny_config(mode="functional")),
+        data,
+        config=PretrainConfig.joint(epochs=1, objectives=("context",), batch_size=2),
+    )
     trainer.save_checkpoint(tmp_path / "ckpt.pt")
     state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert state["format"] == CHECKPOINT_FORMAT
@@ -120,8 +137,14 @@ def _edge_r2_after_training(leak: bool) -> float:
         original = model.structural.forward
         model.structural.forward = lambda sc, edge_mask=None, need_weights=False: original(sc)
     data = TrainingSet(fmri=None, sc=_noise_connectomes(64, seed=4), subject=np.arange(64))
-    plan = PretrainConfig.joint(epochs=12, learning_rate=3e-3, objectives=("structural",), batch_size=8,
-                                holdout_fraction=0.25, masking=MaskingRatios(edges=0.2))
+    plan = PretrainConfig.joint(
+        epochs=12,
+        learning_rate=3e-3,
+        objectives=("structural",),
+        batch_size=8,
+        holdout_fraction=0.25,
+        masking=MaskingRatios(edges=0.2),
+    )
     trainer = Pretrainer(model, data, config=plan)
     return trainer.run()[-1].heldout["r2_masked_edges"]
 
@@ -144,14 +167,16 @@ def test_random_masks_have_exact_counts_and_pairs_are_upper_triangular():
     source, target = random_pairs(2, REGIONS, 0.2, generator)
     assert source.shape == (2, round(0.2 * REGIONS * (REGIONS - 1) / 2))
     assert bool((source < target).all())
-    assert all(len(set(zip(s.tolist(), t.tolist(), strict=True))) == s.numel()
-               for s, t in zip(source, target, strict=True))
+    assert all(
+        len(set(zip(s.tolist(), t.tolist(), strict=True))) == s.numel() for s, t in zip(source, target, strict=True)
+    )
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
     data = TrainingSet(fmri=_low_rank_windows(20, seed=0), sc=None, subject=np.arange(20))
-    plan = PretrainConfig.joint(epochs=2, learning_rate=1e-3, objectives=("context",), batch_size=4,
-                                warmup_fraction=0.2, holdout_fraction=0.0)
+    plan = PretrainConfig.joint(
+        epochs=2, learning_rate=1e-3, objectives=("context",), batch_size=4, warmup_fraction=0.2, holdout_fraction=0.0
+    )
     trainer = Pretrainer(BrainSymphony(tiny_config(mode="functional")), data, config=plan)
     stage = plan.stages[0]
     assert trainer.total_steps() == 10
@@ -164,8 +189,13 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 def test_objectives_need_mask_tokens_and_the_inference_model_drops_them():
     assert objectives_for(tiny_config()) == ("context", "perceiver", "structural")
-    assert objectives_for(tiny_config(mask_tokens=True)) == ("spatial", "temporal", "context", "perceiver",
-                                                             "structural")
+    assert objectives_for(tiny_config(mask_tokens=True)) == (
+        "spatial",
+        "temporal",
+        "context",
+        "perceiver",
+        "structural",
+    )
     data = TrainingSet(fmri=_low_rank_windows(4, seed=0), sc=_noise_connectomes(4, seed=0), subject=np.arange(4))
     with pytest.raises(ConfigError, match="mask_tokens=True"):
         Pretrainer(BrainSymphony(tiny_config()), data, config=PretrainConfig.joint(epochs=1))
@@ -192,14 +222,30 @@ def test_weight_decay_reaches_only_the_trainable_matrices():
     assert sorted(decay) == [0.0, 0.05]
     decayed, plain = decay[0.05], decay[0.0]
     # matrices: linear/attention/conv weights and the embedding-like tables
-    assert {"spatial.embedding_layer.weight", "spatial.pos_enc.pe", "spatial.layers.0.attn.qkv.weight",
-            "temporal.layers.1.mlp.2.weight", "context.conv1d.weight", "perceiver.latents",
-            "perceiver.cross_attn.in_proj_weight", "structural.pos_embed", "structural.layers.0.q_linear.weight",
-            "decoders.spatial.weight"} <= decayed
+    assert {
+        "spatial.embedding_layer.weight",
+        "spatial.pos_enc.pe",
+        "spatial.layers.0.attn.qkv.weight",
+        "temporal.layers.1.mlp.2.weight",
+        "context.conv1d.weight",
+        "perceiver.latents",
+        "perceiver.cross_attn.in_proj_weight",
+        "structural.pos_embed",
+        "structural.layers.0.q_linear.weight",
+        "decoders.spatial.weight",
+    } <= decayed
     # biases, norms, gains and mask tokens: no decay
-    assert {"spatial.mask_token", "temporal.mask_token", "context.mask_token", "spatial.pos_enc.alpha",
-            "spatial.layers.0.norm1.weight", "perceiver.input_ln.weight", "structural.layers.0.layer_norm1.weight",
-            "perceiver.cross_attn.in_proj_bias", "decoders.spatial.bias"} <= plain
+    assert {
+        "spatial.mask_token",
+        "temporal.mask_token",
+        "context.mask_token",
+        "spatial.pos_enc.alpha",
+        "spatial.layers.0.norm1.weight",
+        "perceiver.input_ln.weight",
+        "structural.layers.0.layer_norm1.weight",
+        "perceiver.cross_attn.in_proj_bias",
+        "decoders.spatial.bias",
+    } <= plain
     # everything but the fusion gate (frozen: no pretraining objective reaches it) lands in exactly one group
     assert decayed | plain == {n for n in names.values() if not n.startswith("gate.")}
     assert not decayed & plain

@@ -36,8 +36,17 @@ def run_app(*args) -> int:
 def _bundle(path: Path, atlas, *, regions: int = 450, frames: int = FRAMES, seed: int = 0) -> Path:
     config = tiny_config(n_regions=regions, n_timepoints=frames, max_regions=regions, max_timepoints=64)
     model = randomise_(BrainSymphony(config), seed=seed, scale=0.1)
-    save_bundle(model, path, name="tiny-random", atlas=atlas.label, labels_sha256=atlas.labels_sha256, tr=0.72,
-                licence="none", source="tests", training="random weights for tests")
+    save_bundle(
+        model,
+        path,
+        name="tiny-random",
+        atlas=atlas.label,
+        labels_sha256=atlas.labels_sha256,
+        tr=0.72,
+        licence="none",
+        source="tests",
+        training="random weights for tests",
+    )
     return path
 
 
@@ -48,9 +57,18 @@ def study(tmp_path_factory) -> dict[str, Path]:
     atlas = resolve_atlas("Schaefer400Tian450", atlas_dataset=root / "atlases")
     bundle = _bundle(root / "tiny_bundle", atlas)
     out, work = root / "out", root / "work"
-    args = [root / "bids", out, "participant", "--skip", "dmri", "--atlas-dataset", root / "atlases",
-            "--weights", bundle, "-w", work]
+    args = [
+        root / "bids",
+        out,
+        "participant",
+        "--skip",
+        "dmri",
+        "--atlas-dataset",
+        root / "atlases",
+        "--weights",
+        bundle,
+        "-w",
+        work,
+    ]
     assert run_app(*args) == 0
     return {"root": root, "out": out, "work": work, "bundle": bundle, "args": args, "atlas": atlas}
-
-

@@ -24,8 +24,15 @@ def _atlas(root: Path, label: str = "Toy", template: str = "MNI152NLin6Asym", re
     data[1:3, 1:4, 2:5] = 3
     data[4:6, 2:7, 1:8] = 1
     table = pd.DataFrame({"index": [3, 1], "name": ["right_thing", "left_thing"], "network": ["B", "A"]})
-    return write_atlas_dataset(root, atlas=label, template=template, dseg_img=nib.Nifti1Image(data, np.eye(4)),
-                               table=table, res=res, description="toy atlas")
+    return write_atlas_dataset(
+        root,
+        atlas=label,
+        template=template,
+        dseg_img=nib.Nifti1Image(data, np.eye(4)),
+        table=table,
+        res=res,
+        description="toy atlas",
+    )
 
 
 def test_write_then_resolve_sorts_labels_and_finds_images(tmp_path: Path):

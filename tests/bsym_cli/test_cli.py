@@ -24,11 +24,38 @@ def tiny(tmp_path: Path) -> Path:
 
 
 def test_multi_value_options_are_expanded_like_argparse_nargs_plus():
-    argv = ["in", "out", "participant", "--participant-label", "01", "sub-02", "-t", "rest", "--skip", "dmri",
-            "model", "--nprocs", "2"]
+    argv = [
+        "in",
+        "out",
+        "participant",
+        "--participant-label",
+        "01",
+        "sub-02",
+        "-t",
+        "rest",
+        "--skip",
+        "dmri",
+        "model",
+        "--nprocs",
+        "2",
+    ]
     assert expand_multi_value_options(argv, MULTI_VALUE) == [
-        "in", "out", "participant", "--participant-label", "01", "--participant-label", "sub-02", "-t", "rest",
-        "--skip", "dmri", "--skip", "model", "--nprocs", "2"]
+        "in",
+        "out",
+        "participant",
+        "--participant-label",
+        "01",
+        "--participant-label",
+        "sub-02",
+        "-t",
+        "rest",
+        "--skip",
+        "dmri",
+        "--skip",
+        "model",
+        "--nprocs",
+        "2",
+    ]
     assert expand_multi_value_options(["--participant_label=03"], MULTI_VALUE) == ["--participant_label", "03"]
 
 
@@ -65,24 +92,27 @@ def test_version(capsys):
     assert __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, code", [
-    ([], 2),  # missing arguments
-    (["{bids}", "{out}", "participant", "--no-such-option"], 2),
-    (["{bids}", "{bids}", "participant"], 64),  # OUTPUT_DIR is BIDS_DIR
-    (["{bids}", "{bids}/sub-01/out", "participant"], 64),  # inside the raw tree
-    (["{bids}", "{out}", "participant", "-w", "{bids}/work"], 64),  # work dir inside BIDS_DIR
-    (["{bids}", "{out}", "participant", "--min-coverage", "1.5"], 64),
-    (["{bids}", "{out}", "participant", "--denoise-strategy", "aggressive"], 64),
-    (["{bids}", "{out}", "participant", "--nprocs", "zero"], 64),
-    (["{bids}", "{out}", "participant", "--low-pass", "0.01", "--high-pass", "0.1"], 64),
-    (["{bids}", "{out}", "participant", "--mem", "lots"], 64),
-    (["{bids}", "{out}", "participant", "--participant-label", "99"], 18),
-    (["{bids}", "{out}", "participant", "--participant-label", "01", "-t", "nback", "--skip", "dmri"], 18),
-    (["{bids}", "{out}", "participant", "-d", "fmriprep={tmp}/nowhere"], 66),
-    (["{tmp}/missing", "{out}", "participant"], 66),
-    (["{bids}", "{tmp}/a_file/out", "participant"], 73),
-    (["{tmp}/a_dir", "{out}", "participant"], 16),  # no dataset_description.json
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        ([], 2),  # missing arguments
+        (["{bids}", "{out}", "participant", "--no-such-option"], 2),
+        (["{bids}", "{bids}", "participant"], 64),  # OUTPUT_DIR is BIDS_DIR
+        (["{bids}", "{bids}/sub-01/out", "participant"], 64),  # inside the raw tree
+        (["{bids}", "{out}", "participant", "-w", "{bids}/work"], 64),  # work dir inside BIDS_DIR
+        (["{bids}", "{out}", "participant", "--min-coverage", "1.5"], 64),
+        (["{bids}", "{out}", "participant", "--denoise-strategy", "aggressive"], 64),
+        (["{bids}", "{out}", "participant", "--nprocs", "zero"], 64),
+        (["{bids}", "{out}", "participant", "--low-pass", "0.01", "--high-pass", "0.1"], 64),
+        (["{bids}", "{out}", "participant", "--mem", "lots"], 64),
+        (["{bids}", "{out}", "participant", "--participant-label", "99"], 18),
+        (["{bids}", "{out}", "participant", "--participant-label", "01", "-t", "nback", "--skip", "dmri"], 18),
+        (["{bids}", "{out}", "participant", "-d", "fmriprep={tmp}/nowhere"], 66),
+        (["{tmp}/missing", "{out}", "participant"], 66),
+        (["{bids}", "{tmp}/a_file/out", "participant"], 73),
+        (["{tmp}/a_dir", "{out}", "participant"], 16),  # no dataset_description.json
+    ],
+)
 def test_exit_codes(tiny: Path, tmp_path: Path, argv: list[str], code: int):
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "a_dir").mkdir()
@@ -102,16 +132,16 @@ def test_no_fmriprep_derivatives_exits_66_and_names_the_fix(tmp_path: Path, caps
 
 def test_bad_file_names_exit_16_unless_validation_is_skipped(tiny: Path, tmp_path: Path, capsys):
     (tiny / "sub-01" / "func" / "sub-01_notbids.txt").write_text("x")
-    assert run_app(tiny, tmp_path / "out", "participant", "-w", tmp_path / "w",
-                   "--skip", "fmri", "dmri", "model") == 16
+    assert run_app(tiny, tmp_path / "out", "participant", "-w", tmp_path / "w", "--skip", "fmri", "dmri", "model") == 16
     assert "sub-01_notbids.txt" in capsys.readouterr().err
 
 
 def test_output_inside_derivatives_is_accepted(tiny: Path, tmp_path: Path):
     from bsym_cli.cli.app import cli, config_from_params
 
-    ctx = cli.make_context("bsym-app", [str(tiny), str(tiny / "derivatives" / "bsym"), "participant",
-                                        "-w", str(tmp_path / "w")])
+    ctx = cli.make_context(
+        "bsym-app", [str(tiny), str(tiny / "derivatives" / "bsym"), "participant", "-w", str(tmp_path / "w")]
+    )
     config = config_from_params(ctx, ctx.params)
     assert config.execution.output_dir == tiny / "derivatives" / "bsym"
 
@@ -119,8 +149,9 @@ def test_output_inside_derivatives_is_accepted(tiny: Path, tmp_path: Path):
 def _config(tmp_path: Path, bids: Path, *extra: str):
     from bsym_cli.cli.app import cli, config_from_params
 
-    argv = expand_multi_value_options([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"),
-                                       *extra], MULTI_VALUE)
+    argv = expand_multi_value_options(
+        [str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"), *extra], MULTI_VALUE
+    )
     ctx = cli.make_context("bsym-app", argv)
     return config_from_params(ctx, ctx.params)
 
@@ -141,8 +172,20 @@ def test_config_precedence_defaults_then_file_then_flags(tiny: Path, tmp_path: P
 def test_dumped_config_reproduces_the_run(tiny: Path, tmp_path: Path):
     from bsym_cli.cli.config import dump_config
 
-    first = _config(tmp_path, tiny, "--participant-label", "01", "--denoise-strategy", "scrubbing",
-                    "--skip", "dmri", "--mem", "6000MB", "--seed", "7")
+    first = _config(
+        tmp_path,
+        tiny,
+        "--participant-label",
+        "01",
+        "--denoise-strategy",
+        "scrubbing",
+        "--skip",
+        "dmri",
+        "--mem",
+        "6000MB",
+        "--seed",
+        "7",
+    )
     (dumped,) = dump_config(first, tmp_path / "dump")
     again = _config(tmp_path, tiny, "--config-file", str(dumped))
     assert again.hash == first.hash
@@ -180,13 +223,26 @@ def test_unwritable_output_dir_exits_73(tiny: Path, tmp_path: Path):
 def test_every_path_option_is_absolute_from_flags_and_the_config_file(tiny: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     toml = tmp_path / "c.toml"
-    toml.write_text('[execution]\nwork_dir = "scratch/w"\nbids_database_dir = "db"\n'
-                    '[workflow]\natlas_dataset = "atlases"\n[model]\nweights = "~/bundle"\n')
+    toml.write_text(
+        '[execution]\nwork_dir = "scratch/w"\nbids_database_dir = "db"\n'
+        '[workflow]\natlas_dataset = "atlases"\n[model]\nweights = "~/bundle"\n'
+    )
     from bsym_cli.cli.app import cli, config_from_params
 
-    argv = expand_multi_value_options([os.path.relpath(tiny), "out", "participant", "--config-file", "c.toml",
-                                       "--head", "heads/a", "-d", "fmriprep=bids/derivatives/fmriprep"],
-                                      MULTI_VALUE)
+    argv = expand_multi_value_options(
+        [
+            os.path.relpath(tiny),
+            "out",
+            "participant",
+            "--config-file",
+            "c.toml",
+            "--head",
+            "heads/a",
+            "-d",
+            "fmriprep=bids/derivatives/fmriprep",
+        ],
+        MULTI_VALUE,
+    )
     ctx = cli.make_context("bsym-app", argv)
     config = config_from_params(ctx, ctx.params)
     ex, model = config.execution, config.model
@@ -206,10 +262,13 @@ def test_a_label_is_a_label_even_when_a_file_has_its_name(tmp_path: Path, monkey
     assert read_labels(("./01",), "sub-") == ["02", "03"]
 
 
-@pytest.mark.parametrize("description", [
-    {"Name": "fMRIPrep outputs", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]},
-    {"Name": "raw", "BIDSVersion": "1.10.0", "DatasetType": "raw"},
-])
+@pytest.mark.parametrize(
+    "description",
+    [
+        {"Name": "fMRIPrep outputs", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]},
+        {"Name": "raw", "BIDSVersion": "1.10.0", "DatasetType": "raw"},
+    ],
+)
 def test_output_dir_holding_another_dataset_is_refused(tiny: Path, tmp_path: Path, description, capsys):
     out = tmp_path / "other"
     out.mkdir()
@@ -229,8 +288,12 @@ def test_every_option_is_declared_once_and_help_defaults_come_from_the_configura
     assert len(spellings) == len(set(spellings))
     listed = [name for names in help_sections().values() for name in names]
     assert sorted(listed) == sorted([p.name for p in cli.params if p.param_type_name == "option"] + ["help"])
-    text = subprocess.run([sys.executable, "-m", "bsym_cli.cli.app", "--help"], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "bsym_cli.cli.app", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
     assert f"[default: {WorkflowConfig.model_fields['streamlines'].default}]" in text
     assert f"[default: {WorkflowConfig.model_fields['seed'].default}]" in text
     assert "--scaling {" + ",".join(ModelConfig.model_fields["scaling"].annotation.__args__) + "}" in text

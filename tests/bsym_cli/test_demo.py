@@ -47,20 +47,27 @@ def test_layout_and_dataset_descriptions(study_dir):
     assert (raw["BIDSVersion"], raw["DatasetType"]) == ("1.10.0", "raw")
     prep = _read_json(study_dir / "bids/derivatives/fmriprep/dataset_description.json")
     assert prep["DatasetType"] == "derivative"
-    assert prep["GeneratedBy"][0] == {"Name": "fMRIPrep", "Version": "24.1.1",
-                                      "CodeURL": prep["GeneratedBy"][0]["CodeURL"]}
+    assert prep["GeneratedBy"][0] == {
+        "Name": "fMRIPrep",
+        "Version": "24.1.1",
+        "CodeURL": prep["GeneratedBy"][0]["CodeURL"],
+    }
     participants = pd.read_csv(study_dir / "bids/participants.tsv", sep="\t")
     assert list(participants.columns) == ["participant_id", "age", "sex"]
     assert participants["participant_id"].tolist() == ["sub-01", "sub-02"]
     assert participants["age"].between(20, 80).all()
     assert set(participants["sex"]) <= {"F", "M"}
     for sub in ("01", "02"):
-        for name in (f"bids/sub-{sub}/anat/sub-{sub}_T1w.nii.gz", f"bids/sub-{sub}/anat/sub-{sub}_T1w.json",
-                     f"bids/sub-{sub}/func/sub-{sub}_task-rest_bold.nii.gz",
-                     f"bids/sub-{sub}/dwi/sub-{sub}_dwi.json",
-                     PREP.format(s=sub) + "_desc-brain_mask.nii.gz", PREP.format(s=sub) + "_boldref.nii.gz",
-                     f"bids/derivatives/fmriprep/sub-{sub}/func/sub-{sub}_task-rest_desc-confounds_timeseries.json",
-                     f"truth/sub-{sub}_params.json"):
+        for name in (
+            f"bids/sub-{sub}/anat/sub-{sub}_T1w.nii.gz",
+            f"bids/sub-{sub}/anat/sub-{sub}_T1w.json",
+            f"bids/sub-{sub}/func/sub-{sub}_task-rest_bold.nii.gz",
+            f"bids/sub-{sub}/dwi/sub-{sub}_dwi.json",
+            PREP.format(s=sub) + "_desc-brain_mask.nii.gz",
+            PREP.format(s=sub) + "_boldref.nii.gz",
+            f"bids/derivatives/fmriprep/sub-{sub}/func/sub-{sub}_task-rest_desc-confounds_timeseries.json",
+            f"truth/sub-{sub}_params.json",
+        ):
             assert (study_dir / name).is_file(), name
 
 
@@ -94,16 +101,18 @@ def test_confounds_load_with_nilearn_strategies(study_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         simple, simple_mask = load_confounds_strategy(img, denoise_strategy="simple")
-        scrub, scrub_mask = load_confounds_strategy(img, denoise_strategy="scrubbing", fd_threshold=0.2,
-                                                    std_dvars_threshold=1.5)
+        scrub, scrub_mask = load_confounds_strategy(
+            img, denoise_strategy="scrubbing", fd_threshold=0.2, std_dvars_threshold=1.5
+        )
         compcor, _ = load_confounds_strategy(img, denoise_strategy="compcor")
     assert simple.shape[0] == N_VOLUMES
     assert {"trans_x", "rot_z_derivative1_power2", "csf", "white_matter"} <= set(simple.columns)
     assert simple_mask.tolist() == list(range(3, N_VOLUMES))  # the three planted dummy scans are dropped
     assert scrub_mask[0] >= 3 and len(scrub_mask) < N_VOLUMES - 3
     assert "a_comp_cor_00" in compcor.columns
-    table = pd.read_csv(img.replace("_space-MNI152NLin6Asym_res-4_desc-preproc_bold.nii.gz",
-                                    "_desc-confounds_timeseries.tsv"), sep="\t")
+    table = pd.read_csv(
+        img.replace("_space-MNI152NLin6Asym_res-4_desc-preproc_bold.nii.gz", "_desc-confounds_timeseries.tsv"), sep="\t"
+    )
     assert table.filter(like="non_steady_state_outlier").shape[1] == 3
     assert np.isnan(table["framewise_displacement"][0]) and (table["framewise_displacement"][1:] >= 0).all()
 
@@ -120,10 +129,12 @@ def test_regressing_confounds_recovers_planted_connectivity():
     sc = simulate_connectome(atlas.centroids, rng, hemispheres=atlas.hemispheres)
     truth = simulate_bold(sc, t_r=1.0, n_frames=n_volumes, coupling=0.6, rng=rng)
     motion, jerks = simulate_motion(n_volumes, 1.0, rng, severity=1.5)
-    bold = paint_bold(truth, anatomy, atlas.table["index"].to_numpy(), t_r=1.0, motion=motion, jerks=jerks,
-                      n_dummy=n_dummy, rng=rng)
-    table, _ = confounds_table(bold, motion, t_r=1.0, brain=anatomy.brain, wm=anatomy.wm > 0.9,
-                               csf=anatomy.csf > 0.5, n_dummy=n_dummy)
+    bold = paint_bold(
+        truth, anatomy, atlas.table["index"].to_numpy(), t_r=1.0, motion=motion, jerks=jerks, n_dummy=n_dummy, rng=rng
+    )
+    table, _ = confounds_table(
+        bold, motion, t_r=1.0, brain=anatomy.brain, wm=anatomy.wm > 0.9, csf=anatomy.csf > 0.5, n_dummy=n_dummy
+    )
     labels = anatomy.labels[anatomy.labels > 0]
     sums = np.zeros((451, n_volumes))
     np.add.at(sums, labels, bold[anatomy.labels > 0])
@@ -195,8 +206,10 @@ def test_same_seed_gives_identical_data_and_other_seed_differs(study_dir, other_
     confounds = "bids/derivatives/fmriprep/sub-01/func/sub-01_task-rest_desc-confounds_timeseries.tsv"
     assert (study_dir / confounds).read_bytes() == (same / confounds).read_bytes()
     assert _read_json(study_dir / "truth/sub-01_params.json") == _read_json(same / "truth/sub-01_params.json")
-    assert _read_json(other / "truth/sub-01_params.json")["age"] != _read_json(
-        study_dir / "truth/sub-01_params.json")["age"]
+    assert (
+        _read_json(other / "truth/sub-01_params.json")["age"]
+        != _read_json(study_dir / "truth/sub-01_params.json")["age"]
+    )
 
 
 def test_existing_study_is_refused_without_overwrite(study_dir):
@@ -232,8 +245,9 @@ def test_bold_shape_and_coupling_raises_correlation():
     short = simulate_bold(sc, t_r=0.72, n_frames=11, coupling=0.5, rng=np.random.default_rng(2))
     assert short.shape == (31, 11) and short.dtype == np.float32
     upper = np.triu_indices(31, 1)
-    weak, strong = (np.corrcoef(simulate_bold(sc, t_r=0.72, n_frames=400, coupling=g,
-                                              rng=np.random.default_rng(2)))[upper].mean()
-                    for g in (coupling_for_age(80.0), coupling_for_age(20.0)))
+    weak, strong = (
+        np.corrcoef(simulate_bold(sc, t_r=0.72, n_frames=400, coupling=g, rng=np.random.default_rng(2)))[upper].mean()
+        for g in (coupling_for_age(80.0), coupling_for_age(20.0))
+    )
     assert coupling_for_age(20.0) == pytest.approx(0.9) and coupling_for_age(80.0) == pytest.approx(0.36)
     assert strong > weak + 0.05

@@ -14,30 +14,62 @@ from pipelines.atomic import TMP_PREFIX, atomic_path, remove_stale_temporaries
 SRC = {"subject": "01", "session": "pre", "task": "rest", "run": 2, "space": "MNI152NLin6Asym", "desc": "preproc"}
 
 
-@pytest.mark.parametrize("kind, entities, expected", [
-    ("timeseries", {"space": "MNI152NLin6Asym", "atlas": "A"},
-     "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-mean_timeseries.tsv"),
-    ("relmat", {"space": "MNI152NLin6Asym", "atlas": "A"},
-     "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-pearsoncorrelation"
-     "_relmat.tsv"),
-    ("coverage", {"space": "MNI152NLin6Asym", "atlas": "A"},
-     "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-coverage_bold.tsv"),
-    ("atlas_dwi", {"atlas": "A"}, "sub-01/ses-pre/dwi/sub-01_ses-pre_task-rest_run-2_space-dwi_atlas-A_dseg.nii.gz"),
-    ("signed_relmat", {"atlas": "A"},
-     "sub-01/ses-pre/dwi/sub-01_ses-pre_task-rest_run-2_atlas-A_stat-signedsc_relmat.tsv"),
-    ("embedding", {"atlas": "A", "desc": "fused"},
-     "sub-01/ses-pre/model/sub-01_ses-pre_atlas-A_desc-fused_embedding.tsv"),
-    ("features", {}, "sub-01/ses-pre/model/sub-01_ses-pre_desc-bsym_features.tsv"),
-    ("attention_map", {"space": "MNI152NLin6Asym", "atlas": "A", "desc": "incomingattention"},
-     "sub-01/ses-pre/model/sub-01_ses-pre_space-MNI152NLin6Asym_atlas-A_desc-incomingattention_stat.nii.gz"),
-])
+@pytest.mark.parametrize(
+    "kind, entities, expected",
+    [
+        (
+            "timeseries",
+            {"space": "MNI152NLin6Asym", "atlas": "A"},
+            "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-mean_timeseries.tsv",
+        ),
+        (
+            "relmat",
+            {"space": "MNI152NLin6Asym", "atlas": "A"},
+            "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-pearsoncorrelation"
+            "_relmat.tsv",
+        ),
+        (
+            "coverage",
+            {"space": "MNI152NLin6Asym", "atlas": "A"},
+            "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_space-MNI152NLin6Asym_atlas-A_stat-coverage_bold.tsv",
+        ),
+        (
+            "atlas_dwi",
+            {"atlas": "A"},
+            "sub-01/ses-pre/dwi/sub-01_ses-pre_task-rest_run-2_space-dwi_atlas-A_dseg.nii.gz",
+        ),
+        (
+            "signed_relmat",
+            {"atlas": "A"},
+            "sub-01/ses-pre/dwi/sub-01_ses-pre_task-rest_run-2_atlas-A_stat-signedsc_relmat.tsv",
+        ),
+        (
+            "embedding",
+            {"atlas": "A", "desc": "fused"},
+            "sub-01/ses-pre/model/sub-01_ses-pre_atlas-A_desc-fused_embedding.tsv",
+        ),
+        ("features", {}, "sub-01/ses-pre/model/sub-01_ses-pre_desc-bsym_features.tsv"),
+        (
+            "attention_map",
+            {"space": "MNI152NLin6Asym", "atlas": "A", "desc": "incomingattention"},
+            "sub-01/ses-pre/model/sub-01_ses-pre_space-MNI152NLin6Asym_atlas-A_desc-incomingattention_stat.nii.gz",
+        ),
+    ],
+)
 def test_output_names_follow_design(kind, entities, expected):
     assert output_path("/out", kind, SRC, **entities) == Path("/out") / expected
 
 
 def test_output_names_from_file_names_and_refusals():
-    ents = {"sub": "07", "task": "rest", "acq": "mb", "run": "01", "space": "MNI152NLin2009cAsym", "res": "2",
-            "desc": "preproc"}  # a preprocessed BOLD's entities: those that do not identify the source are dropped
+    ents = {
+        "sub": "07",
+        "task": "rest",
+        "acq": "mb",
+        "run": "01",
+        "space": "MNI152NLin2009cAsym",
+        "res": "2",
+        "desc": "preproc",
+    }  # a preprocessed BOLD's entities: those that do not identify the source are dropped
     path = output_path("/o", "timeseries", ents, space="MNI152NLin2009cAsym", atlas="B")
     assert path.name == "sub-07_task-rest_acq-mb_run-01_space-MNI152NLin2009cAsym_atlas-B_stat-mean_timeseries.tsv"
     with pytest.raises(ValueError, match="no subject"):
@@ -52,12 +84,21 @@ def test_writer_sidecar_sources_are_bids_uris(tmp_path: Path):
     src = tmp_path / "table.tsv"
     src.write_text("a\tb\n1\t2\n")
     bold = fmriprep / "sub-01" / "func" / "sub-01_task-rest_desc-preproc_bold.nii.gz"
-    path = writer.write("timeseries", {"sub": "01", "task": "rest"}, src_file=src, space="MNI152NLin6Asym",
-                        atlas="A", sidecar={"SamplingFrequency": 0.5}, sources=[bold])
+    path = writer.write(
+        "timeseries",
+        {"sub": "01", "task": "rest"},
+        src_file=src,
+        space="MNI152NLin6Asym",
+        atlas="A",
+        sidecar={"SamplingFrequency": 0.5},
+        sources=[bold],
+    )
     assert path.read_text() == "a\tb\n1\t2\n"
     meta = json.loads(path.with_name(path.name.replace(".tsv", ".json")).read_text())
-    assert meta == {"SamplingFrequency": 0.5,
-                    "Sources": ["bids:fmriprep:sub-01/func/sub-01_task-rest_desc-preproc_bold.nii.gz"]}
+    assert meta == {
+        "SamplingFrequency": 0.5,
+        "Sources": ["bids:fmriprep:sub-01/func/sub-01_task-rest_desc-preproc_bold.nii.gz"],
+    }
 
 
 def test_a_failed_write_leaves_no_file_that_looks_complete(tmp_path: Path):

@@ -17,8 +17,18 @@ from tests.data.bids import make_dataset
 
 def _config(bids: Path, tmp_path: Path, **execution):
     workflow = execution.pop("workflow", {})
-    return build_config({"execution": {"bids_dir": bids, "output_dir": tmp_path / "out", "work_dir": tmp_path / "w",
-                                       "analysis_level": "participant", **execution}, "workflow": workflow})
+    return build_config(
+        {
+            "execution": {
+                "bids_dir": bids,
+                "output_dir": tmp_path / "out",
+                "work_dir": tmp_path / "w",
+                "analysis_level": "participant",
+                **execution,
+            },
+            "workflow": workflow,
+        }
+    )
 
 
 def _snapshot(root: Path) -> dict[str, float]:
@@ -26,14 +36,24 @@ def _snapshot(root: Path) -> dict[str, float]:
 
 
 def test_sessions_runs_both_spaces_and_qsiprep_preferred(tmp_path: Path):
-    bids = make_dataset(tmp_path / "bids", subjects=("01", "02", "03"), sessions=("pre", "post"), runs=("1", "2"),
-                        spaces=("MNI152NLin6Asym", "MNI152NLin2009cAsym"), qsiprep=True)
+    bids = make_dataset(
+        tmp_path / "bids",
+        subjects=("01", "02", "03"),
+        sessions=("pre", "post"),
+        runs=("1", "2"),
+        spaces=("MNI152NLin6Asym", "MNI152NLin2009cAsym"),
+        qsiprep=True,
+    )
     before = _snapshot(bids)
     study = discover(_config(bids, tmp_path, participant_label=("sub-03", "01")))
     assert _snapshot(bids) == before  # nothing written into BIDS_DIR (the index lives in the work dir)
     assert any((tmp_path / "w" / "bids_db").iterdir())
     assert [p.label for p in study.participants] == [
-        "sub-03_ses-post", "sub-03_ses-pre", "sub-01_ses-post", "sub-01_ses-pre"]
+        "sub-03_ses-post",
+        "sub-03_ses-pre",
+        "sub-01_ses-post",
+        "sub-01_ses-pre",
+    ]
     part = study.participants[0]
     assert len(part.bold_runs) == 4  # 2 runs x 2 spaces
     assert {r.space for r in part.bold_runs} == {"MNI152NLin6Asym", "MNI152NLin2009cAsym"}
@@ -47,7 +67,8 @@ def test_sessions_runs_both_spaces_and_qsiprep_preferred(tmp_path: Path):
     assert part.t1w.name == "sub-03_ses-post_T1w.nii.gz"
     chosen = choose_spaces(part.bold_runs, ["MNI152NLin2009cAsym"])
     assert sorted(r.bold.name for r in chosen) == [
-        f"sub-03_ses-post_task-rest_run-{r}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz" for r in "12"]
+        f"sub-03_ses-post_task-rest_run-{r}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz" for r in "12"
+    ]
 
 
 def test_raw_dwi_used_when_no_qsiprep_and_session_filter(tmp_path: Path):
@@ -66,19 +87,24 @@ def test_bids_filters_and_task_selection(tmp_path: Path):
     assert sorted(r.entities["task"] for r in study.participants[0].bold_runs) == ["nback", "nback"]
     study = discover(_config(bids, tmp_path, bids_filters={"bold": {"run": "2", "task": "*"}}))
     assert sorted(r.entities["task"] + r.entities["run"] for r in study.participants[0].bold_runs) == [
-        "nback2", "rest2"]
+        "nback2",
+        "rest2",
+    ]
     single = make_dataset(tmp_path / "single", subjects=("01",))
     study = discover(_config(single, tmp_path, bids_filters={"bold": {"run": None}}))
     assert len(study.participants[0].bold_runs) == 1
 
 
-@pytest.mark.parametrize("defect, message, missing", [
-    ("no-confounds", "no matching *_desc-confounds_timeseries.tsv", True),
-    ("no-mask", "no brain mask", True),
-    ("no-tr", "no RepetitionTime", False),
-    ("3d-bold", "is 3-D", False),
-    ("nan-bold", "1 non-finite values", False),
-])
+@pytest.mark.parametrize(
+    "defect, message, missing",
+    [
+        ("no-confounds", "no matching *_desc-confounds_timeseries.tsv", True),
+        ("no-mask", "no brain mask", True),
+        ("no-tr", "no RepetitionTime", False),
+        ("3d-bold", "is 3-D", False),
+        ("nan-bold", "1 non-finite values", False),
+    ],
+)
 def test_bold_defects_skip_the_participant_and_name_the_file(tmp_path: Path, defect, message, missing):
     bids = make_dataset(tmp_path / "bids", subjects=("01", "02"), dwi=False, defects={"02": defect})
     study = discover(_config(bids, tmp_path))
@@ -93,10 +119,13 @@ def test_bold_defects_skip_the_participant_and_name_the_file(tmp_path: Path, def
     assert info.value.code == (ExitCode.MISSING_INPUT if missing else ExitCode.BAD_INPUT_DATA)
 
 
-@pytest.mark.parametrize("defect, message", [
-    ("bval-count", "bval"),
-    ("no-bval", "no .bval file"),
-])
+@pytest.mark.parametrize(
+    "defect, message",
+    [
+        ("bval-count", "bval"),
+        ("no-bval", "no .bval file"),
+    ],
+)
 def test_dwi_defects_drop_the_series(tmp_path: Path, defect, message):
     bids = make_dataset(tmp_path / "bids", subjects=("01",), defects={"01": defect})
     study = discover(_config(bids, tmp_path))
@@ -135,10 +164,19 @@ def test_derivatives_found_by_generated_by_name_not_folder_name(tmp_path: Path):
     assert len(study.participants[0].bold_runs) == 1
 
 
-@pytest.mark.parametrize("value, t_r, words", [
-    (2, 2.0, None), (0.72, 0.72, None), (None, None, None), ("2.0", None, "not a number"),
-    ("two seconds", None, "not a number"), (-1, None, "positive"), (0, None, "positive"), (True, None, "not a number"),
-])
+@pytest.mark.parametrize(
+    "value, t_r, words",
+    [
+        (2, 2.0, None),
+        (0.72, 0.72, None),
+        (None, None, None),
+        ("2.0", None, "not a number"),
+        ("two seconds", None, "not a number"),
+        (-1, None, "positive"),
+        (0, None, "positive"),
+        (True, None, "not a number"),
+    ],
+)
 def test_repetition_time_is_a_positive_json_number(value, t_r, words):
     from bsym_cli.bids.discovery import repetition_time
 

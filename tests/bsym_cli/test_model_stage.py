@@ -35,8 +35,11 @@ def test_embeddings_features_and_maps_have_the_documented_content(study):
     assert emb.shape == (450, 2 + 16) and list(emb["name"]) == atlas.names and list(emb["index"]) == atlas.indices
     features = pd.read_csv(model / "sub-01_desc-bsym_features.tsv", sep="\t")
     assert features.loc[0, "n_windows"] == 5 and features.loc[0, "modality"] == "functional"
-    np.testing.assert_allclose(features[[f"functional_{i:03d}" for i in range(16)]].to_numpy()[0],
-                               emb.iloc[:, 2:].to_numpy().mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(
+        features[[f"functional_{i:03d}" for i in range(16)]].to_numpy()[0],
+        emb.iloc[:, 2:].to_numpy().mean(axis=0),
+        atol=1e-5,
+    )
     sidecar = json.loads((model / "sub-01_desc-bsym_features.json").read_text())
     assert sidecar["Bundle"] == "tiny-random" and len(sidecar["BundleSHA256"]) == 64
     assert sidecar["Sources"][0].startswith("bids:") is False or "sub-01" in sidecar["Sources"][0]
@@ -76,8 +79,9 @@ def test_reconstruction_r2_scores_each_region_while_the_model_cannot_see_it(stud
     scaled = scale_windows(cached.windows, *robust_statistics(cached.windows))[0]
     model, _ = load_bundle(study["bundle"])
     order = np.random.default_rng(DEFAULT_SEED).permutation(450)  # 5 interleaved groups of the seeded order
-    table = pd.read_csv(study["out"] / "sub-01" / "model" / "sub-01_desc-bsym_reconstruction.tsv", sep="\t",
-                        na_values="n/a")
+    table = pd.read_csv(
+        study["out"] / "sub-01" / "model" / "sub-01_desc-bsym_reconstruction.tsv", sep="\t", na_values="n/a"
+    )
     assert list(table["index"]) == study["atlas"].indices
     for fold, region in ((0, order[0]), (3, order[3])):
         mask = np.zeros(scaled.shape, bool)
@@ -96,8 +100,16 @@ def test_reconstruction_r2_scores_each_region_while_the_model_cannot_see_it(stud
 def test_same_inputs_give_the_same_embeddings_and_the_sidecars_record_the_scaling_used(study, tmp_path):
     """``--scaling study`` at the participant level scales by the participant's own statistics, and says so."""
     again = tmp_path / "again"
-    args = [*study["args"][:1], again, *study["args"][2:-1], tmp_path / "w", "--participant-label", "02",
-            "--scaling", "study"]
+    args = [
+        *study["args"][:1],
+        again,
+        *study["args"][2:-1],
+        tmp_path / "w",
+        "--participant-label",
+        "02",
+        "--scaling",
+        "study",
+    ]
     assert run_app(*args) == 0
     name = "sub-02/model/sub-02_atlas-Schaefer400Tian450_desc-functional_embedding.tsv"
     assert (again / name).read_bytes() == (study["out"] / name).read_bytes()
@@ -128,8 +140,17 @@ def test_bundle_with_another_region_count_is_refused(study, tmp_path, capsys):
 def test_bundle_without_the_participants_modality_refuses_it(study, tmp_path, capsys):
     config = tiny_config(n_regions=450, max_regions=450, mode="structural")
     path = tmp_path / "structural_only"
-    save_bundle(BrainSymphony(config), path, name="sc-only", atlas=study["atlas"].label,
-                labels_sha256=study["atlas"].labels_sha256, tr=0.72, licence="none", source="tests", training="none")
+    save_bundle(
+        BrainSymphony(config),
+        path,
+        name="sc-only",
+        atlas=study["atlas"].label,
+        labels_sha256=study["atlas"].labels_sha256,
+        tr=0.72,
+        licence="none",
+        source="tests",
+        training="none",
+    )
     args = [a if a != study["bundle"] else path for a in study["args"]]
     args[1] = tmp_path / "out"
     assert run_app(*args, "--participant-label", "01") == 65
@@ -142,8 +163,19 @@ def test_too_short_run_keeps_parcellation_and_skips_the_model(tmp_path, study, c
     build_demo(root, DemoSettings(participants=1, seed=1, n_frames=20, n_dummy=0, n_directions=12, n_b0=2))
     long_windows = _bundle(tmp_path / "long", study["atlas"], frames=64)  # 20 s at TR 1 -> 27 frames < 64
     out = tmp_path / "out"
-    args = [root / "bids", out, "participant", "--skip", "dmri", "--atlas-dataset", root / "atlases",
-            "--weights", long_windows, "-w", tmp_path / "w"]
+    args = [
+        root / "bids",
+        out,
+        "participant",
+        "--skip",
+        "dmri",
+        "--atlas-dataset",
+        root / "atlases",
+        "--weights",
+        long_windows,
+        "-w",
+        tmp_path / "w",
+    ]
     caplog.set_level("INFO", logger="bsym")
     assert run_app(*args) == 0
     assert "fewer than one 64-frame window" in caplog.text
@@ -155,8 +187,9 @@ def test_group_level_from_a_folder_copied_away_from_the_raw_data(study, tmp_path
     copied = tmp_path / "derivatives"
     shutil.copytree(study["out"], copied)
     before = {p: p.stat().st_mtime_ns for p in copied.rglob("sub-*/**/*") if p.is_file()}
-    code = run_app(tmp_path / "no_raw_data_here", copied, "group", "--target", "age", "--target", "sex",
-                   "-w", tmp_path / "w")
+    code = run_app(
+        tmp_path / "no_raw_data_here", copied, "group", "--target", "age", "--target", "sex", "-w", tmp_path / "w"
+    )
     assert code == 0
     group = copied / "group"
     features = pd.read_csv(group / "desc-bsym_features.tsv", sep="\t")
@@ -170,8 +203,16 @@ def test_group_level_from_a_folder_copied_away_from_the_raw_data(study, tmp_path
     assert networks["Clusters"] == 8 and networks["Participants"] == 6
     assert {p: p.stat().st_mtime_ns for p in before} == before  # participant outputs untouched
     head = group / "heads" / "target-age"
-    args = [*study["args"][:1], tmp_path / "pred", *study["args"][2:-1], tmp_path / "w2", "--participant-label",
-            "01", "--head", head]
+    args = [
+        *study["args"][:1],
+        tmp_path / "pred",
+        *study["args"][2:-1],
+        tmp_path / "w2",
+        "--participant-label",
+        "01",
+        "--head",
+        head,
+    ]
     assert run_app(*args) == 0
     prediction = pd.read_csv(tmp_path / "pred/sub-01/model/sub-01_desc-bsym_prediction.tsv", sep="\t")
     assert prediction.loc[0, "target"] == "age" and np.isfinite(prediction.loc[0, "prediction"])
@@ -188,17 +229,33 @@ def test_study_scaling_with_two_torchrun_processes_equals_one_process(study, tmp
     assert run_app(tmp_path / "none", single, *args) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**{k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--no-python", str(torchrun.with_name("bsym-app")),
-                             str(tmp_path / "none"), str(double), *args], capture_output=True, text=True, env=env,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--no-python",
+            str(torchrun.with_name("bsym-app")),
+            str(tmp_path / "none"),
+            str(double),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     one = pd.read_csv(single / "group" / "desc-bsym_features.tsv", sep="\t")
     two = pd.read_csv(double / "group" / "desc-bsym_features.tsv", sep="\t")
     assert list(one["participant_id"]) == list(two["participant_id"])
     columns = [c for c in one.columns if c.startswith("functional_")]
     np.testing.assert_allclose(one[columns].to_numpy(), two[columns].to_numpy(), atol=1e-5)
-    participant = pd.read_csv(study["out"] / "group" / "desc-bsym_features.tsv", sep="\t") if (
-        study["out"] / "group").exists() else None
+    participant = (
+        pd.read_csv(study["out"] / "group" / "desc-bsym_features.tsv", sep="\t")
+        if (study["out"] / "group").exists()
+        else None
+    )
     assert participant is None or not np.allclose(participant[columns], one[columns])  # study != subject scaling
     stats = pd.read_csv(single / "group" / "desc-studyscaling_stat.tsv", sep="\t")
     assert stats.shape == (450, 3) and (stats["iqr"] > 0).all()
@@ -229,11 +286,25 @@ def test_study_scaling_leaves_the_process_group_before_returning(study, tmp_path
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**{k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}, "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES},
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+    }
     argv = [sys.executable, "-c", script, str(study["out"]), str(study["work"]), str(study["bundle"])]
-    ranks = [subprocess.Popen(argv, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    ranks = [
+        subprocess.Popen(
+            argv,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [rank.communicate(timeout=600) for rank in ranks]
     for rank, (stdout, stderr) in zip(ranks, outputs, strict=True):
         assert rank.returncode == 0, stderr[-2000:]

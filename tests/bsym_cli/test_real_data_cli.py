@@ -22,9 +22,16 @@ def test_cli_recovers_every_hcp_region_with_denoising_none(tmp_path: Path):
     (bids / "sub-101309" / "func" / "sub-101309_task-rest_run-1_bold.json").write_text('{"RepetitionTime": 0.72}')
     fmriprep = bids / "derivatives" / "fmriprep"
     built = build_hcp_painted_derivative(fmriprep)
-    (fmriprep / "dataset_description.json").write_text(json.dumps({
-        "Name": "fMRIPrep", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}))
+    (fmriprep / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "fMRIPrep",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}],
+            }
+        )
+    )
     table = pd.DataFrame({"index": built["labels"], "name": built["names"]})
     atlas_img = nib.load(built["atlas"])
     keep = np.isin(np.asarray(atlas_img.dataobj), built["labels"])
@@ -33,8 +40,24 @@ def test_cli_recovers_every_hcp_region_with_denoising_none(tmp_path: Path):
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        main([str(bids), str(out), "participant", "--skip", "dmri", "model", "--atlas", "AAL2", "--atlas-dataset",
-              str(tmp_path / "atlases"), "--denoise-strategy", "none", "-w", str(tmp_path / "work")])
+        main(
+            [
+                str(bids),
+                str(out),
+                "participant",
+                "--skip",
+                "dmri",
+                "model",
+                "--atlas",
+                "AAL2",
+                "--atlas-dataset",
+                str(tmp_path / "atlases"),
+                "--denoise-strategy",
+                "none",
+                "-w",
+                str(tmp_path / "work"),
+            ]
+        )
     assert info.value.code == 0
     func = out / "sub-101309" / "func"
     stem = "sub-101309_task-rest_run-1_space-MNI152NLin6Asym_atlas-AAL2"

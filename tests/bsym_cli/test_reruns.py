@@ -34,8 +34,22 @@ OUT = Path("bids/derivatives/bsym")
 FMRIPREP = Path("bids/derivatives/fmriprep")
 #: The run of every test, as a user types it from the study folder (small and fast: no DWI denoising, no
 #: registration, few streamlines, the tiny test bundle).
-RUN = ["bids", str(OUT), "participant", "--atlas-dataset", "atlases", "-w", "work", "--weights", "tiny_bundle",
-       "--registration", "none", "--streamlines", "200", "--no-dwi-denoise"]
+RUN = [
+    "bids",
+    str(OUT),
+    "participant",
+    "--atlas-dataset",
+    "atlases",
+    "-w",
+    "work",
+    "--weights",
+    "tiny_bundle",
+    "--registration",
+    "none",
+    "--streamlines",
+    "200",
+    "--no-dwi-denoise",
+]
 ONE = ["--participant-label", "01"]
 FMRI_ONLY = ["--skip", "dmri", "model"]
 
@@ -44,12 +58,22 @@ def bsym_app(study: Path, *args: str, stall: str | None = None, wait: bool = Tru
     """Run ``bsym-app`` from ``study`` in a clean environment (no cache variables of this test process)."""
     env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
     if stall:
-        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(STALL), env.get("PYTHONPATH")])),
-                   BSYM_TEST_STALL=stall, BSYM_TEST_MARKER=str(study / f"stalled-{stall}"))
+        env.update(
+            PYTHONPATH=os.pathsep.join(filter(None, [str(STALL), env.get("PYTHONPATH")])),
+            BSYM_TEST_STALL=stall,
+            BSYM_TEST_MARKER=str(study / f"stalled-{stall}"),
+        )
     command = [str(APP), *args]
     if not wait:
-        return subprocess.Popen(command, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            cwd=study,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     return subprocess.run(command, cwd=study, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -59,9 +83,13 @@ def snapshot(study: Path, prefix: str = "") -> dict[str, str]:
     digests = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
-        if (not path.is_file() or "/log/" in f"/{relative}" or path.suffix == ".html"
-                or any(part.startswith(".") for part in path.relative_to(root).parts)
-                or not relative.startswith(prefix)):
+        if (
+            not path.is_file()
+            or "/log/" in f"/{relative}"
+            or path.suffix == ".html"
+            or any(part.startswith(".") for part in path.relative_to(root).parts)
+            or not relative.startswith(prefix)
+        ):
             continue
         data = path.read_bytes().replace(str(study).encode(), b"<study>")
         digests[relative] = hashlib.sha256(data).hexdigest()
@@ -98,11 +126,13 @@ def reference(source: Path, tmp_path_factory) -> dict[str, str]:
 
 def test_readme_style_run_with_relative_paths_writes_every_output(reference):
     names = "\n".join(reference)
-    for pattern in ("sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_stat-mean_timeseries",
-                    "sub-01/dwi/sub-01_atlas-Schaefer400Tian450_stat-signedsc_relmat.tsv",
-                    "sub-01/model/sub-01_desc-bsym_features.tsv",
-                    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
-                    "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-fused_embedding.tsv"):
+    for pattern in (
+        "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_stat-mean_timeseries",
+        "sub-01/dwi/sub-01_atlas-Schaefer400Tian450_stat-signedsc_relmat.tsv",
+        "sub-01/model/sub-01_desc-bsym_features.tsv",
+        "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
+        "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-fused_embedding.tsv",
+    ):
         assert pattern in names
     assert not any(name.startswith("sub-02") for name in reference)
 
@@ -129,8 +159,9 @@ def test_outputs_match_the_pinned_checksums(reference):
 
 
 def test_relative_work_dir_and_atlas_dataset_in_a_config_file_reach_the_nodes(study):
-    (study / "settings.toml").write_text('[execution]\nwork_dir = "scratch/work"\n\n'
-                                         '[workflow]\natlas_dataset = "atlases"\n')
+    (study / "settings.toml").write_text(
+        '[execution]\nwork_dir = "scratch/work"\n\n[workflow]\natlas_dataset = "atlases"\n'
+    )
     result = bsym_app(study, "bids", str(OUT), "participant", "--config-file", "settings.toml", *ONE, *FMRI_ONLY)
     assert result.returncode == 0, result.stderr[-3000:]
     dumped = next((study / "scratch" / "work").glob("*/config.toml")).read_text()
@@ -156,9 +187,11 @@ def test_changed_setting_recomputes_the_model_stage_and_going_back_restores_the_
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "up to date" not in changed.stderr
     now = snapshot(study)
-    for name in ("sub-01/model/sub-01_desc-bsym_features.tsv",
-                 "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
-                 "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-functional_embedding.tsv"):
+    for name in (
+        "sub-01/model/sub-01_desc-bsym_features.tsv",
+        "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5",
+        "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-functional_embedding.tsv",
+    ):
         assert now[name] != reference[name], name
     record = json.loads((study / OUT / "sub-01/model/sub-01_desc-bsym_features.json").read_text())["ComputedFrom"]
     assert set(record) >= {"ModelInputsSHA256", "BundleSHA256", "Scaling", "Seed"}
@@ -185,8 +218,10 @@ def test_corrected_repetition_time_reaches_the_outputs(study, reference):
     assert bsym_app(study, *RUN, *ONE).returncode == 0
     timeseries = next((study / OUT / "sub-01/func").glob("*_timeseries.json"))
     assert json.loads(timeseries.read_text())["RepetitionTime"] == 1.5
-    assert snapshot(study)["sub-01/model/sub-01_desc-bsym_features.tsv"] != \
-        reference["sub-01/model/sub-01_desc-bsym_features.tsv"]
+    assert (
+        snapshot(study)["sub-01/model/sub-01_desc-bsym_features.tsv"]
+        != reference["sub-01/model/sub-01_desc-bsym_features.tsv"]
+    )
     sidecar.write_text(original)
     assert bsym_app(study, *RUN, *ONE).returncode == 0
     assert json.loads(timeseries.read_text())["RepetitionTime"] == meta["RepetitionTime"]
@@ -231,8 +266,7 @@ def test_run_killed_at_a_stage_then_rerun_gives_the_clean_bytes(study, reference
 
 
 def test_two_participants_and_the_same_participant_twice_run_concurrently(study, reference):
-    runs = [bsym_app(study, *RUN, *labels, wait=False)
-            for labels in (ONE, ["--participant-label", "02"], ONE)]
+    runs = [bsym_app(study, *RUN, *labels, wait=False) for labels in (ONE, ["--participant-label", "02"], ONE)]
     outputs = [process.communicate(timeout=900)[0] for process in runs]
     for process, output in zip(runs, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
@@ -243,6 +277,7 @@ def test_two_participants_and_the_same_participant_twice_run_concurrently(study,
 
 # --- bad inputs: each gets its own message and exit code, and the other participant is processed ---
 
+
 def _bold(study: Path, subject: str = "01") -> Path:
     return next((study / FMRIPREP / f"sub-{subject}/func").glob("*_desc-preproc_bold.nii.gz"))
 
@@ -252,6 +287,7 @@ def _set_tr(value):
         sidecar = _bold(study).with_name(_bold(study).name.replace(".nii.gz", ".json"))
         sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "RepetitionTime": value}))
         return sidecar
+
     return defect
 
 
@@ -293,22 +329,36 @@ def _confounds_short(study: Path) -> Path:
 def _confounds_without_motion(study: Path) -> Path:
     table = pd.read_csv(_confounds(study), sep="\t")
     table.drop(columns=[c for c in table.columns if c.startswith("trans_")]).to_csv(
-        _confounds(study), sep="\t", index=False, na_rep="n/a")
+        _confounds(study), sep="\t", index=False, na_rep="n/a"
+    )
     return _confounds(study)
 
 
-@pytest.mark.parametrize("defect, words", [
-    (_set_tr("2.0"), "not a number"),
-    (_set_tr(-1), "positive number of seconds"),
-    (_set_tr("two seconds"), "not a number"),
-    (_malformed_sidecar, "not valid JSON"),
-    (_constant_bold, "does not change over time"),
-    (_truncated_bold, "truncated or corrupt"),
-    (_mask_on_another_grid, "on another grid"),
-    (_confounds_short, "rows but the BOLD series has"),
-    (_confounds_without_motion, "cannot build the 'simple' confounds"),
-], ids=["tr-string", "tr-negative", "tr-words", "sidecar-json", "constant-bold", "truncated-bold", "mask-grid",
-        "confounds-rows", "confounds-columns"])
+@pytest.mark.parametrize(
+    "defect, words",
+    [
+        (_set_tr("2.0"), "not a number"),
+        (_set_tr(-1), "positive number of seconds"),
+        (_set_tr("two seconds"), "not a number"),
+        (_malformed_sidecar, "not valid JSON"),
+        (_constant_bold, "does not change over time"),
+        (_truncated_bold, "truncated or corrupt"),
+        (_mask_on_another_grid, "on another grid"),
+        (_confounds_short, "rows but the BOLD series has"),
+        (_confounds_without_motion, "cannot build the 'simple' confounds"),
+    ],
+    ids=[
+        "tr-string",
+        "tr-negative",
+        "tr-words",
+        "sidecar-json",
+        "constant-bold",
+        "truncated-bold",
+        "mask-grid",
+        "confounds-rows",
+        "confounds-columns",
+    ],
+)
 def test_bad_input_of_one_participant_exits_65_naming_the_file_and_the_other_is_processed(study, defect, words):
     path = defect(study)
     result = bsym_app(study, *RUN, *FMRI_ONLY)
@@ -319,10 +369,14 @@ def test_bad_input_of_one_participant_exits_65_naming_the_file_and_the_other_is_
     assert not (study / OUT / "sub-01/func").exists()
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda table: table.iloc[:-1], "have no row in"),
-    (lambda table: table.assign(index=table["index"].replace(450, 451)), "have no row in"),
-], ids=["missing-row", "index-differs"])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda table: table.iloc[:-1], "have no row in"),
+        (lambda table: table.assign(index=table["index"].replace(450, 451)), "have no row in"),
+    ],
+    ids=["missing-row", "index-differs"],
+)
 def test_atlas_table_that_disagrees_with_its_image_exits_65(study, change, words):
     for tsv in (study / "atlases").rglob("*_dseg.tsv"):
         change(pd.read_csv(tsv, sep="\t")).to_csv(tsv, sep="\t", index=False)

@@ -25,8 +25,13 @@ def _corpus_file(path, *, subjects: int = 6, windows: int = 2):
     sc = rng.standard_normal((subjects, R, R))
     sc = (sc + sc.transpose(0, 2, 1)) * (1 - np.eye(R))
     ids = np.repeat([f"s{i}" for i in range(subjects)], windows)
-    np.savez(path, windows=series.astype(np.float32), sc=np.repeat(sc, windows, axis=0).astype(np.float32),
-             subject=ids, t_r=np.float64(0.8))
+    np.savez(
+        path,
+        windows=series.astype(np.float32),
+        sc=np.repeat(sc, windows, axis=0).astype(np.float32),
+        subject=ids,
+        t_r=np.float64(0.8),
+    )
     return path
 
 
@@ -44,8 +49,13 @@ def test_work_dir_corpus_groups_windows_by_participant_and_scales_per_subject(tm
     runs = {("01", "task-rest_run-1"): (3, sc), ("01", "task-rest_run-2"): (2, None), ("02", "task-rest"): (4, None)}
     for (subject, label), (count, connectome) in runs.items():
         windows = (rng.standard_normal((count, R, T)) * 3 + 7).astype(np.float32)
-        save_model_inputs(tmp_path / f"sub-{subject}" / "model" / f"sub-{subject}_{label}_model_input.npz",
-                          windows=windows, sc=connectome, labels=labels, t_r=0.72)
+        save_model_inputs(
+            tmp_path / f"sub-{subject}" / "model" / f"sub-{subject}_{label}_model_input.npz",
+            windows=windows,
+            sc=connectome,
+            labels=labels,
+            t_r=0.72,
+        )
     corpus = read_corpus(tmp_path)
     assert corpus.subject_ids == ["01", "02"]
     assert corpus.windows.shape == (9, R, T)
@@ -80,8 +90,23 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path):
     corpus = _corpus_file(tmp_path / "corpus.npz")
     bundle = tmp_path / "bundle"
     runner = CliRunner()
-    args = [str(corpus), "--out", str(bundle), "--stream-epochs", "1", "--perceiver-epochs", "1",
-            "--joint-epochs", "1", "--batch-size", "4", "--threads", "1", "--holdout-fraction", "0.2"]
+    args = [
+        str(corpus),
+        "--out",
+        str(bundle),
+        "--stream-epochs",
+        "1",
+        "--perceiver-epochs",
+        "1",
+        "--joint-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--holdout-fraction",
+        "0.2",
+    ]
     result = runner.invoke(pretrain, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     from brainsymphony import load_bundle
@@ -99,21 +124,54 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert load_bundle(bundle)[1].sha256 == meta.sha256
 
-    pd.DataFrame({"participant_id": [f"sub-s{i}" for i in range(6)],
-                  "age": [20.0, 31.0, 45.0, 52.0, 67.0, 74.0]}).to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        {"participant_id": [f"sub-s{i}" for i in range(6)], "age": [20.0, 31.0, 45.0, 52.0, 67.0, 74.0]}
+    ).to_csv(tmp_path / "p.tsv", sep="\t", index=False)
     from pipelines.heads import load_head
 
-    probe = runner.invoke(finetune, [str(corpus), "--targets", str(tmp_path / "p.tsv"), "--target", "age",
-                                     "--weights", str(bundle), "--out", str(tmp_path / "probe"), "--threads", "1"],
-                          catch_exceptions=False)
+    probe = runner.invoke(
+        finetune,
+        [
+            str(corpus),
+            "--targets",
+            str(tmp_path / "p.tsv"),
+            "--target",
+            "age",
+            "--weights",
+            str(bundle),
+            "--out",
+            str(tmp_path / "probe"),
+            "--threads",
+            "1",
+        ],
+        catch_exceptions=False,
+    )
     assert probe.exit_code == 0, probe.output
     head = load_head(tmp_path / "probe")
     assert head.task == "regression" and head.features[:2] == ["fused_000", "fused_001"] and len(head.features) == 128
     assert head.metadata["weights_sha256"] == meta.sha256 and head.metadata["method"] == "probe"
 
-    full = runner.invoke(finetune, [str(corpus), "--targets", str(tmp_path / "p.tsv"), "--target", "age",
-                                    "--weights", str(bundle), "--out", str(tmp_path / "full"), "--method", "full",
-                                    "--epochs", "1", "--threads", "1"], catch_exceptions=False)
+    full = runner.invoke(
+        finetune,
+        [
+            str(corpus),
+            "--targets",
+            str(tmp_path / "p.tsv"),
+            "--target",
+            "age",
+            "--weights",
+            str(bundle),
+            "--out",
+            str(tmp_path / "full"),
+            "--method",
+            "full",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+        ],
+        catch_exceptions=False,
+    )
     assert full.exit_code == 0, full.output
     head = load_head(tmp_path / "full")
     encoder, encoder_meta = load_bundle(tmp_path / "full-encoder")

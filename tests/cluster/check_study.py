@@ -26,14 +26,22 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 def scontrol_jobs(job_id: str) -> list[dict[str, str]]:
     """``scontrol -o show job ID`` as one dict per job (array tasks are separate jobs)."""
-    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True)
     jobs = []
     for line in out.stdout.splitlines():
         fields = {}
@@ -50,8 +58,12 @@ def wait_for(job_ids: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         jobs = [job for job_id in job_ids for job in scontrol_jobs(job_id)]
-        active = [j for j in jobs if j["JobState"] not in FINISHED
-                  and not (j["JobState"] == "PENDING" and j.get("Reason") == "DependencyNeverSatisfied")]
+        active = [
+            j
+            for j in jobs
+            if j["JobState"] not in FINISHED
+            and not (j["JobState"] == "PENDING" and j.get("Reason") == "DependencyNeverSatisfied")
+        ]
         if not active:
             return
         time.sleep(2)
@@ -79,17 +91,22 @@ def check(script_dir: Path, output_dir: Path, work_dir: Path, *, cpus: int, mem:
     check = Checks()
     jobs = json.loads((script_dir / "jobs.json").read_text())
     labels = (script_dir / "participants.txt").read_text().split()
-    tasks = sorted((j for j in scontrol_jobs(jobs["participant"]) if "ArrayTaskId" in j),
-                   key=lambda j: int(j["ArrayTaskId"]))
-    check([int(t["ArrayTaskId"]) for t in tasks] == list(range(len(labels))),
-          f"array {jobs['participant']} has tasks 0..{len(labels) - 1} for {len(labels)} participants")
+    tasks = sorted(
+        (j for j in scontrol_jobs(jobs["participant"]) if "ArrayTaskId" in j), key=lambda j: int(j["ArrayTaskId"])
+    )
+    check(
+        [int(t["ArrayTaskId"]) for t in tasks] == list(range(len(labels))),
+        f"array {jobs['participant']} has tasks 0..{len(labels) - 1} for {len(labels)} participants",
+    )
     completed = []
     for task in tasks:
         i = int(task["ArrayTaskId"])
         label = labels[i]
         tres = dict(item.split("=") for item in task.get("TRES", "").split(",") if "=" in item)
-        check(tres.get("cpu") == str(cpus) and tres.get("mem") == mem,
-              f"task {i}: TRES cpu={tres.get('cpu')} mem={tres.get('mem')} (asked {cpus}, {mem})")
+        check(
+            tres.get("cpu") == str(cpus) and tres.get("mem") == mem,
+            f"task {i}: TRES cpu={tres.get('cpu')} mem={tres.get('mem')} (asked {cpus}, {mem})",
+        )
         log = script_dir / f"participant-{jobs['participant']}_{i}.out"
         text = log.read_text() if log.exists() else ""
         check(f"array task {i} -> sub-{label} on" in text, f"task {i}: log {log.name} names sub-{label}")
@@ -100,10 +117,12 @@ def check(script_dir: Path, output_dir: Path, work_dir: Path, *, cpus: int, mem:
             configs = sorted((output_dir / f"sub-{label}" / "log").glob("*/config.toml"))
             if check(bool(configs), f"task {i}: {output_dir.name}/sub-{label}/log/*/config.toml written"):
                 config = tomllib.loads(configs[-1].read_text())
-                check(config["execution"]["participant_label"] == [label]
-                      and config["resources"]["nprocs"] == cpus
-                      and Path(config["execution"]["work_dir"]) == work_dir / f"sub-{label}",
-                      f"task {i}: config has participant {label}, nprocs {cpus}, work dir sub-{label}")
+                check(
+                    config["execution"]["participant_label"] == [label]
+                    and config["resources"]["nprocs"] == cpus
+                    and Path(config["execution"]["work_dir"]) == work_dir / f"sub-{label}",
+                    f"task {i}: config has participant {label}, nprocs {cpus}, work dir sub-{label}",
+                )
             features = list((output_dir / f"sub-{label}").glob("**/model/*_desc-bsym_features.tsv"))
             check(bool(features), f"task {i}: sub-{label}/**/model/*_desc-bsym_features.tsv written")
         else:
@@ -112,27 +131,34 @@ def check(script_dir: Path, output_dir: Path, work_dir: Path, *, cpus: int, mem:
     if expect == "success":
         check(all_ok, f"every participant completed ({len(completed)}/{len(labels)})")
     elif not all_ok:
-        print(f"NOTE {len(labels) - len(completed)} participant(s) failed inside bsym-app; accepted with "
-              "--expect any (use --expect success once the whole pipeline is in)")
+        print(
+            f"NOTE {len(labels) - len(completed)} participant(s) failed inside bsym-app; accepted with "
+            "--expect any (use --expect success once the whole pipeline is in)"
+        )
     if "group" not in jobs:
         return check.failed
     (group,) = scontrol_jobs(jobs["group"])
-    print(f"     group job {jobs['group']}: {group['JobState']} ({group.get('Reason')}), "
-          f"dependency {group.get('Dependency')}")
+    print(
+        f"     group job {jobs['group']}: {group['JobState']} ({group.get('Reason')}), "
+        f"dependency {group.get('Dependency')}"
+    )
     if all_ok:
         last_end = max(_time(t["EndTime"]) for t in tasks)
         start = _time(group["StartTime"])
-        check(group["JobState"] == "COMPLETED" and start is not None and start >= last_end,
-              f"group job completed and started ({start}) after the last task ended ({last_end})")
+        check(
+            group["JobState"] == "COMPLETED" and start is not None and start >= last_end,
+            f"group job completed and started ({start}) after the last task ended ({last_end})",
+        )
         table = output_dir / "group" / "desc-bsym_features.tsv"
         rows = table.read_text().splitlines()[1:] if table.exists() else []
-        check(len(rows) == len(labels),
-              f"group/desc-bsym_features.tsv has {len(rows)} rows for {len(labels)} participants")
+        check(
+            len(rows) == len(labels),
+            f"group/desc-bsym_features.tsv has {len(rows)} rows for {len(labels)} participants",
+        )
     else:
         never_ran = group["JobState"] == "CANCELLED" or group.get("Reason") == "DependencyNeverSatisfied"
         started = _time(group["StartTime"]) is not None and group["StartTime"] != group["EndTime"]
-        check(never_ran and not started,
-              "group job never started because a task failed (afterok)")
+        check(never_ran and not started, "group job never started because a task failed (afterok)")
         check(not (output_dir / "group").exists(), "no group outputs were written")
         if group["JobState"] == "PENDING":
             subprocess.run(["scancel", jobs["group"]], check=False)
@@ -140,8 +166,7 @@ def check(script_dir: Path, output_dir: Path, work_dir: Path, *, cpus: int, mem:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--script-dir", type=Path, help="default OUTPUT_DIR/logs/slurm")
@@ -156,8 +181,14 @@ def main() -> None:
     wait_for(list(jobs.values()), args.timeout)
     names = ", ".join(f"{kind} {job_id}" for kind, job_id in jobs.items())
     print(f"jobs {names} finished after {time.monotonic() - start:.0f} s")
-    failed = check(script_dir, args.output_dir.absolute(), args.work_dir.absolute(), cpus=args.cpus,
-                   mem=args.mem, expect=args.expect)
+    failed = check(
+        script_dir,
+        args.output_dir.absolute(),
+        args.work_dir.absolute(),
+        cpus=args.cpus,
+        mem=args.mem,
+        expect=args.expect,
+    )
     print(f"{'FAILED' if failed else 'PASSED'}: {failed} check(s) failed")
     sys.exit(1 if failed else 0)
 

@@ -44,11 +44,11 @@ def main() -> None:
     ensure_login_name()
     plugin = load_plugin_file(args.plugin_file)
     configure_nipype(crashdump_dir=args.work_dir / "crash")
-    first = Node(Function(input_names=["n"], output_names=["total", "job"], function=sum_of_squares),
-                 name="squares")
+    first = Node(Function(input_names=["n"], output_names=["total", "job"], function=sum_of_squares), name="squares")
     first.inputs.n = 7
-    second = Node(Function(input_names=["value"], output_names=["result", "job"], function=times_eleven),
-                  name="times11")
+    second = Node(
+        Function(input_names=["value"], output_names=["result", "job"], function=times_eleven), name="times11"
+    )
     wf = Workflow(name="slurm_probe", base_dir=str(args.work_dir))
     wf.connect(first, "total", second, "value")
     graph = run_workflow(wf, **plugin)

@@ -36,10 +36,24 @@ def _nifti(path: Path, data: np.ndarray, zooms: tuple[float, ...]) -> None:
     nib.save(img, path)
 
 
-def make_dataset(root: Path, *, subjects=("01", "02"), sessions=(None,), tasks=("rest",), runs=(None,),
-                 spaces=("MNI152NLin6Asym",), res: str | None = "2", shape=(7, 8, 9), n_vols: int = 11,
-                 t_r: float = 2.0, dwi: bool = True, qsiprep: bool = False, fmriprep: bool = True,
-                 defects: dict[str, str] | None = None, seed: int = 0) -> Path:
+def make_dataset(
+    root: Path,
+    *,
+    subjects=("01", "02"),
+    sessions=(None,),
+    tasks=("rest",),
+    runs=(None,),
+    spaces=("MNI152NLin6Asym",),
+    res: str | None = "2",
+    shape=(7, 8, 9),
+    n_vols: int = 11,
+    t_r: float = 2.0,
+    dwi: bool = True,
+    qsiprep: bool = False,
+    fmriprep: bool = True,
+    defects: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
     """Write a raw BIDS dataset at ``root`` with derivatives under ``root/derivatives``.
 
     ``defects`` maps a subject label to one of ``no-confounds``, ``no-mask``, ``no-tr``, ``3d-bold``,
@@ -49,25 +63,41 @@ def make_dataset(root: Path, *, subjects=("01", "02"), sessions=(None,), tasks=(
     defects = defects or {}
     root = Path(root)
     _json(root / "dataset_description.json", {"Name": "tiny", "BIDSVersion": "1.10.0", "DatasetType": "raw"})
-    (root / "participants.tsv").write_text("participant_id\tage\n" +
-                                           "".join(f"sub-{s}\t{20 + i}\n" for i, s in enumerate(subjects)))
+    (root / "participants.tsv").write_text(
+        "participant_id\tage\n" + "".join(f"sub-{s}\t{20 + i}\n" for i, s in enumerate(subjects))
+    )
     fmriprep_root = root / "derivatives" / "fmriprep"
     if fmriprep:
-        _json(fmriprep_root / "dataset_description.json", {
-            "Name": "fMRIPrep outputs", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]})
+        _json(
+            fmriprep_root / "dataset_description.json",
+            {
+                "Name": "fMRIPrep outputs",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}],
+            },
+        )
     qsiprep_root = root / "derivatives" / "qsiprep"
     if qsiprep:
-        _json(qsiprep_root / "dataset_description.json", {
-            "Name": "QSIPrep outputs", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "qsiprep", "Version": "1.0.0"}]})
+        _json(
+            qsiprep_root / "dataset_description.json",
+            {
+                "Name": "QSIPrep outputs",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "qsiprep", "Version": "1.0.0"}],
+            },
+        )
     for subject in subjects:
         defect = defects.get(subject)
         for session in sessions:
             prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
             folder = Path(f"sub-{subject}") / (f"ses-{session}" if session else "")
-            _nifti(root / folder / "anat" / f"{prefix}_T1w.nii.gz",
-                   rng.random((9, 10, 11)).astype(np.float32), (1.0, 1.0, 1.0))
+            _nifti(
+                root / folder / "anat" / f"{prefix}_T1w.nii.gz",
+                rng.random((9, 10, 11)).astype(np.float32),
+                (1.0, 1.0, 1.0),
+            )
             for task in tasks:
                 for run in runs:
                     stem = f"{prefix}_task-{task}" + (f"_run-{run}" if run else "")
@@ -105,8 +135,11 @@ def make_dataset(root: Path, *, subjects=("01", "02"), sessions=(None,), tasks=(
                 if qsiprep:
                     qdir = qsiprep_root / folder / "dwi"
                     _write_dwi(qdir, f"{prefix}_space-T1w_desc-preproc", rng, None)
-                    _nifti(qdir / f"{prefix}_space-T1w_desc-brain_mask.nii.gz", np.ones((6, 7, 5), np.uint8),
-                           (2.0, 2.0, 2.0))
+                    _nifti(
+                        qdir / f"{prefix}_space-T1w_desc-brain_mask.nii.gz",
+                        np.ones((6, 7, 5), np.uint8),
+                        (2.0, 2.0, 2.0),
+                    )
     return root
 
 

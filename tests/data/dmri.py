@@ -51,8 +51,7 @@ def write_phantom(folder: Path, phantom: Phantom | None = None, *, with_mask: bo
         nib.save(nib.Nifti1Image(phantom.mask.astype(np.uint8), phantom.affine), mask)
     atlas = folder / "atlas_dseg.nii.gz"
     nib.save(nib.Nifti1Image(phantom.atlas, phantom.affine), atlas)
-    return DwiFiles(dwi=dwi, bval=bval, bvec=bvec, mask=mask, atlas=atlas, labels=phantom.labels,
-                    names=phantom.names)
+    return DwiFiles(dwi=dwi, bval=bval, bvec=bvec, mask=mask, atlas=atlas, labels=phantom.labels, names=phantom.names)
 
 
 def write_small_64d(folder: Path) -> DwiFiles:
@@ -69,8 +68,9 @@ def write_small_64d(folder: Path) -> DwiFiles:
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), dwi)
     bvals = np.load(DIPY_FILES / "small_64D.bvals.npy")
     bvecs = np.load(DIPY_FILES / "small_64D.gradients.npy")
-    bvecs = np.divide(bvecs, np.linalg.norm(bvecs, axis=1, keepdims=True), out=np.zeros_like(bvecs),
-                      where=bvals[:, None] > 0)
+    bvecs = np.divide(
+        bvecs, np.linalg.norm(bvecs, axis=1, keepdims=True), out=np.zeros_like(bvecs), where=bvals[:, None] > 0
+    )
     bval, bvec = write_gradients(folder, bvals, bvecs, stem="small_64D")
     grid = np.indices(img.shape[:3])
     octant = (grid[0] >= 5).astype(int) + 2 * (grid[1] >= 5) + 4 * (grid[2] >= 5)
@@ -79,5 +79,12 @@ def write_small_64d(folder: Path) -> DwiFiles:
     mask = folder / "small_64D_mask.nii.gz"  # the crop lies wholly inside the brain: Otsu would split tissues
     nib.save(nib.Nifti1Image(np.ones(img.shape[:3], np.uint8), img.affine), mask)
     labels = list(range(2, 10))
-    return DwiFiles(dwi=dwi, bval=bval, bvec=bvec, mask=mask, atlas=atlas, labels=labels,
-                    names=[f"octant{label}" for label in labels])
+    return DwiFiles(
+        dwi=dwi,
+        bval=bval,
+        bvec=bvec,
+        mask=mask,
+        atlas=atlas,
+        labels=labels,
+        names=[f"octant{label}" for label in labels],
+    )

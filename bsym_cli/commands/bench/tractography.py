@@ -24,13 +24,21 @@ import numpy as np
 
 from pipelines.defaults import DEFAULT_SEED
 
-INSTALL_HINT = ("MRtrix3 is not on PATH; install it (Debian/Ubuntu: `apt-get install mrtrix3`, or conda: "
-                "`conda install -c mrtrix3 mrtrix3`) to compare against tckgen. Reporting DIPY alone.")
+INSTALL_HINT = (
+    "MRtrix3 is not on PATH; install it (Debian/Ubuntu: `apt-get install mrtrix3`, or conda: "
+    "`conda install -c mrtrix3 mrtrix3`) to compare against tckgen. Reporting DIPY alone."
+)
 
 
-def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size: str = "full",
-                           seed: int = DEFAULT_SEED,
-                           work_dir: Path | None = None, use_mrtrix: bool = True) -> dict:
+def run_tractography_bench(
+    *,
+    streamlines: int = 100_000,
+    threads: int = 2,
+    size: str = "full",
+    seed: int = DEFAULT_SEED,
+    work_dir: Path | None = None,
+    use_mrtrix: bool = True,
+) -> dict:
     """Run both tractographies on one phantom and return the measurements.
 
     Parameters
@@ -75,9 +83,16 @@ def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size
     dipy_counts = count_connectome(result.streamlines, atlas_img, phantom.labels)
     wm = phantom.mask & (fods.fa > params.fa_threshold)
     report = {
-        "phantom": {"size": size, "shape": list(phantom.atlas.shape), "directions": int((phantom.bvals > 0).sum()),
-                    "parcels": len(phantom.labels), "wm_voxels": int(wm.sum()), "bundles": len(phantom.planted_pairs)},
-        "streamlines": streamlines, "threads": threads,
+        "phantom": {
+            "size": size,
+            "shape": list(phantom.atlas.shape),
+            "directions": int((phantom.bvals > 0).sum()),
+            "parcels": len(phantom.labels),
+            "wm_voxels": int(wm.sum()),
+            "bundles": len(phantom.planted_pairs),
+        },
+        "streamlines": streamlines,
+        "threads": threads,
         "dipy": _side(fit_s, result.seconds, len(result.streamlines), dipy_counts, phantom),
     }
     report["dipy"].update(model=fods.model, sh_order=fods.sh_order, seeds=result.n_seeds)
@@ -96,35 +111,59 @@ def run_tractography_bench(*, streamlines: int = 100_000, threads: int = 2, size
 
 
 @click.command("tractography")
-@click.option("--streamlines", type=click.IntRange(min=100), default=100_000, show_default=True,
-              help="Streamlines each tool keeps.")
-@click.option("--threads", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
-              help="Threads for both tools.")
-@click.option("--size", type=click.Choice(["full", "small"]), default="full", show_default=True,
-              help="full: brain-sized phantom; small: the 7-parcel crossing phantom.")
+@click.option(
+    "--streamlines",
+    type=click.IntRange(min=100),
+    default=100_000,
+    show_default=True,
+    help="Streamlines each tool keeps.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=min(2, os.cpu_count() or 1),
+    show_default=True,
+    help="Threads for both tools.",
+)
+@click.option(
+    "--size",
+    type=click.Choice(["full", "small"]),
+    default="full",
+    show_default=True,
+    help="full: brain-sized phantom; small: the 7-parcel crossing phantom.",
+)
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--no-mrtrix", is_flag=True, help="Skip MRtrix3 even if tckgen is installed.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the measurements to this JSON file.")
-def tractography(streamlines: int, threads: int, size: str, seed: int, no_mrtrix: bool,
-                 json_out: Path | None) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the measurements to this JSON file.",
+)
+def tractography(streamlines: int, threads: int, size: str, seed: int, no_mrtrix: bool, json_out: Path | None) -> None:
     """DIPY probabilistic tracking vs MRtrix3 tckgen (iFOD2) on one phantom: speed and connectome agreement."""
-    report = run_tractography_bench(streamlines=streamlines, threads=threads, size=size, seed=seed,
-                                    use_mrtrix=not no_mrtrix)
+    report = run_tractography_bench(
+        streamlines=streamlines, threads=threads, size=size, seed=seed, use_mrtrix=not no_mrtrix
+    )
     phantom = report["phantom"]
-    click.echo(f"phantom {size}: {phantom['shape']} voxels (2 mm), {phantom['directions']} directions, "
-               f"{phantom['bundles']} bundles, {phantom['parcels']} parcels, {phantom['wm_voxels']} seed voxels; "
-               f"{streamlines} streamlines, {threads} thread(s)")
+    click.echo(
+        f"phantom {size}: {phantom['shape']} voxels (2 mm), {phantom['directions']} directions, "
+        f"{phantom['bundles']} bundles, {phantom['parcels']} parcels, {phantom['wm_voxels']} seed voxels; "
+        f"{streamlines} streamlines, {threads} thread(s)"
+    )
     rows = [("DIPY (ours)", report["dipy"])]
     if "mrtrix" in report:
         rows.append((f"MRtrix3 {report['mrtrix']['version']} tckgen iFOD2", report["mrtrix"]))
     click.echo(f"{'tool':34s} {'fit s':>8s} {'track s':>8s} {'stream/s':>10s} {'s/million':>10s} {'planted':>8s}")
     for name, side in rows:
-        click.echo(f"{name:34s} {side['fit_s']:8.2f} {side['track_s']:8.2f} {side['streamlines_per_s']:10.0f} "
-                   f"{side['s_per_million']:10.1f} {side['planted_top_fraction']:8.2f}")
+        click.echo(
+            f"{name:34s} {side['fit_s']:8.2f} {side['track_s']:8.2f} {side['streamlines_per_s']:10.0f} "
+            f"{side['s_per_million']:10.1f} {side['planted_top_fraction']:8.2f}"
+        )
     if "mrtrix" in report:
-        click.echo(f"DIPY / tckgen speed: {report['speed_ratio']:.2f}x; connectome Spearman rho "
-                   f"{report['spearman']:.3f}")
+        click.echo(
+            f"DIPY / tckgen speed: {report['speed_ratio']:.2f}x; connectome Spearman rho {report['spearman']:.3f}"
+        )
     else:
         click.echo(report["mrtrix_missing"])
     if json_out:
@@ -133,10 +172,15 @@ def tractography(streamlines: int, threads: int, size: str, seed: int, no_mrtrix
 
 def _side(fit_s: float, track_s: float, n_kept: int, counts: np.ndarray, phantom) -> dict:
     rate = n_kept / track_s if track_s > 0 else float("nan")
-    return {"fit_s": round(fit_s, 3), "track_s": round(track_s, 3), "streamlines": n_kept,
-            "streamlines_per_s": round(rate, 1), "s_per_million": round(1e6 / rate, 1),
-            "connecting": int(np.triu(counts, 1).sum()),
-            "planted_top_fraction": _planted_top_fraction(counts, phantom)}
+    return {
+        "fit_s": round(fit_s, 3),
+        "track_s": round(track_s, 3),
+        "streamlines": n_kept,
+        "streamlines_per_s": round(rate, 1),
+        "s_per_million": round(1e6 / rate, 1),
+        "connecting": int(np.triu(counts, 1).sum()),
+        "planted_top_fraction": _planted_top_fraction(counts, phantom),
+    }
 
 
 def _planted_top_fraction(counts: np.ndarray, phantom) -> float:
@@ -146,7 +190,7 @@ def _planted_top_fraction(counts: np.ndarray, phantom) -> float:
     if not planted:
         return float("nan")
     upper = np.triu(counts, 1)
-    top = np.argsort(upper, axis=None)[::-1][:len(planted)]
+    top = np.argsort(upper, axis=None)[::-1][: len(planted)]
     found = {tuple(sorted(p)) for p in zip(*np.unravel_index(top, counts.shape), strict=True)}
     return round(len(found & {tuple(sorted(p)) for p in planted}) / len(planted), 3)
 
@@ -160,6 +204,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def _run_mrtrix(folder: Path, phantom, wm: np.ndarray, lmax: int, params, threads: int) -> dict:
     """Write the phantom for MRtrix, run response/FOD/tckgen/tck2connectome, return times and counts."""
+
     def save(data, name):
         nib.save(nib.Nifti1Image(data, phantom.affine), folder / name)
         return str(folder / name)
@@ -171,19 +216,68 @@ def _run_mrtrix(folder: Path, phantom, wm: np.ndarray, lmax: int, params, thread
     common = ["-nthreads", str(threads), "-quiet", "-force"]
     env = {**os.environ, "MRTRIX_RNG_SEED": str(params.seed)}
     started = time.perf_counter()
-    _mrtrix(["dwi2response", "tournier", dwi, str(folder / "response.txt"), "-grad", str(grad), "-mask", mask,
-             *common], env)
-    _mrtrix(["dwi2fod", "csd", dwi, str(folder / "response.txt"), str(folder / "fod.mif"), "-grad", str(grad),
-             "-mask", mask, "-lmax", str(lmax), *common], env)
+    _mrtrix(
+        ["dwi2response", "tournier", dwi, str(folder / "response.txt"), "-grad", str(grad), "-mask", mask, *common], env
+    )
+    _mrtrix(
+        [
+            "dwi2fod",
+            "csd",
+            dwi,
+            str(folder / "response.txt"),
+            str(folder / "fod.mif"),
+            "-grad",
+            str(grad),
+            "-mask",
+            mask,
+            "-lmax",
+            str(lmax),
+            *common,
+        ],
+        env,
+    )
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
-    _mrtrix(["tckgen", str(folder / "fod.mif"), str(folder / "tracks.tck"), "-algorithm", "iFOD2",
-             "-seed_image", seeds, "-mask", mask, "-select", str(params.n_streamlines), "-step",
-             str(params.step_size), "-angle", str(params.max_angle), "-minlength", str(params.min_length),
-             "-maxlength", str(params.max_length), *common], env)
+    _mrtrix(
+        [
+            "tckgen",
+            str(folder / "fod.mif"),
+            str(folder / "tracks.tck"),
+            "-algorithm",
+            "iFOD2",
+            "-seed_image",
+            seeds,
+            "-mask",
+            mask,
+            "-select",
+            str(params.n_streamlines),
+            "-step",
+            str(params.step_size),
+            "-angle",
+            str(params.max_angle),
+            "-minlength",
+            str(params.min_length),
+            "-maxlength",
+            str(params.max_length),
+            *common,
+        ],
+        env,
+    )
     track_s = time.perf_counter() - started
-    _mrtrix(["tck2connectome", str(folder / "tracks.tck"), atlas, str(folder / "connectome.csv"),
-             "-assignment_radial_search", "2", "-symmetric", "-zero_diagonal", *common], env)
+    _mrtrix(
+        [
+            "tck2connectome",
+            str(folder / "tracks.tck"),
+            atlas,
+            str(folder / "connectome.csv"),
+            "-assignment_radial_search",
+            "2",
+            "-symmetric",
+            "-zero_diagonal",
+            *common,
+        ],
+        env,
+    )
     full = np.loadtxt(folder / "connectome.csv", delimiter=",", ndmin=2)
     rows = np.asarray(phantom.labels) - 1  # MRtrix row i is node value i + 1
     counts = np.zeros((len(rows), len(rows)), dtype=np.int64)

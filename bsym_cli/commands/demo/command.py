@@ -11,8 +11,9 @@ import click
 
 @click.command("demo")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--participants", type=click.IntRange(1, 999), default=8, show_default=True,
-              help="Number of participants.")
+@click.option(
+    "--participants", type=click.IntRange(1, 999), default=8, show_default=True, help="Number of participants."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo study in DIRECTORY.")
 def demo(directory: Path, participants: int, seed: int, overwrite: bool) -> None:

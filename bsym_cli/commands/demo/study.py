@@ -131,8 +131,7 @@ class DemoStudy:
         return self.root / "truth"
 
 
-def build_demo(root: str | Path, settings: DemoSettings | None = None, *, overwrite: bool = False
-               ) -> DemoStudy:
+def build_demo(root: str | Path, settings: DemoSettings | None = None, *, overwrite: bool = False) -> DemoStudy:
     """Simulate and write the whole demo study under ``root``.
 
     Parameters
@@ -189,8 +188,16 @@ def _prepare_root(root: Path, *, overwrite: bool) -> None:
         raise OutputError(f"Cannot create the demo folder {root}: {exc}. Choose a writable folder.") from exc
 
 
-def _save_nifti(study: DemoStudy, path: Path, data: np.ndarray, affine: np.ndarray, *, dtype: type,
-                t_r: float | None = None, xform_code: int = 1) -> Path:
+def _save_nifti(
+    study: DemoStudy,
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    dtype: type,
+    t_r: float | None = None,
+    xform_code: int = 1,
+) -> Path:
     header = nib.Nifti1Header()
     header.set_data_dtype(dtype)
     image = nib.Nifti1Image(data, affine, header)
@@ -250,8 +257,14 @@ def _link_or_copy(study: DemoStudy, source: Path, target: Path) -> Path:
     return target
 
 
-def _write_participant(study: DemoStudy, label: str, atlas: DemoAtlas, tracts: list[Tract],
-                       settings: DemoSettings, rng: np.random.Generator) -> tuple[str, float, str]:
+def _write_participant(
+    study: DemoStudy,
+    label: str,
+    atlas: DemoAtlas,
+    tracts: list[Tract],
+    settings: DemoSettings,
+    rng: np.random.Generator,
+) -> tuple[str, float, str]:
     sub = f"sub-{label}"
     age = round(float(rng.uniform(*AGE_RANGE)), 1)
     sex = str(rng.choice(["F", "M"]))
@@ -267,114 +280,239 @@ def _write_participant(study: DemoStudy, label: str, atlas: DemoAtlas, tracts: l
     motion, jerks = simulate_motion(n_volumes, t_r, rng, severity=severity)
     bold_anatomy = anatomy_on_grid(BOLD_STEP_MM)
     indices = atlas.table["index"].to_numpy()
-    bold = paint_bold(signals, bold_anatomy, indices, t_r=t_r, motion=motion, jerks=jerks,
-                      n_dummy=settings.n_dummy, rng=rng)
+    bold = paint_bold(
+        signals, bold_anatomy, indices, t_r=t_r, motion=motion, jerks=jerks, n_dummy=settings.n_dummy, rng=rng
+    )
     table, metadata = confounds_table(
-        bold, motion, t_r=t_r, brain=bold_anatomy.brain, wm=bold_anatomy.wm > 0.9,
-        csf=bold_anatomy.csf > 0.5, n_dummy=settings.n_dummy)
+        bold,
+        motion,
+        t_r=t_r,
+        brain=bold_anatomy.brain,
+        wm=bold_anatomy.wm > 0.9,
+        csf=bold_anatomy.csf > 0.5,
+        n_dummy=settings.n_dummy,
+    )
     _write_func(study, sub, bold, bold_anatomy, table, metadata, settings)
 
     dwi_anatomy = anatomy_on_grid(DWI_STEP_MM)
-    dwi = simulate_dwi(dwi_anatomy, tracts, age=age, rng=rng, snr=settings.dwi_snr,
-                       n_directions=settings.n_directions, n_b0=settings.n_b0)
+    dwi = simulate_dwi(
+        dwi_anatomy,
+        tracts,
+        age=age,
+        rng=rng,
+        snr=settings.dwi_snr,
+        n_directions=settings.n_directions,
+        n_b0=settings.n_b0,
+    )
     pose = random_head_pose(rng)
     dwi_affine = pose @ dwi_anatomy.grid.affine
     dwi_dir = study.bids_dir / sub / "dwi"
     _save_nifti(study, dwi_dir / f"{sub}_dwi.nii.gz", dwi.data, dwi_affine, dtype=np.int16)
     _text(study, dwi_dir / f"{sub}_dwi.bval", " ".join(f"{b:g}" for b in dwi.bvals) + "\n")
-    _text(study, dwi_dir / f"{sub}_dwi.bvec",
-          "\n".join(" ".join(f"{v:.6f}" for v in row) for row in dwi.bvecs.T) + "\n")
-    _json(study, dwi_dir / f"{sub}_dwi.json", {
-        "RepetitionTime": 3.2, "EchoTime": 0.089, "PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05,
-        "MagneticFieldStrength": 3, "Manufacturer": "bsym demo (simulated)"})
+    _text(
+        study, dwi_dir / f"{sub}_dwi.bvec", "\n".join(" ".join(f"{v:.6f}" for v in row) for row in dwi.bvecs.T) + "\n"
+    )
+    _json(
+        study,
+        dwi_dir / f"{sub}_dwi.json",
+        {
+            "RepetitionTime": 3.2,
+            "EchoTime": 0.089,
+            "PhaseEncodingDirection": "j-",
+            "TotalReadoutTime": 0.05,
+            "MagneticFieldStrength": 3,
+            "Manufacturer": "bsym demo (simulated)",
+        },
+    )
     _write_t1w(study, sub, pose, rng)
 
     truth = study.truth_dir
     _npy(study, truth / f"{sub}_timeseries.npy", signals.astype(np.float32))
     _npy(study, truth / f"{sub}_sc.npy", sc.astype(np.float32))
-    _json(study, truth / f"{sub}_params.json", {
-        "participant_id": sub, "age": age, "sex": sex, "coupling": coupling,
-        "coupling_for_age": coupling_for_age(age), "model_noise": model_noise, "RepetitionTime": t_r,
-        "n_volumes": n_volumes, "NonSteadyStateVolumes": settings.n_dummy,
-        "motion_severity": severity, "sudden_movement_frames": [int(j) for j in jerks],
-        "dwi_head_pose": pose.tolist(), "dwi_affine": dwi_affine.tolist(),
-        "dwi_mni_affine": dwi_anatomy.grid.affine.tolist(),
-        "dwi_radial_diffusivity": radial_diffusivity_for_age(age), "dwi_tract_fa": dwi.fa_tract_voxel,
-        "dwi_snr": settings.dwi_snr, "dwi_tract_voxels": dwi.n_tract_voxels,
-        "dwi_crossing_voxels": dwi.n_crossing_voxels,
-        "timeseries_rows": "atlas indices 1-450 in order (atlases/ table)",
-    })
+    _json(
+        study,
+        truth / f"{sub}_params.json",
+        {
+            "participant_id": sub,
+            "age": age,
+            "sex": sex,
+            "coupling": coupling,
+            "coupling_for_age": coupling_for_age(age),
+            "model_noise": model_noise,
+            "RepetitionTime": t_r,
+            "n_volumes": n_volumes,
+            "NonSteadyStateVolumes": settings.n_dummy,
+            "motion_severity": severity,
+            "sudden_movement_frames": [int(j) for j in jerks],
+            "dwi_head_pose": pose.tolist(),
+            "dwi_affine": dwi_affine.tolist(),
+            "dwi_mni_affine": dwi_anatomy.grid.affine.tolist(),
+            "dwi_radial_diffusivity": radial_diffusivity_for_age(age),
+            "dwi_tract_fa": dwi.fa_tract_voxel,
+            "dwi_snr": settings.dwi_snr,
+            "dwi_tract_voxels": dwi.n_tract_voxels,
+            "dwi_crossing_voxels": dwi.n_crossing_voxels,
+            "timeseries_rows": "atlas indices 1-450 in order (atlases/ table)",
+        },
+    )
     return sub, age, sex
 
 
-def _write_func(study: DemoStudy, sub: str, bold: np.ndarray, anatomy: Anatomy, table: pd.DataFrame,
-                metadata: dict, settings: DemoSettings) -> None:
+def _write_func(
+    study: DemoStudy,
+    sub: str,
+    bold: np.ndarray,
+    anatomy: Anatomy,
+    table: pd.DataFrame,
+    metadata: dict,
+    settings: DemoSettings,
+) -> None:
     t_r = settings.t_r
     affine = anatomy.grid.affine
     prep_dir = study.fmriprep_dir / sub / "func"
     stem = f"{sub}_task-{TASK}_space-{TEMPLATE}_res-{BOLD_STEP_MM}"
-    preproc = _save_nifti(study, prep_dir / f"{stem}_desc-preproc_bold.nii.gz", bold, affine,
-                          dtype=np.int16, t_r=t_r, xform_code=4)
+    preproc = _save_nifti(
+        study, prep_dir / f"{stem}_desc-preproc_bold.nii.gz", bold, affine, dtype=np.int16, t_r=t_r, xform_code=4
+    )
     raw_name = f"{sub}/func/{sub}_task-{TASK}_bold.nii.gz"
-    _json(study, prep_dir / f"{stem}_desc-preproc_bold.json", {
-        "RepetitionTime": t_r, "SkullStripped": True, "TaskName": TASK,
-        "Sources": [f"bids:raw:{raw_name}"]})
-    _save_nifti(study, prep_dir / f"{stem}_desc-brain_mask.nii.gz", anatomy.brain.astype(np.uint8), affine,
-                dtype=np.uint8, xform_code=4)
+    _json(
+        study,
+        prep_dir / f"{stem}_desc-preproc_bold.json",
+        {"RepetitionTime": t_r, "SkullStripped": True, "TaskName": TASK, "Sources": [f"bids:raw:{raw_name}"]},
+    )
+    _save_nifti(
+        study,
+        prep_dir / f"{stem}_desc-brain_mask.nii.gz",
+        anatomy.brain.astype(np.uint8),
+        affine,
+        dtype=np.uint8,
+        xform_code=4,
+    )
     n_ref = settings.n_dummy or min(20, bold.shape[-1])
-    _save_nifti(study, prep_dir / f"{stem}_boldref.nii.gz", bold[..., :n_ref].mean(axis=-1), affine,
-                dtype=np.float32, xform_code=4)
+    _save_nifti(
+        study,
+        prep_dir / f"{stem}_boldref.nii.gz",
+        bold[..., :n_ref].mean(axis=-1),
+        affine,
+        dtype=np.float32,
+        xform_code=4,
+    )
     _tsv(study, prep_dir / f"{sub}_task-{TASK}_desc-confounds_timeseries.tsv", table)
     _json(study, prep_dir / f"{sub}_task-{TASK}_desc-confounds_timeseries.json", metadata)
 
     raw_dir = study.bids_dir / sub / "func"
     _link_or_copy(study, preproc, study.bids_dir / raw_name)
-    _json(study, raw_dir / f"{sub}_task-{TASK}_bold.json", {
-        "RepetitionTime": t_r, "TaskName": TASK, "EchoTime": 0.03, "FlipAngle": 52,
-        "Manufacturer": "bsym demo (simulated)",
-        "Description": "Simulated; the same volumes as the fMRIPrep derivative (already in MNI space)."})
+    _json(
+        study,
+        raw_dir / f"{sub}_task-{TASK}_bold.json",
+        {
+            "RepetitionTime": t_r,
+            "TaskName": TASK,
+            "EchoTime": 0.03,
+            "FlipAngle": 52,
+            "Manufacturer": "bsym demo (simulated)",
+            "Description": "Simulated; the same volumes as the fMRIPrep derivative (already in MNI space).",
+        },
+    )
 
 
 def _write_t1w(study: DemoStudy, sub: str, pose: np.ndarray, rng: np.random.Generator) -> None:
     anatomy = anatomy_on_grid(T1W_STEP_MM)
     t1 = anatomy.t1 * (1.0 + 0.02 * rng.standard_normal(anatomy.t1.shape)) * anatomy.brain
     anat_dir = study.bids_dir / sub / "anat"
-    _save_nifti(study, anat_dir / f"{sub}_T1w.nii.gz", np.clip(t1, 0, 32767).astype(np.int16),
-                pose @ anatomy.grid.affine, dtype=np.int16)
-    _json(study, anat_dir / f"{sub}_T1w.json", {
-        "RepetitionTime": 2.3, "EchoTime": 0.00298, "InversionTime": 0.9, "FlipAngle": 9,
-        "Manufacturer": "bsym demo (simulated)", "SkullStripped": True})
+    _save_nifti(
+        study,
+        anat_dir / f"{sub}_T1w.nii.gz",
+        np.clip(t1, 0, 32767).astype(np.int16),
+        pose @ anatomy.grid.affine,
+        dtype=np.int16,
+    )
+    _json(
+        study,
+        anat_dir / f"{sub}_T1w.json",
+        {
+            "RepetitionTime": 2.3,
+            "EchoTime": 0.00298,
+            "InversionTime": 0.9,
+            "FlipAngle": 9,
+            "Manufacturer": "bsym demo (simulated)",
+            "SkullStripped": True,
+        },
+    )
 
 
-def _write_dataset_files(study: DemoStudy, atlas: DemoAtlas, tracts: list[Tract],
-                         settings: DemoSettings) -> None:
-    generated = {"Name": "bsym demo", "Version": __version__,
-                 "Description": f"Simulated study (seed {settings.seed}); see truth/ for the ground truth."}
+def _write_dataset_files(study: DemoStudy, atlas: DemoAtlas, tracts: list[Tract], settings: DemoSettings) -> None:
+    generated = {
+        "Name": "bsym demo",
+        "Version": __version__,
+        "Description": f"Simulated study (seed {settings.seed}); see truth/ for the ground truth.",
+    }
     bids = study.bids_dir
-    _json(study, bids / "dataset_description.json", {
-        "Name": "bsym-app demo study (simulated)", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
-        "License": "CC0", "GeneratedBy": [generated]})
+    _json(
+        study,
+        bids / "dataset_description.json",
+        {
+            "Name": "bsym-app demo study (simulated)",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "License": "CC0",
+            "GeneratedBy": [generated],
+        },
+    )
     _text(study, bids / "README", _readme(settings))
     _tsv(study, bids / "participants.tsv", study.participants)
-    _json(study, bids / "participants.json", {
-        "age": {"Description": "Age at scan (planted: Hopf coupling falls and white-matter radial "
-                               "diffusivity rises with age)", "Units": "year"},
-        "sex": {"Description": "Sex (random, no planted effect)", "Levels": {"F": "female", "M": "male"}},
-    })
-    _json(study, study.fmriprep_dir / "dataset_description.json", {
-        "Name": "fMRIPrep - fMRI PREProcessing workflow (simulated by bsym demo)",
-        "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION,
-                         "CodeURL": f"https://github.com/nipreps/fmriprep/archive/{FMRIPREP_VERSION}.tar.gz"},
-                        generated],
-        "DatasetLinks": {"raw": "../.."}})
+    _json(
+        study,
+        bids / "participants.json",
+        {
+            "age": {
+                "Description": "Age at scan (planted: Hopf coupling falls and white-matter radial "
+                "diffusivity rises with age)",
+                "Units": "year",
+            },
+            "sex": {"Description": "Sex (random, no planted effect)", "Levels": {"F": "female", "M": "male"}},
+        },
+    )
+    _json(
+        study,
+        study.fmriprep_dir / "dataset_description.json",
+        {
+            "Name": "fMRIPrep - fMRI PREProcessing workflow (simulated by bsym demo)",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "fMRIPrep",
+                    "Version": FMRIPREP_VERSION,
+                    "CodeURL": f"https://github.com/nipreps/fmriprep/archive/{FMRIPREP_VERSION}.tar.gz",
+                },
+                generated,
+            ],
+            "DatasetLinks": {"raw": "../.."},
+        },
+    )
     names = atlas.table["name"].tolist()
     indices = atlas.table["index"].tolist()
-    _json(study, study.truth_dir / "dwi_tracts.json", {
-        "atlas": ATLAS_LABEL, "radius_mm": 4.0, "space": "MNI152NLin6Asym mm (FSL MNI152 grid)",
-        "tracts": [{"indices": [indices[a], indices[b]], "names": [names[a], names[b]], "kind": t.kind,
-                    "length_mm": round(t.length_mm, 1), "control_points_mm": t.control_points.round(2).tolist()}
-                   for t in tracts for a, b in [t.regions]]})
+    _json(
+        study,
+        study.truth_dir / "dwi_tracts.json",
+        {
+            "atlas": ATLAS_LABEL,
+            "radius_mm": 4.0,
+            "space": "MNI152NLin6Asym mm (FSL MNI152 grid)",
+            "tracts": [
+                {
+                    "indices": [indices[a], indices[b]],
+                    "names": [names[a], names[b]],
+                    "kind": t.kind,
+                    "length_mm": round(t.length_mm, 1),
+                    "control_points_mm": t.control_points.round(2).tolist(),
+                }
+                for t in tracts
+                for a, b in [t.regions]
+            ],
+        },
+    )
     _text(study, study.truth_dir / "README.md", _TRUTH_README)
 
 
@@ -420,5 +558,12 @@ def write_demo_atlas(root: str | Path, atlas: DemoAtlas) -> Path:
     Path
         The written ``tpl-MNI152NLin6Asym_res-01_atlas-Schaefer400Tian450_dseg.nii.gz``.
     """
-    return write_atlas_dataset(root, atlas=ATLAS_LABEL, template=TEMPLATE, dseg_img=atlas.image,
-                               table=atlas.table, res="01", description=ATLAS_README)
+    return write_atlas_dataset(
+        root,
+        atlas=ATLAS_LABEL,
+        template=TEMPLATE,
+        dseg_img=atlas.image,
+        table=atlas.table,
+        res="01",
+        description=ATLAS_README,
+    )

@@ -48,10 +48,12 @@ def test_counts_are_symmetric_with_zero_diagonal_and_label_order(atlas_img):
 
 def test_endpoint_one_voxel_short_of_a_parcel_is_assigned_within_the_search_radius(atlas_img):
     short = [_world(atlas_img, (2, 4, 4), (4, 4, 4))]  # both ends 2 mm from labels 4 and 9
-    np.testing.assert_array_equal(endpoint_labels(short, np.asarray(atlas_img.dataobj), atlas_img.affine,
-                                                  search_mm=2.0), [[4, 9]])
-    np.testing.assert_array_equal(endpoint_labels(short, np.asarray(atlas_img.dataobj), atlas_img.affine,
-                                                  search_mm=1.9), [[0, 0]])
+    np.testing.assert_array_equal(
+        endpoint_labels(short, np.asarray(atlas_img.dataobj), atlas_img.affine, search_mm=2.0), [[4, 9]]
+    )
+    np.testing.assert_array_equal(
+        endpoint_labels(short, np.asarray(atlas_img.dataobj), atlas_img.affine, search_mm=1.9), [[0, 0]]
+    )
 
 
 def test_endpoint_outside_the_grid_counts_as_unlabelled(atlas_img):
@@ -70,8 +72,9 @@ def test_signed_connectome_is_log10_count_per_mean_volume():
     counts = np.array([[0, 50, 0], [50, 0, 3], [0, 3, 0]])
     volumes = np.array([100.0, 300.0, 20.0])
     signed = signed_connectome(counts, volumes)
-    expected = np.array([[0, np.log10(50 / 200), 0], [np.log10(50 / 200), 0, np.log10(3 / 160)],
-                         [0, np.log10(3 / 160), 0]])
+    expected = np.array(
+        [[0, np.log10(50 / 200), 0], [np.log10(50 / 200), 0, np.log10(3 / 160)], [0, np.log10(3 / 160), 0]]
+    )
     np.testing.assert_allclose(signed, expected)
     assert signed[0, 1] < 0  # fewer than one streamline per mm^3 is negative
 
@@ -83,7 +86,11 @@ def test_the_pipeline_writes_the_transform_that_bundles_declare():
 
 
 def test_relmat_tsv_has_node_column_names_and_na_for_missing(tmp_path):
-    path = write_relmat(np.array([[0, 2, 1], [2, 0, 0], [1, 0, 0]]), ["A", "B", "C"], tmp_path / "x.tsv",
-                        missing=np.array([False, False, True]), integer=True)
-    assert path.read_text().splitlines() == ["Node\tA\tB\tC", "A\t0\t2\tn/a", "B\t2\t0\tn/a",
-                                             "C\tn/a\tn/a\tn/a"]
+    path = write_relmat(
+        np.array([[0, 2, 1], [2, 0, 0], [1, 0, 0]]),
+        ["A", "B", "C"],
+        tmp_path / "x.tsv",
+        missing=np.array([False, False, True]),
+        integer=True,
+    )
+    assert path.read_text().splitlines() == ["Node\tA\tB\tC", "A\t0\t2\tn/a", "B\t2\t0\tn/a", "C\tn/a\tn/a\tn/a"]

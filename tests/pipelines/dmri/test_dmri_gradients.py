@@ -80,8 +80,7 @@ def test_antipodal_and_repeated_directions_count_once():
     assert count_directions(np.vstack([base, -base, base])) == 7
 
 
-@pytest.mark.parametrize(("n_dirs", "order"), [(6, 2), (14, 2), (15, 4), (27, 4), (28, 6), (44, 6), (45, 8),
-                                                (200, 8)])
+@pytest.mark.parametrize(("n_dirs", "order"), [(6, 2), (14, 2), (15, 4), (27, 4), (28, 6), (44, 6), (45, 8), (200, 8)])
 def test_sh_order_fits_the_direction_count(n_dirs, order):
     assert sh_order_for(n_dirs) == order
 

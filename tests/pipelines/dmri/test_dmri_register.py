@@ -54,8 +54,14 @@ def _agreement(result, mask, truth):
 
 def test_affine_registration_recovers_the_shift_and_rotation(head):
     folder, b0, mask, truth = head
-    result = register_atlas(template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0,
-                            mask=mask, labels=list(range(1, 9)), method="affine")
+    result = register_atlas(
+        template_file=folder / "tpl.nii.gz",
+        atlas_file=folder / "atlas.nii.gz",
+        b0_img=b0,
+        mask=mask,
+        labels=list(range(1, 9)),
+        method="affine",
+    )
     assert _agreement(result, mask, truth) > 0.95
     assert result.metrics["DiceBrain"] > 0.97
     assert result.metrics["RegionsPresent"] == result.metrics["RegionsTotal"] == 8
@@ -65,16 +71,18 @@ def test_affine_registration_recovers_the_shift_and_rotation(head):
 
 def test_syn_after_affine_keeps_the_labels_in_place(head):
     folder, b0, mask, truth = head
-    result = register_atlas(template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0,
-                            mask=mask, method="syn")
+    result = register_atlas(
+        template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0, mask=mask, method="syn"
+    )
     assert _agreement(result, mask, truth) > 0.95
     assert result.metrics["Method"] == "syn" and result.metrics["DiceBrain"] > 0.97
 
 
 def test_no_registration_only_resamples_and_leaves_the_misalignment(head):
     folder, b0, mask, truth = head
-    result = register_atlas(template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0,
-                            mask=mask, method="none")
+    result = register_atlas(
+        template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0, mask=mask, method="none"
+    )
     assert result.metrics["Affine"] == np.eye(4).tolist()
     assert _agreement(result, mask, truth) < 0.8
 
@@ -96,12 +104,18 @@ def test_register_interface_writes_atlas_figure_and_metrics(head, tmp_path):
     folder, b0, mask, _ = head
     nib.save(b0, tmp_path / "b0.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), b0.affine), tmp_path / "mask.nii.gz")
-    node = RegisterAtlas(b0_file=str(tmp_path / "b0.nii.gz"), mask_file=str(tmp_path / "mask.nii.gz"),
-                         template_file=str(folder / "tpl.nii.gz"), atlas_file=str(folder / "atlas.nii.gz"),
-                         labels=list(range(1, 10)), method="none")  # the affine path is timed above already
+    node = RegisterAtlas(
+        b0_file=str(tmp_path / "b0.nii.gz"),
+        mask_file=str(tmp_path / "mask.nii.gz"),
+        template_file=str(folder / "tpl.nii.gz"),
+        atlas_file=str(folder / "atlas.nii.gz"),
+        labels=list(range(1, 10)),
+        method="none",
+    )  # the affine path is timed above already
     outputs = node.run(cwd=str(tmp_path)).outputs
-    direct = register_atlas(template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0,
-                            mask=mask, method="none")
+    direct = register_atlas(
+        template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0, mask=mask, method="none"
+    )
     np.testing.assert_array_equal(np.asarray(nib.load(outputs.atlas_dwi).dataobj), direct.atlas_img.dataobj)
     metrics = json.loads(open(outputs.metrics_file).read())
     assert (metrics["RegionsPresent"], metrics["RegionsTotal"]) == (8, 9)  # label 9 does not exist
@@ -120,7 +134,8 @@ def test_real_mni_template_and_aal_atlas_onto_a_transformed_inverted_contrast_su
     template_img, atlas_img = nib.load(template_file), nib.load(atlas_file)
     angle = np.deg2rad(8.0)
     linear = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]) @ np.diag(
-        [0.95, 1.05, 1.0])
+        [0.95, 1.05, 1.0]
+    )
     shape, affine = (88, 104, 80), np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = [-88, -120, -70]
     in_template = (_world(shape, affine) - [5.0, -4.0, 6.0]) @ np.linalg.inv(linear).T
@@ -133,8 +148,7 @@ def test_real_mni_template_and_aal_atlas_onto_a_transformed_inverted_contrast_su
     t1, truth = sample(template_img, 1), sample(atlas_img, 0)
     mask = t1 > 0
     b0 = nib.Nifti1Image(np.where(mask, 12000.0 - t1, 0).astype(np.float32), affine)  # T2-like contrast
-    result = register_atlas(template_file=template_file, atlas_file=atlas_file, b0_img=b0, mask=mask,
-                            method="affine")
+    result = register_atlas(template_file=template_file, atlas_file=atlas_file, b0_img=b0, mask=mask, method="affine")
     labelled = mask & (truth > 0)
     assert (np.asarray(result.atlas_img.dataobj)[labelled] == truth[labelled]).mean() > 0.97
     assert result.metrics["DiceBrain"] > 0.97

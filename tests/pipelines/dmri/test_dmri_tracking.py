@@ -32,8 +32,7 @@ def csd(phantom):
 def _top_pairs(counts, labels, k):
     upper = np.triu(counts, 1)
     order = np.argsort(upper, axis=None)[::-1][:k]
-    return {tuple(sorted((labels[i], labels[j]))) for i, j in zip(*np.unravel_index(order, counts.shape),
-                                                                    strict=True)}
+    return {tuple(sorted((labels[i], labels[j]))) for i, j in zip(*np.unravel_index(order, counts.shape), strict=True)}
 
 
 def test_csd_order_follows_the_30_directions(csd):
@@ -47,8 +46,7 @@ def test_csd_order_follows_the_30_directions(csd):
 def test_strongest_edges_are_the_planted_bundles(phantom, csd):
     result = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=1500, seed=7))
     assert len(result.streamlines) == 1500 and result.complete
-    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine),
-                              phantom.labels)
+    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine), phantom.labels)
     assert _top_pairs(counts, phantom.labels, 3) == set(phantom.planted_pairs)
     planted = [counts[phantom.labels.index(a), phantom.labels.index(b)] for a, b in phantom.planted_pairs]
     off_target = np.triu(counts, 1).sum() - sum(planted)
@@ -62,8 +60,7 @@ def test_tensor_peaks_fallback_with_12_directions_still_finds_the_single_bundle(
     fit = fit_fods(phantom.dwi[..., few], gtab, phantom.mask)
     assert fit.model == "tensor-peaks"
     result = track(fit, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=800, seed=1))
-    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine),
-                              phantom.labels)
+    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine), phantom.labels)
     # bundle C (11 <-> 20) crosses nothing, so one fibre per voxel is enough for it
     assert (11, 20) in _top_pairs(counts, phantom.labels, 1)
 
@@ -75,8 +72,7 @@ def test_same_seed_same_streamlines_whatever_the_thread_count(phantom, csd):
     other = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=400, seed=12)).streamlines
     assert len(one) == len(two) == 400
     np.testing.assert_array_equal(one.get_data(), two.get_data())
-    assert one.get_data().shape != other.get_data().shape or not np.array_equal(one.get_data(),
-                                                                                 other.get_data())
+    assert one.get_data().shape != other.get_data().shape or not np.array_equal(one.get_data(), other.get_data())
 
 
 def test_seeds_fill_white_matter_voxels_at_the_density(phantom, csd):
@@ -108,8 +104,7 @@ def test_endpoints_only_keeps_the_same_ends_and_the_mean_length(phantom, csd):
     full = track(csd, phantom.mask, phantom.affine, params)
     ends = track(csd, phantom.mask, phantom.affine, params, endpoints_only=True)
     assert {len(s) for s in ends.streamlines} == {2}
-    np.testing.assert_array_equal(np.stack([s[[0, -1]] for s in full.streamlines]),
-                                  np.stack(list(ends.streamlines)))
+    np.testing.assert_array_equal(np.stack([s[[0, -1]] for s in full.streamlines]), np.stack(list(ends.streamlines)))
     assert ends.mean_length_mm == pytest.approx(full.mean_length_mm)
     # the bundles are 26, 34 and 40 mm long; the 10 mm minimum drops short stubs
     assert 10.0 < full.mean_length_mm < 45.0

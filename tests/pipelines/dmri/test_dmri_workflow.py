@@ -19,8 +19,9 @@ from tests.data.dmri import write_phantom, write_small_64d
 
 def _run(files, base_dir, *, mask=True, **options):
     configure_nipype(crashdump_dir=base_dir / "crash")
-    workflow = init_dmri_wf(name="dmri_wf", atlas_dseg=files.atlas, labels=files.labels, names=files.names,
-                            registration="none", **options)
+    workflow = init_dmri_wf(
+        name="dmri_wf", atlas_dseg=files.atlas, labels=files.labels, names=files.names, registration="none", **options
+    )
     workflow.inputs.inputnode.dwi_file = str(files.dwi)
     workflow.inputs.inputnode.bval_file = str(files.bval)
     workflow.inputs.inputnode.bvec_file = str(files.bvec)
@@ -33,10 +34,17 @@ def _run(files, base_dir, *, mask=True, **options):
     return SimpleNamespace(**node.result.outputs.out)
 
 
-def _collect(atlas_dwi=None, count_relmat=None, signed_relmat=None, registration_figure=None, tractogram=None,
-             metadata=None):
-    return {"atlas_dwi": atlas_dwi, "count_relmat": count_relmat, "signed_relmat": signed_relmat,
-            "registration_figure": registration_figure, "tractogram": tractogram, "metadata": metadata}
+def _collect(
+    atlas_dwi=None, count_relmat=None, signed_relmat=None, registration_figure=None, tractogram=None, metadata=None
+):
+    return {
+        "atlas_dwi": atlas_dwi,
+        "count_relmat": count_relmat,
+        "signed_relmat": signed_relmat,
+        "registration_figure": registration_figure,
+        "tractogram": tractogram,
+        "metadata": metadata,
+    }
 
 
 def _relmat(path):
@@ -63,8 +71,10 @@ def test_phantom_connectome_has_its_strongest_edges_at_the_planted_pairs(phantom
     np.testing.assert_array_equal(values, values.T)
     assert np.all(np.diag(values) == 0)
     upper = np.triu(values, 1)
-    top3 = {tuple(sorted(pair)) for pair in zip(*np.unravel_index(np.argsort(upper, axis=None)[-3:], upper.shape),
-                                                strict=True)}
+    top3 = {
+        tuple(sorted(pair))
+        for pair in zip(*np.unravel_index(np.argsort(upper, axis=None)[-3:], upper.shape), strict=True)
+    }
     assert top3 == {(0, 1), (2, 3), (4, 5)}  # (3, 5), (8, 10), (11, 20)
     signed = _relmat(outputs.signed_relmat).to_numpy()
     volumes = json.loads(open(outputs.metadata).read())["ParcelVolumes_mm3"]
@@ -136,16 +146,24 @@ def test_dwi_without_a_mask_gets_an_otsu_mask_and_still_finds_the_bundles(phanto
     outputs = _run(phantom_files, tmp_path, mask=False, n_streamlines=600, seed=9)
     values = _relmat(outputs.count_relmat).to_numpy()
     upper = np.triu(np.nan_to_num(values), 1)
-    top3 = {tuple(sorted(pair)) for pair in zip(*np.unravel_index(np.argsort(upper, axis=None)[-3:], upper.shape),
-                                                strict=True)}
+    top3 = {
+        tuple(sorted(pair))
+        for pair in zip(*np.unravel_index(np.argsort(upper, axis=None)[-3:], upper.shape), strict=True)
+    }
     assert top3 == {(0, 1), (2, 3), (4, 5)}
 
 
 def test_affine_registration_is_wired_with_the_template_and_needs_one(phantom_files, tmp_path):
     template = tmp_path / "tpl.nii.gz"
     template.write_bytes(phantom_files.atlas.read_bytes())
-    workflow = init_dmri_wf(atlas_dseg=phantom_files.atlas, labels=phantom_files.labels, names=phantom_files.names,
-                            template_file=template, registration="syn", omp_nthreads=2)
+    workflow = init_dmri_wf(
+        atlas_dseg=phantom_files.atlas,
+        labels=phantom_files.labels,
+        names=phantom_files.names,
+        template_file=template,
+        registration="syn",
+        omp_nthreads=2,
+    )
     register = workflow.get_node("register_atlas")
     assert register.inputs.template_file == str(template) and register.inputs.method == "syn"
     assert workflow.get_node("track").n_procs == workflow.get_node("fit_fods").n_procs == 2

@@ -9,8 +9,10 @@ from bsym_cli.commands.bench.parcellation import parcellation
 
 def test_bench_reports_both_formats_and_agreement(tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(parcellation, ["--volumes", "4", "--voxel-size", "8", "--work-dir",
-                                               str(tmp_path / "run"), "--json-out", str(out)])
+    result = CliRunner().invoke(
+        parcellation,
+        ["--volumes", "4", "--voxel-size", "8", "--work-dir", str(tmp_path / "run"), "--json-out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["grid"] == [23, 27, 23] and report["volumes"] == 4

@@ -28,11 +28,14 @@ def _planted(truth, table, columns, weights=(3.0, -2.0, 1.5)):
     return noisy
 
 
-@pytest.mark.parametrize(("strategy", "planted", "kept_column"), [
-    ("simple", ["trans_x", "white_matter", "rot_z_derivative1_power2"], "global_signal"),
-    ("scrubbing", ["trans_y", "csf_power2", "white_matter_derivative1"], "global_signal"),
-    ("compcor", ["a_comp_cor_02", "rot_x", "trans_z_power2"], "white_matter"),
-])
+@pytest.mark.parametrize(
+    ("strategy", "planted", "kept_column"),
+    [
+        ("simple", ["trans_x", "white_matter", "rot_z_derivative1_power2"], "global_signal"),
+        ("scrubbing", ["trans_y", "csf_power2", "white_matter_derivative1"], "global_signal"),
+        ("compcor", ["a_comp_cor_02", "rot_x", "trans_z_power2"], "white_matter"),
+    ],
+)
 def test_preset_removes_planted_confounds(tmp_path, strategy, planted, kept_column):
     path, table, truth = _run(tmp_path)
     clean_truth = denoise(truth, t_r=T_R, strategy=strategy, confounds_file=path)
@@ -42,8 +45,9 @@ def test_preset_removes_planted_confounds(tmp_path, strategy, planted, kept_colu
     # the mean of a parcel is kept (confounds are demeaned), so compare fluctuations
     np.testing.assert_allclose(_centred(result.series), _centred(clean_truth.series), atol=1e-6)
     # a confound the preset does not use stays in the series
-    leaky = denoise(_planted(truth, table, [kept_column], weights=(1.0,)), t_r=T_R, strategy=strategy,
-                    confounds_file=path)
+    leaky = denoise(
+        _planted(truth, table, [kept_column], weights=(1.0,)), t_r=T_R, strategy=strategy, confounds_file=path
+    )
     assert np.abs(_centred(leaky.series) - _centred(clean_truth.series)).max() > 0.5
 
 

@@ -45,8 +45,13 @@ def test_matches_nilearn_labels_masker(toy_run):
     from nilearn.maskers import NiftiLabelsMasker
 
     means, _ = parcel_means(toy_run["bold"], toy_run["atlas_on_grid"], toy_run["mask"], TOY_LABELS)
-    masker = NiftiLabelsMasker(labels_img=str(toy_run["atlas_on_grid"]), mask_img=str(toy_run["mask"]),
-                               strategy="mean", standardize=None, resampling_target=None)
+    masker = NiftiLabelsMasker(
+        labels_img=str(toy_run["atlas_on_grid"]),
+        mask_img=str(toy_run["mask"]),
+        strategy="mean",
+        standardize=None,
+        resampling_target=None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = masker.fit_transform(str(toy_run["bold"]))

