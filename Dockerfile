@@ -63,13 +63,13 @@ ARG BSYM_VERSION
 LABEL org.opencontainers.image.title="bsym-app" \
       org.opencontainers.image.description="BIDS-App: BrainSymphony embeddings of fMRIPrep/QSIPrep derivatives" \
       org.opencontainers.image.version="${BSYM_VERSION}" \
-      org.opencontainers.image.source="https://github.com/bsym-app/bsym-app" \
-      org.opencontainers.image.url="https://github.com/bsym-app/bsym-app" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="bsym-app"
 # Assets live outside $HOME and are world-readable; caches go to the work directory at start-up
 # (bsym_cli.levels.runtime.redirect_caches); one thread per process unless --omp-nthreads says otherwise.
-ENV BSYM_BAKED_ATLAS_DIR=/opt/bsym/atlases \
+ENV BSYM_CONTAINER_TYPE=docker \
+    BSYM_CONTAINER_TAG="bsym-app:${BSYM_VERSION}" \
+    BSYM_BAKED_ATLAS_DIR=/opt/bsym/atlases \
     BSYM_WEIGHTS=/opt/bsym/weights/official \
     BSYM_ASSETS=/opt/bsym/ASSETS.json \
     BSYM_CACHE_DIR=/opt/bsym/cache \
@@ -86,6 +86,7 @@ WORKDIR /tmp
 FROM runtime-common AS cuda
 ARG BSYM_VERSION
 LABEL org.opencontainers.image.version="${BSYM_VERSION}-cuda"
+ENV BSYM_CONTAINER_TAG="bsym-app:${BSYM_VERSION}-cuda"
 COPY --from=venv-cuda /opt/venv /opt/venv
 USER 1000:1000
 ENTRYPOINT ["/opt/venv/bin/bsym-app"]

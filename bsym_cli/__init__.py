@@ -1,4 +1,3 @@
 """bsym-app: BrainSymphony embeddings of BIDS studies, as a BIDS-App."""
 
 __version__ = "0.1.0"
-CODE_URL = "https://github.com/bsym-app/bsym-app"

@@ -193,7 +193,8 @@ def build_atlas(downloads: Path, out: Path) -> dict[str, int]:
             {
                 "Name": "Schaefer-400 (7 networks) with Tian subcortex scale III",
                 "BIDSVersion": "1.11.0",
-                "DatasetType": "atlas",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "bsym-app docker/fetch_assets.py"}],
                 "License": "Schaefer 2018: MIT; Tian 2020: see github.com/yetianmed/subcortex",
                 "ReferencesAndLinks": [
                     "https://doi.org/10.1093/cercor/bhx179",
@@ -219,9 +220,17 @@ def build_atlas(downloads: Path, out: Path) -> dict[str, int]:
         folder.mkdir(exist_ok=True)
         img = nib.Nifti1Image(labels, schaefer_img.affine)
         img.set_data_dtype(np.int16)
-        nib.save(img, folder / f"tpl-{template}_res-02_atlas-{ATLAS_LABEL}_dseg.nii.gz")
+        nib.save(img, folder / f"tpl-{template}_atlas-{ATLAS_LABEL}_res-02_dseg.nii.gz")
         table = labels_table(tian_names, schaefer_names)
         (folder / f"tpl-{template}_atlas-{ATLAS_LABEL}_dseg.tsv").write_text(table)
+        (folder / f"tpl-{template}_atlas-{ATLAS_LABEL}_dseg.json").write_text(
+            json.dumps({"Description": f"{ATLAS_LABEL} in {template}.", "SpatialReference": template}, indent=2)
+        )
+    (out / f"atlas-{ATLAS_LABEL}_description.json").write_text(
+        json.dumps(
+            {"Name": ATLAS_LABEL, "Description": "Tian subcortex S3 (1-50) then Schaefer-400 7 networks (51-450)."}
+        )
+    )
     return overlaps
 
 

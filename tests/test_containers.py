@@ -92,8 +92,10 @@ def test_dockerfile_pins_versions_and_builds_a_non_root_cpu_cuda_and_test_image(
         user = re.findall(r"^USER (\S+)$", stages[name], flags=re.MULTILINE)
         assert user and not user[-1].startswith("0") and user[-1].split(":")[0].isdigit()
     common = stages["runtime-common"]
-    for label in ("title", "description", "version", "source", "licenses"):
+    for label in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{label}=" in common
+    assert "org.opencontainers.image.source" not in common  # no invented repository URL
+    assert "BSYM_CONTAINER_TYPE=docker" in common and 'BSYM_CONTAINER_TAG="bsym-app:${BSYM_VERSION}"' in common
     assert "OMP_NUM_THREADS=1" in common and "BSYM_BAKED_ATLAS_DIR=/opt/bsym/atlases" in common
     assert "BSYM_CACHE_DIR=/opt/bsym/cache" in common  # baked wheel data: no download at run time
     assert "pytest" in stages["test"] and "requirements-test.txt" in stages["test"]
@@ -186,7 +188,7 @@ def test_atlas_dataset_is_built_from_downloads_on_different_grids(tmp_path: Path
     overlaps = module.build_atlas(downloads, tmp_path / "atlases")
     assert overlaps == {"MNI152NLin6Asym": 0, "MNI152NLin2009cAsym": 0}
     folder = tmp_path / "atlases" / "tpl-MNI152NLin2009cAsym"
-    image = folder / "tpl-MNI152NLin2009cAsym_res-02_atlas-Schaefer400Tian450_dseg.nii.gz"
+    image = folder / "tpl-MNI152NLin2009cAsym_atlas-Schaefer400Tian450_res-02_dseg.nii.gz"
     data = np.asarray(nib.load(image).dataobj)
     assert data.shape == (7, 8, 9)
     assert data[2, 2, 2] == 50 and data[4, 4, 4] == 3 and data[6, 6, 6] == 0  # voxel 2i mm -> Tian voxel i/2

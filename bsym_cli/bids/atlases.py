@@ -1,10 +1,15 @@
 """Atlases as BIDS atlas datasets: resolve, check, write.
 
-An atlas dataset holds, per template, an integer label image and a labels table::
+An atlas dataset (a derivative dataset, in the form XCP-D and BEP038 use) holds, per template, an integer label
+image, a labels table and their sidecar::
 
-    <root>/dataset_description.json
-    <root>/tpl-<T>/tpl-<T>[_res-<r>]_atlas-<A>_dseg.nii.gz
+    <root>/dataset_description.json                    (DatasetType: derivative)
+    <root>/atlas-<A>_description.json
+    <root>/tpl-<T>/tpl-<T>_atlas-<A>[_res-<r>]_dseg.nii.gz
     <root>/tpl-<T>/tpl-<T>_atlas-<A>_dseg.tsv          (columns index, name[, network])
+    <root>/tpl-<T>/tpl-<T>_atlas-<A>_dseg.json
+
+Entities are read in any order, so datasets written with ``res-`` before ``atlas-`` still resolve.
 
 XCP-D's layout (``atlas-<A>/atlas-<A>_space-<T>[_res-<r>]_dseg.nii.gz`` + ``atlas-<A>/atlas-<A>_dseg.tsv``)
 is read as well. An atlas is looked up in ``--atlas-dataset``, then ``$BSYM_ATLAS_DIR``, then the copy
@@ -17,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -259,10 +265,12 @@ def write_atlas_dataset(
     """
     import nibabel as nib
 
+    from bsym_cli import __version__
+
     root = Path(root)
     folder = root / f"tpl-{template}"
-    stem = f"tpl-{template}" + (f"_res-{res}" if res else "") + f"_atlas-{atlas}_dseg"
-    image_path = folder / f"{stem}.nii.gz"
+    image_path = folder / (f"tpl-{template}_atlas-{atlas}" + (f"_res-{res}" if res else "") + "_dseg.nii.gz")
+    columns = [c for c in ("index", "name", "network") if c in table.columns]
     with locked(root, "atlas"):
         if not (root / "dataset_description.json").exists():
             write_json(
@@ -270,9 +278,12 @@ def write_atlas_dataset(
                 {
                     "Name": f"Atlas {atlas}",
                     "BIDSVersion": "1.11.0",
-                    "DatasetType": "atlas",
+                    "DatasetType": "derivative",
+                    "GeneratedBy": [{"Name": "bsym-app", "Version": __version__}],
                 },
             )
+        if not (root / f"atlas-{atlas}_description.json").exists():
+            write_json(root / f"atlas-{atlas}_description.json", {"Name": atlas, "Description": description.strip()})
         if description and not (root / "README.md").exists():
             write_text(root / "README.md", description.rstrip() + "\n")
         if isinstance(dseg_img, (str, Path)):
@@ -280,10 +291,25 @@ def write_atlas_dataset(
         else:
             with atomic_path(image_path) as tmp:
                 nib.save(dseg_img, tmp)
-        columns = [c for c in ("index", "name", "network") if c in table.columns]
-        with atomic_path(folder / f"tpl-{template}_atlas-{atlas}_dseg.tsv") as tmp:
+        stem = folder / f"tpl-{template}_atlas-{atlas}_dseg"
+        with atomic_path(stem.with_suffix(".tsv")) as tmp:
             table[columns].to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        sidecar: dict[str, Any] = {"Description": f"Atlas {atlas} in {template}.", "SpatialReference": template}
+        if "network" in columns:
+            sidecar["network"] = {"Description": "Network the region belongs to."}
+        write_json(stem.with_suffix(".json"), sidecar)
     return image_path
+
+
+def _copied_description(atlas: Atlas) -> str:
+    """README of a copied atlas dataset: the source's own README, or a note naming the source dataset."""
+    source = atlas.root / "README.md"
+    note = (
+        f"Atlas {atlas.label} ({len(atlas.indices)} regions) as bsym-app used it, copied from the atlas dataset "
+        f"'{atlas.root.name}'. The labels table lists each region's index and name; the sidecar says which "
+        "template the images are in."
+    )
+    return (source.read_text().rstrip() + "\n\n" + note) if source.is_file() else note
 
 
 def copy_atlas_dataset(atlas: Atlas, out_root: str | Path) -> Path:
@@ -298,6 +324,6 @@ def copy_atlas_dataset(atlas: Atlas, out_root: str | Path) -> Path:
                 dseg_img=path,
                 table=atlas.table,
                 res=res or None,
-                description=f"Atlas {atlas.label}, copied from {atlas.root} by bsym-app.",
+                description=_copied_description(atlas),
             )
     return out_root

@@ -2,12 +2,13 @@
 
 Names follow XCP-D (BIDS 1.11 ``atlas-``), built from the source file's entities; every file is written
 atomically with a JSON sidecar that records ``Sources`` as BIDS URIs. The dataset's shared root files
-(``dataset_description.json``, ``.bidsignore``, ``logs/CITATION.md``) are written under a lock.
+(``dataset_description.json``, ``.bidsignore``, ``logs/CITATION.md``, ``logs/CITATION.bib``) are written under a lock.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bsym_cli import CODE_URL, __version__
+from bsym_cli import __version__
+from bsym_cli.utils.errors import OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import atomic_path, locked, remove_stale_temporaries, write_json, write_text
 
@@ -64,6 +66,8 @@ OUTPUTS: dict[str, Output] = {
     "reconstruction": Output("model", "reconstruction", ".tsv", (("desc", "bsym"),), source=("sub", "ses")),
 }
 
+#: Files and folders that BIDS does not define (yet): the validator skips them. Folders are written without a
+#: trailing slash, which bids-validator-deno 3 needs to match them.
 BIDSIGNORE = """\
 *_timeseries.tsv
 *_timeseries.json
@@ -76,22 +80,151 @@ BIDSIGNORE = """\
 *_attention.*
 *_reconstruction.*
 *_tractography.*
-*/model/
-*/figures/
-*/log/
-logs/
-group/
+*.html
+**/model
+**/figures
+**/log
+logs
+group
 """
+
+#: README.md of an OUTPUT_DIR (written once; a user may edit it).
+README = """\
+# bsym-app derivatives
+
+BrainSymphony embeddings written by bsym-app {version} from fMRIPrep (and QSIPrep or raw diffusion) data.
+
+- `sub-<label>/func/`: parcel time series (`stat-mean_timeseries`), functional connectivity (`relmat`) and
+  parcel coverage, per BOLD run and atlas.
+- `sub-<label>/dwi/`: the atlas on the diffusion grid (`space-dwi_dseg`) and structural connectomes (streamline
+  counts and the signed connectome the model reads).
+- `sub-<label>/model/`: region embeddings, the subject feature row, predictions, reconstruction quality,
+  attention maps and parcel maps (not BIDS-defined; listed in `.bidsignore`).
+- `sub-<label>/figures/`, `sub-<label>.html`: quality-control figures and reports.
+- `group/`: the study's feature table, probes and network identification.
+- `sourcedata/atlases/`: the atlas dataset used. `logs/`: methods text and citations.
+
+Every sidecar records its `Sources` as BIDS URIs; `dataset_description.json` links the input datasets.
+"""
+
+#: The licence of what bsym-app writes, and how to acknowledge it.
+LICENSE = "Apache-2.0"
+HOW_TO_ACKNOWLEDGE = (
+    "Cite BrainSymphony (Khajehnejad, Habibollahi, Stoliker, Razi; arXiv:2506.18314) and the libraries listed in "
+    "logs/CITATION.md; logs/CITATION.bib has the BibTeX entries."
+)
 
 CITATION = """\
 # Citing bsym-app outputs
 
-Results were computed with bsym-app {version} ({url}), which runs the BrainSymphony foundation model
+Results were computed with bsym-app {version}, which runs the BrainSymphony foundation model
 (Khajehnejad, Habibollahi, Stoliker, Razi; arXiv:2506.18314) on fMRIPrep and QSIPrep derivatives,
-using Nipype (Gorgolewski et al., 2011), nilearn (Abraham et al., 2014), DIPY (Garyfallidis et al.,
-2014), pybids (Yarkoni et al., 2019) and PyTorch (Paszke et al., 2019).
-See each participant's HTML report for the methods of that run.
+using {libraries}.
+See each participant's HTML report for the methods of that run; logs/CITATION.bib has BibTeX entries.
 """
+
+#: Libraries cited with the version that ran: (distribution, how the text names it, BibTeX key).
+CITED_LIBRARIES = (
+    ("nipype", "Nipype (Gorgolewski et al., 2011)", "nipype"),
+    ("nilearn", "nilearn (Abraham et al., 2014)", "nilearn"),
+    ("dipy", "DIPY (Garyfallidis et al., 2014)", "dipy"),
+    ("pybids", "pybids (Yarkoni et al., 2019)", "pybids"),
+    ("torch", "PyTorch (Paszke et al., 2019)", "pytorch"),
+)
+
+CITATION_BIB = """\
+@article{{brainsymphony,
+  title = {{BrainSymphony: A Transformer-Driven Fusion of fMRI Time Series and Structural Connectivity}},
+  author = {{Khajehnejad, Moein and Habibollahi, Forough and Stoliker, Devon and Razi, Adeel}},
+  journal = {{arXiv preprint arXiv:2506.18314}},
+  year = {{2025}},
+  eprint = {{2506.18314}},
+  archivePrefix = {{arXiv}}
+}}
+
+@article{{nipype,
+  title = {{Nipype: a flexible, lightweight and extensible neuroimaging data processing framework in Python}},
+  author = {{Gorgolewski, Krzysztof and others}},
+  journal = {{Frontiers in Neuroinformatics}},
+  volume = {{5}}, pages = {{13}}, year = {{2011}}, doi = {{10.3389/fninf.2011.00013}},
+  note = {{version {nipype}}}
+}}
+
+@article{{nilearn,
+  title = {{Machine learning for neuroimaging with scikit-learn}},
+  author = {{Abraham, Alexandre and others}},
+  journal = {{Frontiers in Neuroinformatics}},
+  volume = {{8}}, pages = {{14}}, year = {{2014}}, doi = {{10.3389/fninf.2014.00014}},
+  note = {{nilearn version {nilearn}}}
+}}
+
+@article{{dipy,
+  title = {{DIPY, a library for the analysis of diffusion MRI data}},
+  author = {{Garyfallidis, Eleftherios and others}},
+  journal = {{Frontiers in Neuroinformatics}},
+  volume = {{8}}, pages = {{8}}, year = {{2014}}, doi = {{10.3389/fninf.2014.00008}},
+  note = {{version {dipy}}}
+}}
+
+@article{{pybids,
+  title = {{PyBIDS: Python tools for BIDS datasets}},
+  author = {{Yarkoni, Tal and others}},
+  journal = {{Journal of Open Source Software}},
+  volume = {{4}}, number = {{40}}, pages = {{1294}}, year = {{2019}}, doi = {{10.21105/joss.01294}},
+  note = {{version {pybids}}}
+}}
+
+@inproceedings{{pytorch,
+  title = {{PyTorch: An Imperative Style, High-Performance Deep Learning Library}},
+  author = {{Paszke, Adam and others}},
+  booktitle = {{Advances in Neural Information Processing Systems 32}},
+  year = {{2019}},
+  note = {{version {torch}}}
+}}
+"""
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the cited libraries (``unknown`` when a distribution has no metadata)."""
+    from importlib import metadata
+
+    versions = {}
+    for name, _, _ in CITED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def citation_text() -> str:
+    """The methods paragraph of ``logs/CITATION.md``, with the versions that ran."""
+    versions = library_versions()
+    named = [f"{text.split(' (')[0]} {versions[name]} ({text.split(' (')[1]}" for name, text, _ in CITED_LIBRARIES]
+    return CITATION.format(version=__version__, libraries=", ".join(named[:-1]) + " and " + named[-1])
+
+
+def citation_bib() -> str:
+    """``logs/CITATION.bib``: the paper and the libraries, with the versions that ran."""
+    return CITATION_BIB.format(**library_versions())
+
+
+def file_uri(path: str | Path) -> str:
+    """``file://`` URI of a local folder or file."""
+    return Path(path).absolute().as_uri()
+
+
+def container_info() -> dict[str, str] | None:
+    """``GeneratedBy[0].Container`` (type and tag) from the image's environment; None outside a container."""
+    tag = os.environ.get("BSYM_CONTAINER_TAG")
+    kind = os.environ.get("BSYM_CONTAINER_TYPE")
+    if os.environ.get("APPTAINER_CONTAINER"):
+        kind = "apptainer"
+    elif os.environ.get("SINGULARITY_CONTAINER"):
+        kind = "singularity"
+    if not kind:
+        return None
+    return {"Type": kind, **({"Tag": tag} if tag else {})}
 
 
 def source_entities(entities: Mapping[str, Any]) -> dict[str, str]:
@@ -143,14 +276,16 @@ def output_path(
     return folder / spec.datatype / ("_".join(parts) + f"_{spec.suffix}{extension or spec.extension}")
 
 
-def bids_uri(path: str | Path, datasets: Mapping[str, Path]) -> str:
-    """``bids:<name>:<relative path>`` for a file inside one of ``datasets`` (else its absolute path)."""
+def bids_uri(path: str | Path, datasets: Mapping[str, Path], own: str | Path | None = None) -> str:
+    """A BIDS URI of ``path``: ``bids::<relative path>`` inside ``own`` (this dataset), ``bids:<name>:<relative
+    path>`` inside one of the linked ``datasets``, else a ``file://`` URI."""
     path = Path(path).absolute()
-    for name, root in sorted(datasets.items(), key=lambda kv: -len(str(kv[1]))):
-        root = Path(root).absolute()
+    roots = {**{name: Path(root) for name, root in datasets.items()}, **({"": Path(own)} if own else {})}
+    for name, root in sorted(roots.items(), key=lambda kv: -len(str(kv[1].absolute()))):
+        root = root.absolute()
         if root in path.parents:
             return f"bids:{name}:{path.relative_to(root).as_posix()}"
-    return str(path)
+    return path.as_uri()
 
 
 class DerivativesWriter:
@@ -196,46 +331,76 @@ class DerivativesWriter:
         if sidecar is not None or sources:
             meta = dict(sidecar or {})
             if sources:
-                meta["Sources"] = [bids_uri(s, self.datasets) for s in sources]
+                meta["Sources"] = [bids_uri(s, self.datasets, own=self.out_dir) for s in sources]
             write_json(sidecar_path(path), meta)
         return path
 
-    def write_dataset_files(
-        self, *, config_hash: str, upstream: list[dict[str, Any]] = (), container: dict[str, Any] | None = None
-    ) -> None:
-        """Write or update the root files (``dataset_description.json``, ``.bidsignore``, ``logs/CITATION.md``).
+    def uri(self, path: str | Path) -> str:
+        """The BIDS URI of ``path`` as this dataset's sidecars write it."""
+        return bids_uri(path, self.datasets, own=self.out_dir)
 
-        Safe with concurrent participants: done under a lock, each file renamed into place.
+    def write_dataset_files(
+        self, *, config_hash: str, upstream: list[dict[str, Any]] = (), strict_config: bool = False
+    ) -> None:
+        """Write or update the root files (``dataset_description.json``, ``.bidsignore``, ``logs/CITATION.*``).
+
+        Safe with concurrent participants: done under a lock, each file renamed into place. An OUTPUT_DIR made
+        with other scientific settings (another ``ConfigurationHash``) is reported, and refused with
+        ``strict_config`` before anything is written.
         """
         with locked(self.out_dir):
-            for stale in remove_stale_temporaries(self.out_dir, skip=("sub-*", "group")):
-                get_logger().info("Removed %s, left by a run that was killed.", stale)
             description = self.out_dir / "dataset_description.json"
-            generated = {"Name": "bsym", "Version": __version__, "CodeURL": CODE_URL, "ConfigurationHash": config_hash}
-            if container:
-                generated["Container"] = container
             data: dict[str, Any] = {}
             if description.exists():
                 try:
                     data = json.loads(description.read_text())
                 except json.JSONDecodeError:
                     data = {}
+            _check_configuration(data, config_hash, description, strict=strict_config)
+            for stale in remove_stale_temporaries(self.out_dir, skip=("sub-*", "group")):
+                get_logger().info("Removed %s, left by a run that was killed.", stale)
+            generated: dict[str, Any] = {"Name": "bsym-app", "Version": __version__, "ConfigurationHash": config_hash}
+            container = container_info()
+            if container:
+                generated["Container"] = container
+            links = {k: v for k, v in data.get("DatasetLinks", {}).items() if k not in self.datasets}
+            links.update({name: file_uri(root) for name, root in self.datasets.items()})
             data.update(
                 {
                     "Name": data.get("Name", "bsym-app derivatives"),
                     "BIDSVersion": "1.11.0",
                     "DatasetType": "derivative",
+                    "License": LICENSE,
+                    "HowToAcknowledge": HOW_TO_ACKNOWLEDGE,
                     "GeneratedBy": [generated, *_unique(upstream)],
+                    "SourceDatasets": [{"URL": f"bids:{name}:"} for name in sorted(links)],
+                    "DatasetLinks": dict(sorted(links.items())),
                 }
             )
-            links = dict(data.get("DatasetLinks", {}))
-            links.update({name: str(root) for name, root in self.datasets.items()})
-            data["DatasetLinks"] = links
             write_json(description, data)
             write_text(self.out_dir / ".bidsignore", BIDSIGNORE)
+            if not (self.out_dir / "README.md").exists():
+                write_text(self.out_dir / "README.md", README.format(version=__version__))
             citation = self.out_dir / "logs" / "CITATION.md"
             if not citation.exists():  # --boilerplate-only may have written the full methods text
-                write_text(citation, CITATION.format(version=__version__, url=CODE_URL))
+                write_text(citation, citation_text())
+            write_text(self.out_dir / "logs" / "CITATION.bib", citation_bib())
+
+
+def _check_configuration(data: dict[str, Any], config_hash: str, description: Path, *, strict: bool) -> None:
+    """Warn (or refuse, exit 64) when OUTPUT_DIR was made with other scientific settings."""
+    ours = [g for g in data.get("GeneratedBy", []) if isinstance(g, dict) and g.get("Name") in ("bsym-app", "bsym")]
+    before = ours[0].get("ConfigurationHash") if ours else None
+    if before is None or before == config_hash:
+        return
+    message = (
+        f"{description} records ConfigurationHash {before}, but this run's settings hash to {config_hash}: "
+        "participants processed with different settings would be mixed in one dataset. Use another OUTPUT_DIR "
+        "for these settings, or the settings of the earlier run (its config.toml is in the work directory)."
+    )
+    if strict:
+        raise OptionError(message + " Refusing because of --strict-config.")
+    get_logger().warning(message + " Continuing (--strict-config refuses).")
 
 
 def sidecar_path(path: str | Path) -> Path:

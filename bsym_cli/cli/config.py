@@ -59,6 +59,7 @@ class ExecutionConfig(_Section):
     reports_only: bool = False
     boilerplate_only: bool = False
     overwrite: bool = False
+    strict_config: bool = False
     verbosity: int = Field(0, ge=0, le=3)
     run_uuid: str = Field(default_factory=lambda: _new_run_uuid())
 

@@ -387,6 +387,14 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
+        ("--strict-config",),
+        "Refuse an OUTPUT_DIR whose dataset_description.json records other settings (another "
+        "ConfigurationHash); by default that is a warning.",
+        "Outputs and other",
+        "execution.strict_config",
+        flag=True,
+    ),
+    Option(
         ("--notrack",),
         "Accepted for compatibility; bsym-app never tracks usage.",
         "Outputs and other",

@@ -250,6 +250,13 @@ def _write_fmri(writer: DerivativesWriter, run: BoldRun, files: dict[str, str | 
     return written
 
 
+def _column_descriptions(atlas: Atlas) -> dict[str, Any]:
+    """Sidecar entries that define the labels table's columns beyond ``index`` and ``name``."""
+    return (
+        {"network": {"Description": "Network the region belongs to, from the atlas's table."}} if atlas.networks else {}
+    )
+
+
 def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | None], atlas: Atlas) -> dict[str, Path]:
     meta = _metadata(files)
     common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256}
@@ -261,7 +268,13 @@ def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | N
             src_file=files["atlas_dwi"],
             atlas=atlas.label,
             sources=sources,
-            sidecar={**common, **meta.get("Registration", {})},
+            sidecar={
+                **common,
+                "Description": f"Atlas {atlas.label} on the grid of the diffusion series, with its labels table.",
+                "SpatialReference": writer.uri(run.dwi),
+                **_column_descriptions(atlas),
+                **meta.get("Registration", {}),
+            },
         ),
         "count_relmat": writer.write(
             "count_relmat",

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bsym_cli import CODE_URL, __version__
-from bsym_cli.bids.derivatives import CITATION
+from bsym_cli import __version__
+from bsym_cli.bids.derivatives import citation_text
 from bsym_cli.cli.config import Config
 from pipelines.atomic import is_temporary, write_text
 
@@ -109,7 +109,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 def boilerplate(descriptions: list[str]) -> str:
     """The methods text of a run: the workflows' descriptions, then the citations."""
     unique = list(dict.fromkeys(d.strip() for d in descriptions if d and d.strip()))
-    return "\n\n".join([*unique, CITATION.format(version=__version__, url=CODE_URL)])
+    return "\n\n".join([*unique, citation_text()])
 
 
 def write_report(

@@ -54,7 +54,9 @@ def run_participants(config: Config) -> None:
         part.bold_runs = choose_spaces(part.bold_runs, list(atlas.images))
     datasets = {"raw": study.bids_dir, **study.derivatives}
     writer = DerivativesWriter(ex.output_dir, datasets)
-    writer.write_dataset_files(config_hash=config.hash, upstream=upstream_generated_by(datasets))
+    writer.write_dataset_files(
+        config_hash=config.hash, upstream=upstream_generated_by(datasets), strict_config=ex.strict_config
+    )
     _copy_shared_inputs(atlas, study.bids_dir, Path(ex.output_dir))
     dump_config(config, Path(ex.work_dir) / ex.run_uuid)
     contract = read_contract(config)

@@ -324,8 +324,10 @@ class SaveTractogram(SimpleInterface):
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> str:
+    """Save ``data`` on the grid ``affine``, with its dtype and millimetre units."""
     img = nib.Nifti1Image(data, affine)
     img.header.set_data_dtype(data.dtype)
+    img.header.set_xyzt_units("mm")
     nib.save(img, path)
     return str(path)
 

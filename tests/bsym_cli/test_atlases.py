@@ -37,7 +37,7 @@ def _atlas(root: Path, label: str = "Toy", template: str = "MNI152NLin6Asym", re
 
 def test_write_then_resolve_sorts_labels_and_finds_images(tmp_path: Path):
     image = _atlas(tmp_path / "atlases")
-    assert image == tmp_path / "atlases/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-02_atlas-Toy_dseg.nii.gz"
+    assert image == tmp_path / "atlases/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_atlas-Toy_res-02_dseg.nii.gz"
     atlas = resolve_atlas("Toy", atlas_dataset=tmp_path / "atlases")
     assert atlas.indices == [1, 3] and atlas.names == ["left_thing", "right_thing"] and atlas.networks == ["A", "B"]
     assert atlas.image_for("MNI152NLin6Asym") == image

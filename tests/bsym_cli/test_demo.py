@@ -187,7 +187,7 @@ def test_atlas_dataset_table(study_dir):
     assert (table["network"][:50] == "Subcortex").all()
     assert table.loc[50, ["name", "network"]].tolist() == ["Schaefer400_LH_Vis_1", "Vis"]
     assert table.loc[449, ["name", "network"]].tolist() == ["Schaefer400_RH_Default_39", "Default"]
-    img = nib.load(folder / "tpl-MNI152NLin6Asym_res-01_atlas-Schaefer400Tian450_dseg.nii.gz")
+    img = nib.load(folder / "tpl-MNI152NLin6Asym_atlas-Schaefer400Tian450_res-01_dseg.nii.gz")
     assert img.shape == (182, 218, 182)
     labels = np.asarray(img.dataobj)
     assert np.array_equal(np.unique(labels), np.arange(451))

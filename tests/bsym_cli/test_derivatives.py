@@ -132,7 +132,7 @@ def test_eight_concurrent_participants_never_corrupt_root_files(tmp_path: Path):
     with mp.get_context("fork").Pool(8) as pool:
         pool.map(_write_root, [(tmp_path, i) for i in range(8)])
     data = json.loads((tmp_path / "dataset_description.json").read_text())
-    assert data["DatasetType"] == "derivative" and data["GeneratedBy"][0]["Name"] == "bsym"
+    assert data["DatasetType"] == "derivative" and data["GeneratedBy"][0]["Name"] == "bsym-app"
     assert data["GeneratedBy"][1:] == [{"Name": "fMRIPrep", "Version": "24"}]
     assert set(data["DatasetLinks"]) == {"raw"} | {f"deriv{i}" for i in range(8)}  # every writer's update kept
     assert (tmp_path / ".bidsignore").read_text().count("*_relmat.tsv") == 1
@@ -157,3 +157,18 @@ def test_pybids_indexes_and_queries_the_outputs(tmp_path: Path):
     assert len(layout.get(stat="mean", suffix="timeseries", space="MNI152NLin6Asym")) == 2
     fused = layout.get(datatype="model", desc="fused", suffix="embedding")
     assert sorted(f.entities["subject"] for f in fused) == ["01", "02"]
+
+
+def test_container_type_and_tag_come_from_the_image_environment(tmp_path: Path, monkeypatch):
+    for name in ("BSYM_CONTAINER_TYPE", "BSYM_CONTAINER_TAG", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    writer = DerivativesWriter(tmp_path, {"raw": tmp_path.parent})
+    writer.write_dataset_files(config_hash="x")
+    assert "Container" not in json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"][0]
+    monkeypatch.setenv("BSYM_CONTAINER_TYPE", "docker")
+    monkeypatch.setenv("BSYM_CONTAINER_TAG", "bsym-app:0.1.0")
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/bsym-app.sif")  # the docker image run by apptainer
+    writer.write_dataset_files(config_hash="x")
+    generated = json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert generated["Container"] == {"Type": "apptainer", "Tag": "bsym-app:0.1.0"}
+    assert generated["Name"] == "bsym-app" and "CodeURL" not in generated

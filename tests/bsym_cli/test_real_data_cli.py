@@ -74,7 +74,7 @@ def test_cli_recovers_every_hcp_region_with_denoising_none(tmp_path: Path):
     np.testing.assert_allclose(relmat.to_numpy(), np.corrcoef(series.to_numpy().T), atol=1e-5)
     assert (out / "sourcedata/atlases/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_atlas-AAL2_dseg.tsv").exists()
     description = json.loads((out / "dataset_description.json").read_text())
-    assert [g["Name"] for g in description["GeneratedBy"]] == ["bsym", "fMRIPrep"]
+    assert [g["Name"] for g in description["GeneratedBy"]] == ["bsym-app", "fMRIPrep"]
     assert len(list((out / "sub-101309" / "log").glob("*/config.toml"))) == 1
     report = (out / "sub-101309.html").read_text()
     assert report.count("data:image/png;base64,") == 2  # coverage histogram and FC matrix, embedded

@@ -556,7 +556,7 @@ def write_demo_atlas(root: str | Path, atlas: DemoAtlas) -> Path:
     Returns
     -------
     Path
-        The written ``tpl-MNI152NLin6Asym_res-01_atlas-Schaefer400Tian450_dseg.nii.gz``.
+        The written ``tpl-MNI152NLin6Asym_atlas-Schaefer400Tian450_res-01_dseg.nii.gz``.
     """
     return write_atlas_dataset(
         root,
