@@ -14,7 +14,7 @@ from bsym_cli.cli.tools import main as bsym_main
 from bsym_cli.commands.submit import (
     SlurmPlan,
     list_participants,
-    slurm_mem_to_gb,
+    slurm_mem_to_mb,
     write_slurm_scripts,
 )
 from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, OptionError
@@ -55,14 +55,14 @@ def test_participants_come_from_folders_or_labels_and_unknown_ones_are_refused(b
         list_participants(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("mem, gb", [("16G", 16.0), ("16000M", 15.625), ("2T", 2048.0), ("512", 0.5), ("3g", 3.0)])
-def test_slurm_memory_sizes_convert_to_gigabytes(mem: str, gb: float):
-    assert slurm_mem_to_gb(mem) == pytest.approx(gb)
+@pytest.mark.parametrize("mem, mb", [("16G", 16384), ("16000M", 16000), ("2T", 2097152), ("512", 512), ("3g", 3072)])
+def test_slurm_memory_sizes_convert_to_megabytes_and_a_bare_number_is_mb(mem: str, mb: int):
+    assert slurm_mem_to_mb(mem) == mb
 
 
 def test_bad_memory_size_is_refused():
     with pytest.raises(OptionError, match="16G"):
-        slurm_mem_to_gb("16 GB")
+        slurm_mem_to_mb("16 GB")
 
 
 def _plan(tmp_path: Path, bids: Path, app: Path, **kwargs) -> SlurmPlan:
@@ -108,8 +108,8 @@ def test_array_task_runs_its_own_participant_with_the_requested_resources(tmp_pa
         "3",
         "--omp-nthreads",
         "1",
-        "--mem",
-        "5GB",
+        "--mem-mb",
+        "5120",
         "--skip",
         "dmri",
         "--atlas-dataset",
@@ -202,7 +202,7 @@ def test_submit_sends_the_group_job_after_the_array(tmp_path: Path, bids: Path):
     assert second == f"--parsable --dependency=afterok:4242 {slurm / 'bsym-group.sbatch'}"
     assert json.loads((slurm / "jobs.json").read_text()) == {"participant": "4242", "group": "4243"}
     text = (slurm / "bsym-participant.sbatch").read_text()
-    assert "#SBATCH --array=0-2\n" in text and "--mem 3GB --skip model" in text
+    assert "#SBATCH --array=0-2\n" in text and "--mem-mb 3072 --skip model" in text
 
 
 def test_failed_sbatch_is_reported_with_its_message(tmp_path: Path, bids: Path, capsys):

@@ -91,6 +91,7 @@ class WorkflowConfig(_Section):
     low_pass: float | None = Field(None, gt=0)
     high_pass: float | None = Field(None, gt=0)
     min_coverage: float = Field(0.5, ge=0, le=1)
+    fd_thresh: float | None = Field(None, gt=0)
     window_stride: int | None = Field(None, ge=1)
     streamlines: int = Field(DEFAULT_STREAMLINES, ge=100)
     dwi_denoise: bool | None = None
@@ -102,6 +103,11 @@ class WorkflowConfig(_Section):
     def _band(self) -> WorkflowConfig:
         if self.low_pass and self.high_pass and self.high_pass >= self.low_pass:
             raise ValueError(f"high_pass ({self.high_pass} Hz) must be below low_pass ({self.low_pass} Hz)")
+        if self.fd_thresh is not None and self.denoise_strategy != "scrubbing":
+            raise ValueError(
+                f"fd_thresh ({self.fd_thresh} mm) censors frames of the 'scrubbing' strategy only; add "
+                f"--denoise-strategy scrubbing (the strategy is {self.denoise_strategy!r})"
+            )
         return self
 
 
@@ -117,11 +123,25 @@ class ModelConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    """What one job may use."""
+    """What one job may use. Unset counts follow the machine (``bsym_cli/utils/machine.py``)."""
 
-    nprocs: int = Field(1, ge=1)
-    omp_nthreads: int = Field(1, ge=1)
+    nprocs: int = Field(None, ge=1, validate_default=True)
+    omp_nthreads: int = Field(None, ge=1, validate_default=True)
     mem_gb: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _machine_defaults(cls, data: Any) -> Any:
+        """``nprocs``: the CPUs available; ``omp_nthreads``: as fMRIPrep picks it from them."""
+        from bsym_cli.utils.machine import available_cpus, default_omp_nthreads
+
+        data = dict(data or {})
+        cpus = available_cpus()
+        if data.get("nprocs") is None:
+            data["nprocs"] = cpus
+        if data.get("omp_nthreads") is None:
+            data["omp_nthreads"] = default_omp_nthreads(int(data["nprocs"]), cpus)
+        return data
 
 
 class NipypeConfig(_Section):
@@ -144,7 +164,7 @@ class Config(_Section):
     execution: ExecutionConfig
     workflow: WorkflowConfig = WorkflowConfig()
     model: ModelConfig = ModelConfig()
-    resources: ResourcesConfig = ResourcesConfig()
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     nipype: NipypeConfig = NipypeConfig()
 
     @property
@@ -217,13 +237,14 @@ def build_config(*layers: dict[str, Any]) -> Config:
 
 
 def parse_mem(value: str | float | None) -> float | None:
-    """``--mem`` as GB: ``16``, ``16G``, ``16GB``, ``16000MB``, ``1.5T``."""
-    if value is None or isinstance(value, (int, float)):
-        return value
+    """``--mem`` in GB. A bare number is MB, as in fMRIPrep and XCP-D and as schedulers give it (``16000``);
+    units are accepted (``16G``, ``16GB``, ``16000MB``, ``1.5T``; decimal units)."""
+    if value is None:
+        return None
     match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(value))
     if not match:
-        raise OptionError(f"--mem {value!r}: use a number of GB, or a size such as 16GB or 16000MB.")
-    number, unit = float(match.group(1)), match.group(2).upper() or "G"
+        raise OptionError(f"--mem {value!r}: use a number of MB (16000), or a size such as 16GB or 16000MB.")
+    number, unit = float(match.group(1)), match.group(2).upper() or "M"
     return number * {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[unit]
 
 

@@ -112,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
         convert=lambda v: read_labels(v, "sub-"),
     ),
     Option(
-        ("--session-label", "--session_label"),
+        ("--session-label", "--session_label", "--session-id"),
         "Sessions to process (with or without 'ses-'), or a file. Default: all.",
         "Filtering",
         "execution.session_label",
@@ -141,7 +141,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
     ),
     Option(
-        ("-d", "--derivatives"),
+        ("-d", "--derivatives", "--datasets"),
         "Derivative datasets, e.g. -d fmriprep=/data/fmriprep qsiprep=/data/qsiprep. "
         "Default: found under BIDS_DIR/derivatives by their GeneratedBy name.",
         "Filtering",
@@ -168,30 +168,50 @@ OPTIONS: tuple[Option, ...] = (
     # performance
     Option(
         ("--nprocs", "--nthreads", "--n-cpus"),
-        "Processes Nipype may run at once.",
+        "Processes Nipype may run at once. Default: the CPUs available to this process (its CPU affinity, the "
+        "cgroup quota and a SLURM task's allocation).",
         "Performance",
         "resources.nprocs",
         type=int,
-        show_default=True,
         metavar="N",
     ),
     Option(
         ("--omp-nthreads",),
-        "Threads per process.",
+        "Threads per process. Default: as fMRIPrep picks it, one CPU fewer than --nprocs (all CPUs when "
+        "--nprocs is 1), at most 8.",
         "Performance",
         "resources.omp_nthreads",
         type=int,
-        show_default=True,
         metavar="N",
     ),
     Option(
-        ("--mem", "--mem-gb"),
-        "Memory limit for Nipype, e.g. 16GB.",
+        ("--mem",),
+        "Memory limit for Nipype: a bare number is MB, as in fMRIPrep and as schedulers give it (16000); "
+        "units are accepted (16GB, 16000MB).",
         "Performance",
         "resources.mem_gb",
         name="mem",
         convert=parse_mem,
         metavar="SIZE",
+    ),
+    Option(
+        ("--mem-mb",),
+        "Memory limit in MB.",
+        "Performance",
+        "resources.mem_gb",
+        name="mem_mb",
+        type=int,
+        convert=lambda mb: mb / 1000,
+        metavar="MB",
+    ),
+    Option(
+        ("--mem-gb",),
+        "Memory limit in GB.",
+        "Performance",
+        "resources.mem_gb",
+        name="mem_gb",
+        type=float,
+        metavar="GB",
     ),
     Option(("--device",), "Where the network runs.", "Performance", "model.device", show_default=True),
     Option(
@@ -243,7 +263,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
-        ("--low-pass",),
+        ("--low-pass", "--upper-bpf"),
         "Low-pass cut-off of the optional band-pass, in Hz.",
         "Workflow",
         "workflow.low_pass",
@@ -251,7 +271,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="HZ",
     ),
     Option(
-        ("--high-pass",),
+        ("--high-pass", "--lower-bpf"),
         "High-pass cut-off of the optional band-pass, in Hz.",
         "Workflow",
         "workflow.high_pass",
@@ -266,6 +286,15 @@ OPTIONS: tuple[Option, ...] = (
         type=float,
         show_default=True,
         metavar="FRACTION",
+    ),
+    Option(
+        ("--fd-thresh",),
+        "Framewise displacement (mm) above which --denoise-strategy scrubbing censors a frame. Default: the "
+        "preset's 0.5 mm.",
+        "Workflow",
+        "workflow.fd_thresh",
+        type=float,
+        metavar="MM",
     ),
     Option(
         ("--window-stride",),
@@ -326,7 +355,7 @@ OPTIONS: tuple[Option, ...] = (
         ("--save-tractogram",), "Also write the tractogram (.trx).", "Workflow", "workflow.save_tractogram", flag=True
     ),
     Option(
-        ("--seed",),
+        ("--seed", "--random-seed"),
         "Random seed (tracking, region groups, probes).",
         "Workflow",
         "workflow.seed",
@@ -360,7 +389,7 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
-        ("--nipype-plugin-file",),
+        ("--nipype-plugin-file", "--use-plugin"),
         "YAML/JSON with 'plugin' and 'plugin_args' for Nipype (e.g. SLURM).",
         "Outputs and other",
         "nipype",

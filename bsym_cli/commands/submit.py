@@ -31,7 +31,7 @@ from bsym_cli.utils.errors import MissingInputError, NothingSelectedError, Optio
 
 _SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
 _SLURM_MEM = re.compile(r"(\d+)([KMGT]?)", re.IGNORECASE)
-_GB_PER_UNIT = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}
+_MB_PER_UNIT = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +49,7 @@ class SlurmPlan:
     omp_nthreads : int
         bsym-app's ``--omp-nthreads``.
     mem : str
-        SLURM memory per task (``16G``); bsym-app gets the same amount as ``--mem``.
+        SLURM memory per task (``16G``); bsym-app gets the same amount (``--mem-mb``).
     time : str
         SLURM time limit per task (``12:00:00``).
     partition, account : str or None
@@ -137,13 +137,13 @@ def list_participants(bids_dir: Path, requested: tuple[str, ...] | list[str] = (
     return tuple(labels)
 
 
-def slurm_mem_to_gb(mem: str) -> float:
-    """SLURM memory (``16G``, ``16000M``, ``2T``, a bare number is MB) in GB (units of 1024)."""
+def slurm_mem_to_mb(mem: str) -> int:
+    """SLURM memory (``16G``, ``16000M``, ``2T``; a bare number is MB, as for bsym-app ``--mem``) in MB."""
     match = _SLURM_MEM.fullmatch(mem.strip())
     if not match:
-        raise OptionError(f"--mem {mem!r}: use a SLURM size such as 16G or 16000M.")
+        raise OptionError(f"--mem {mem!r}: use a SLURM size such as 16G or 16000M (a bare number is MB).")
     number, unit = int(match.group(1)), (match.group(2) or "M").upper()
-    return number * _GB_PER_UNIT[unit]
+    return max(1, round(number * _MB_PER_UNIT[unit]))
 
 
 def container_command(image: Path, *, engine: str, binds: list[str], gpu: bool) -> tuple[str, ...]:
@@ -195,13 +195,12 @@ def _sbatch_header(plan: SlurmPlan, *, name: str, log: str, array: str | None = 
 
 
 def _app_line(plan: SlurmPlan, level: str, work_dir: str, *, label: bool) -> str:
-    mem_gb = f"{slurm_mem_to_gb(plan.mem):g}GB"
     argv = [*plan.app_command, str(plan.bids_dir), str(plan.output_dir), level]
     quoted = " ".join(shlex.quote(a) for a in argv)
     if label:
         quoted += ' --participant-label "$label"'
     quoted += f' -w "{work_dir}" --nprocs "${{SLURM_CPUS_PER_TASK:-{plan.cpus}}}"'
-    quoted += f" --omp-nthreads {plan.omp_nthreads} --mem {mem_gb}"
+    quoted += f" --omp-nthreads {plan.omp_nthreads} --mem-mb {slurm_mem_to_mb(plan.mem)}"
     if plan.app_args:
         quoted += " " + " ".join(shlex.quote(a) for a in plan.app_args)
     return f"exec {quoted}"
@@ -361,7 +360,9 @@ def _local_app_command() -> tuple[str, ...]:
 @click.option(
     "--omp-nthreads", type=click.IntRange(1), default=1, show_default=True, help="Threads per process inside a task."
 )
-@click.option("--mem", default="16G", show_default=True, help="Memory per task (SLURM size: 16G, 16000M).")
+@click.option(
+    "--mem", default="16G", show_default=True, help="Memory per task (SLURM size: 16G, 16000M; a bare number is MB)."
+)
 @click.option("--time", "time_limit", default="12:00:00", show_default=True, help="Time limit per task.")
 @click.option("--partition", help="SLURM partition.")
 @click.option("--account", help="SLURM account.")
@@ -440,7 +441,7 @@ def submit(
     work_dir = (work_dir or output_dir.parent / "work").absolute()
     if not _SLURM_TIME.fullmatch(time_limit):
         raise OptionError(f"--time {time_limit!r}: use minutes, HH:MM:SS or D-HH:MM:SS.")
-    slurm_mem_to_gb(mem)
+    slurm_mem_to_mb(mem)
     participants = list_participants(bids_dir, participant_label)
     if container is not None:
         if not container.is_file():

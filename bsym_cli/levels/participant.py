@@ -97,6 +97,7 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
         "dummy_scans": wf.dummy_scans,
         "band_pass": band,
         "min_coverage": wf.min_coverage,
+        "fd_threshold": wf.fd_thresh,
         "work_cache_dir": str(Path(ex.work_dir) / "atlas_cache"),
         "omp_nthreads": res.omp_nthreads,
         "mem_gb": min(4.0, res.mem_gb or 4.0),

@@ -99,6 +99,7 @@ def denoise(
     confounds_file: str | Path | None = None,
     dummy_scans: int | None = None,
     band_pass: tuple[float | None, float | None] | None = None,
+    fd_threshold: float | None = None,
 ) -> DenoisedSeries:
     """Drop dummy scans, regress the strategy's confounds, censor, and band-pass parcel series.
 
@@ -117,11 +118,16 @@ def denoise(
         Leading frames to drop; None reads them from the confounds' non-steady-state columns.
     band_pass : tuple of (float or None, float or None), optional
         ``(high_pass_hz, low_pass_hz)`` of a Butterworth filter; None filters nothing.
+    fd_threshold : float, optional
+        Framewise displacement (mm) above which the ``scrubbing`` strategy censors a frame; None keeps the
+        preset's 0.5 mm.
 
     Returns
     -------
     DenoisedSeries
     """
+    if fd_threshold is not None and strategy != "scrubbing":
+        raise ValueError(f"an FD threshold applies to the 'scrubbing' strategy only, not {strategy!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown denoising strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     series = np.asarray(series, dtype=np.float64)
@@ -144,7 +150,9 @@ def denoise(
         )
     # confounds_file is None only with strategy "none" (refused above otherwise)
     confounds, sample_mask = (
-        (None, None) if strategy == "none" or confounds_file is None else _load_preset(confounds_file, strategy)
+        (None, None)
+        if strategy == "none" or confounds_file is None
+        else _load_preset(confounds_file, strategy, fd_threshold)
     )
     kept = np.arange(n_dummy, n_frames)
     if sample_mask is not None:
@@ -269,7 +277,9 @@ def _non_steady_state_frames(raw: pd.DataFrame | None) -> np.ndarray:
     return np.flatnonzero(raw[columns].fillna(0).to_numpy().sum(axis=1) > 0)
 
 
-def _load_preset(confounds_file: str | Path, strategy: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+def _load_preset(
+    confounds_file: str | Path, strategy: str, fd_threshold: float | None = None
+) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Run nilearn's preset loader on a confounds file whatever its name.
 
     nilearn finds the confounds from the BOLD file's name, in the same folder. The file (and its JSON) are
@@ -277,10 +287,12 @@ def _load_preset(confounds_file: str | Path, strategy: str) -> tuple[pd.DataFram
     """
     source = Path(confounds_file).resolve()
     with tempfile.TemporaryDirectory(prefix="bsym-confounds-") as staging:
-        return _load_preset_staged(source, Path(staging), strategy)
+        return _load_preset_staged(source, Path(staging), strategy, fd_threshold)
 
 
-def _load_preset_staged(source: Path, staging: Path, strategy: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+def _load_preset_staged(
+    source: Path, staging: Path, strategy: str, fd_threshold: float | None = None
+) -> tuple[pd.DataFrame, np.ndarray | None]:
     from nilearn.interfaces.fmriprep import load_confounds_strategy
 
     tsv = staging / "sub-x_desc-confounds_timeseries.tsv"
@@ -296,8 +308,9 @@ def _load_preset_staged(source: Path, staging: Path, strategy: str) -> tuple[pd.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            options = {} if fd_threshold is None else {"fd_threshold": fd_threshold}
             confounds, sample_mask = load_confounds_strategy(
-                str(staging / "sub-x_desc-preproc_bold.nii.gz"), denoise_strategy=strategy
+                str(staging / "sub-x_desc-preproc_bold.nii.gz"), denoise_strategy=strategy, **options
             )
     except ValueError as exc:
         raise InputDataError(

@@ -98,6 +98,7 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
     min_coverage = traits.Range(0.0, 1.0, 0.5, usedefault=True, desc="parcels under it become n/a")
     labels = traits.List(traits.Int, mandatory=True, desc="atlas indices")
     names = traits.List(traits.Str, mandatory=True, desc="parcel names")
+    fd_threshold = traits.Float(desc="FD (mm) above which 'scrubbing' censors a frame; default: the preset's")
 
 
 class _DenoiseOutputSpec(TraitedSpec):
@@ -125,6 +126,7 @@ class DenoiseParcels(SimpleInterface):
             confounds_file=self.inputs.confounds_file if isdefined(self.inputs.confounds_file) else None,
             dummy_scans=self.inputs.dummy_scans if isdefined(self.inputs.dummy_scans) else None,
             band_pass=tuple(self.inputs.band_pass) if isdefined(self.inputs.band_pass) else None,
+            fd_threshold=self.inputs.fd_threshold if isdefined(self.inputs.fd_threshold) else None,
         )
         out = Path(runtime.cwd) / "denoised.npz"
         np.savez(out, series=result.series, frames=result.frames, coverage=coverage, t_r=t_r)
@@ -137,6 +139,7 @@ class DenoiseParcels(SimpleInterface):
             "DummyScans": result.dummy_scans,
             "DummyScansSource": result.dummy_scans_source,
             "CensoredFrames": result.censored_frames,
+            **({"FDThreshold": self.inputs.fd_threshold} if isdefined(self.inputs.fd_threshold) else {}),
             "BandPass": band,
             "RepetitionTimeOriginal": t_r,
             "FramesInput": result.n_frames_input,

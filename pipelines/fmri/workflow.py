@@ -44,6 +44,7 @@ def init_fmri_wf(
     dummy_scans: int | None = None,
     band_pass: tuple[float | None, float | None] | None = None,
     min_coverage: float = 0.5,
+    fd_threshold: float | None = None,
     work_cache_dir: str | Path | None = None,
     mem_gb: float = 1.0,
     omp_nthreads: int = 1,
@@ -74,6 +75,8 @@ def init_fmri_wf(
         Butterworth band-pass after regression; either bound may be None.
     min_coverage : float
         Parcels with a smaller fraction of voxels inside the brain mask become n/a.
+    fd_threshold : float, optional
+        Framewise displacement (mm) above which the ``scrubbing`` strategy censors a frame; None: 0.5 mm.
     work_cache_dir : str or Path, optional
         Folder where atlases resampled to a grid are cached and shared by all runs; None keeps each in its
         node folder.
@@ -118,6 +121,8 @@ def init_fmri_wf(
         denoise.inputs.dummy_scans = int(dummy_scans)
     if band_pass is not None:
         denoise.inputs.band_pass = tuple(band_pass)
+    if fd_threshold is not None:
+        denoise.inputs.fd_threshold = float(fd_threshold)
     windows = pe.Node(
         CutModelWindows(labels=labels, target_t_r=float(target_t_r), window_length=window_length),
         name="windows",

@@ -297,3 +297,60 @@ def test_every_option_is_declared_once_and_help_defaults_come_from_the_configura
     assert f"[default: {WorkflowConfig.model_fields['streamlines'].default}]" in text
     assert f"[default: {WorkflowConfig.model_fields['seed'].default}]" in text
     assert "--scaling {" + ",".join(ModelConfig.model_fields["scaling"].annotation.__args__) + "}" in text
+
+
+@pytest.mark.parametrize(
+    "flags, gb",
+    [
+        (["--mem", "16000"], 16.0),  # a bare number is MB, as a scheduler gives it
+        (["--mem", "16GB"], 16.0),
+        (["--mem", "16000MB"], 16.0),
+        (["--mem", "2G"], 2.0),
+        (["--mem-mb", "8000"], 8.0),
+        (["--mem-gb", "3"], 3.0),
+    ],
+)
+def test_memory_flags_as_nipreps_users_type_them(tiny: Path, tmp_path: Path, flags, gb):
+    assert _config(tmp_path, tiny, *flags).resources.mem_gb == pytest.approx(gb)
+
+
+def test_nipreps_spellings_are_aliases(tiny: Path, tmp_path: Path):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    given = _config(
+        tmp_path,
+        tiny,
+        *["--session-id", "a", "--random-seed", "7", "--lower-bpf", "0.01", "--upper-bpf", "0.1"],
+        *["--datasets", f"fmriprep={tiny / 'derivatives' / 'fmriprep'}", "--use-plugin", str(plugin)],
+    )
+    assert given.execution.session_label == ("a",) and given.workflow.seed == 7
+    assert (given.workflow.high_pass, given.workflow.low_pass) == (0.01, 0.1)
+    assert given.execution.derivatives["fmriprep"] == tiny / "derivatives" / "fmriprep"
+    assert given.nipype.plugin == "Linear"
+
+
+def test_process_and_thread_defaults_follow_the_machine(tiny: Path, tmp_path: Path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    config = _config(tmp_path, tiny)
+    assert config.resources.nprocs == cpus
+    assert config.resources.omp_nthreads == max(1, min(cpus - 1 if cpus > 1 else cpus, 8))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")  # a SLURM task's allocation is honoured
+    assert _config(tmp_path, tiny).resources.nprocs == 1
+    assert _config(tmp_path, tiny, "--nprocs", "3").resources.omp_nthreads == 2
+    assert _config(tmp_path, tiny, "--nprocs", "3", "--omp-nthreads", "4").resources.omp_nthreads == 4
+
+
+def test_cgroup_quota_caps_the_cpus(monkeypatch, tmp_path: Path):
+    from bsym_cli.utils import machine
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # 1.5 CPUs -> 2
+    monkeypatch.setattr(machine, "CGROUP_V2", quota)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert machine.available_cpus({}) == 2
+    quota.write_text("max 100000\n")
+    assert machine.available_cpus({}) == 16
+    assert machine.available_cpus({"SLURM_CPUS_PER_TASK": "4"}) == 4

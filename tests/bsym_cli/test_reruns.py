@@ -418,3 +418,22 @@ def test_input_defect_found_inside_a_node_exits_65_with_its_message(study):
     assert result.returncode == 65, result.stderr[-3000:]
     assert "planted defect; replace the file." in result.stderr and "_desc-confounds_timeseries.tsv" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fd_threshold_reaches_the_scrubbing_censoring(study):
+    sidecar = (
+        study
+        / OUT
+        / "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Schaefer400Tian450_stat-mean_timeseries.json"
+    )
+    scrubbing = [*RUN, *ONE, *FMRI_ONLY, "--denoise-strategy", "scrubbing"]
+    assert bsym_app(study, *scrubbing).returncode == 0
+    preset = json.loads(sidecar.read_text())
+    assert "FDThreshold" not in preset
+    result = bsym_app(study, *scrubbing, "--fd-thresh", "0.025")  # below the spikes, above most frames
+    assert result.returncode == 0, result.stderr[-2000:]
+    strict = json.loads(sidecar.read_text())
+    assert strict["FDThreshold"] == 0.025
+    assert len(strict["CensoredFrames"]) > len(preset["CensoredFrames"])
+    refused = bsym_app(study, *RUN, *ONE, *FMRI_ONLY, "--fd-thresh", "0.05")  # the default strategy is simple
+    assert refused.returncode == 64 and "scrubbing" in refused.stderr
