@@ -38,6 +38,8 @@ class Weights:
     model: Any
     meta: Any
     path: Path
+    #: Said at start, in the report and in the model sidecars (the demo weights on a real dataset).
+    warning: str | None = None
 
 
 def default_bundle_path() -> Path | None:
@@ -81,7 +83,30 @@ def load_weights(config: Config, atlas: Atlas) -> Weights:
     path = weights_path(config.model.weights)
     model, meta = load_bundle(path)
     check_contract(meta, atlas, strict=config.workflow.strict_atlas, path=path)
-    return Weights(model=model, meta=meta, path=path)
+    warning = demo_weights_warning(meta.name, config.execution.bids_dir)
+    if warning:
+        get_logger().warning(warning)
+    return Weights(model=model, meta=meta, path=path, warning=warning)
+
+
+def is_demo_study(bids_dir: Path) -> bool:
+    """Whether ``bids_dir`` is a study made by ``bsym demo`` (its ``GeneratedBy`` says so)."""
+    try:
+        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(isinstance(g, dict) and g.get("Name") == "bsym demo" for g in description.get("GeneratedBy", []))
+
+
+def demo_weights_warning(bundle: str, bids_dir: Path) -> str | None:
+    """The warning due when the simulated demo weights embed a dataset that is not the demo study."""
+    if bundle != DEFAULT_BUNDLE or is_demo_study(bids_dir):
+        return None
+    return (
+        f"The weights are bsym-app's demo bundle '{DEFAULT_BUNDLE}', trained on simulated data only: the "
+        f"embeddings of {bids_dir} are not scientifically meaningful. Import the published BrainSymphony "
+        "weights with `bsym weights import-official CHECKPOINT_DIR BUNDLE` and pass --weights BUNDLE."
+    )
 
 
 def check_contract(meta, atlas: Atlas, *, strict: bool, path: Path) -> None:
@@ -341,6 +366,7 @@ def _write(
         "BundleSHA256": meta.sha256,
         "BundleSource": meta.source,
         **scaling,
+        **({"Warning": weights.warning} if weights.warning else {}),
     }
     sources = [out for r in runs for key, out in r.written.items() if key in ("timeseries", "signed_relmat")]
     written: dict[str, Path] = {}

@@ -1,4 +1,8 @@
-"""The per-participant HTML report: one self-contained file (figures embedded), ``OUTPUT_DIR/sub-<label>.html``."""
+"""The per-participant HTML report: one self-contained file (figures embedded), ``OUTPUT_DIR/sub-<label>.html``.
+
+One report per participant covers every session; it is written for a failed participant too (its Errors
+section lists the failure and the crash files of the run).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import base64
 import html
 import io
 import json
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +87,52 @@ def _histogram(values: np.ndarray, title: str, xlabel: str) -> str:
     return _figure(_png(fig), title)
 
 
-def _brain_map(path: Path, title: str) -> str:
+def colour_limit(deviations: np.ndarray) -> float:
+    """Half-width of a symmetric colour range that shows contrast between parcels: the 98th percentile of
+    their absolute deviations from the reference level (0 for a flat map)."""
+    finite = np.abs(deviations[np.isfinite(deviations)])
+    return float(np.percentile(finite, 98)) if finite.size else 0.0
+
+
+def _brain_map(path: Path, title: str, *, level: float, scale: float, unit: str, reference: str) -> str:
+    """Parcel values drawn as their deviation from a reference level, over the parcels' own spread.
+
+    Drawn raw, incoming attention sits near the uniform level 1/R in every parcel and fills the whole colour
+    bar with one colour; the deviation ``(value - level) * scale`` with a symmetric range shows which parcels
+    draw more or less than that level.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
+    import nibabel as nib
     from nilearn import plotting
 
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=float)
+    inside = data != 0
+    deviation = np.where(inside, (data - level) * scale, 0.0)
+    limit = colour_limit(deviation[inside])
+    if not limit > 0:
+        return f"<p>{html.escape(title)}: every parcel is at the {html.escape(reference)}; there is nothing to map.</p>"
     display = plotting.plot_stat_map(
-        str(path), display_mode="z", cut_coords=6, colorbar=True, title=title, cmap="inferno", symmetric_cbar=False
+        nib.Nifti1Image(deviation.astype(np.float32), img.affine),
+        display_mode="z",
+        cut_coords=6,
+        colorbar=True,
+        title=title,
+        cmap="RdBu_r",
+        symmetric_cbar=True,
+        vmax=limit,
+        threshold=limit * 1e-6,
     )
     fig = display.frame_axes.figure
     src = _png(fig)
     display.close()
-    return _figure(src, f"{title} ({path.name})")
+    caption = (
+        f"{title} ({path.name}): {unit} relative to the {reference}; colour range -{limit:.3g} to {limit:.3g} "
+        "(98th percentile of the parcels' absolute deviation)"
+    )
+    return _figure(src, caption).replace("<figure>", f'<figure data-vmin="{-limit:.6g}" data-vmax="{limit:.6g}">', 1)
 
 
 def _outputs(folder: Path, pattern: str) -> list[Path]:
@@ -112,42 +151,48 @@ def boilerplate(descriptions: list[str]) -> str:
     return "\n\n".join([*unique, citation_text()])
 
 
-def write_report(
-    config: Config,
-    participant: str,
-    out_dir: Path,
-    *,
-    inputs: list[tuple[str, Any]],
-    problems: list[str],
-    methods: str,
-    weights_info: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``OUTPUT_DIR/sub-<label>.html`` from the participant's outputs on disk.
+@dataclass
+class SessionSummary:
+    """What a report says of one session (or of a participant without sessions).
 
-    Parameters
+    Attributes
     ----------
-    config : Config
-        The run configuration (shown in the report).
-    participant : str
-        The label without ``sub-``.
-    out_dir : Path
-        OUTPUT_DIR.
+    label : str
+        ``sub-01`` or ``sub-01_ses-a``.
+    session : str or None
+        The session label without ``ses-``.
     inputs : list of (str, value)
         What was found (shown as a table).
     problems : list of str
         Inputs that were skipped and why.
     methods : str
-        Methods boilerplate.
-    weights_info : dict, optional
-        Bundle provenance (name, sha256, source, licence, training).
+        Methods boilerplate of the session's graph.
     """
-    folder = out_dir / f"sub-{participant}"
-    sections = [f"<h1>bsym-app report: sub-{html.escape(participant)}</h1>", "<h2>Inputs</h2>", _table(inputs)]
-    if problems:
-        sections.append(
-            "<h3>Skipped</h3><ul>" + "".join(f'<li class="warn">{html.escape(p)}</li>' for p in problems) + "</ul>"
-        )
-    sections.append("<h2>Functional connectivity</h2>")
+
+    label: str
+    session: str | None
+    inputs: list[tuple[str, Any]]
+    problems: list[str] = field(default_factory=list)
+    methods: str = ""
+
+
+def _errors(folder: Path, run_uuid: str, error: str | None) -> str:
+    """The Errors section: the failure of this run and the crash files its nodes left."""
+    crashes = sorted((folder / "log" / run_uuid).glob("crash-*")) if (folder / "log" / run_uuid).is_dir() else []
+    if error is None and not crashes:
+        return "<h2>Errors</h2><p>No errors.</p>"
+    parts = ["<h2>Errors</h2>"]
+    if error is not None:
+        parts.append(f'<p class="warn">{html.escape(error)}</p>')
+    for crash in crashes:
+        text = crash.read_text(errors="replace")
+        parts.append(f"<h3>{html.escape(crash.name)}</h3><pre style='white-space:pre-wrap'>{html.escape(text)}</pre>")
+    return "".join(parts)
+
+
+def _session_outputs(folder: Path, n_regions: int | None) -> list[str]:
+    """The figures and tables of one session's outputs under ``folder`` (``sub-X`` or ``sub-X/ses-Y``)."""
+    sections = ["<h3>Functional connectivity</h3>"]
     for coverage in _outputs(folder, "*_stat-coverage_bold.tsv"):
         table = pd.read_csv(coverage, sep="\t", na_values="n/a")
         values = table["coverage"].to_numpy(float) if "coverage" in table else table.iloc[0].to_numpy(float)
@@ -155,23 +200,39 @@ def write_report(
     for sidecar in _outputs(folder, "*_stat-mean_timeseries.json"):
         meta = json.loads(sidecar.read_text())
         keep = [(k, v) for k, v in meta.items() if not isinstance(v, (dict, list)) or k == "ConfoundColumns"]
-        sections.append(f"<h3>{html.escape(sidecar.name)}</h3>" + _table(keep))
+        sections.append(f"<h4>{html.escape(sidecar.name)}</h4>" + _table(keep))
     for relmat in _outputs(folder, "*_stat-pearsoncorrelation_relmat.tsv"):
         sections.append(_matrix_figure(relmat, "Functional connectivity (Pearson r)", signed=True))
-    sections.append("<h2>Structural connectivity</h2>")
+    sections.append("<h3>Structural connectivity</h3>")
     for relmat in _outputs(folder, "*_stat-signedsc_relmat.tsv"):
         sections.append(_matrix_figure(relmat, "Signed structural connectome", signed=True))
     for figure in _outputs(folder, "*_desc-registration_dwi.*"):
         if figure.suffix in (".svg", ".png"):
             sections.append(_embed_file(figure, "Atlas-to-DWI registration check"))
-    sections.append("<h2>Model</h2>")
+    sections.append("<h3>Model</h3>")
     for stat in _outputs(folder, "*_stat.nii.gz"):
-        sections.append(
-            _brain_map(
-                stat,
-                "Incoming attention per parcel" if "incomingattention" in stat.name else "Mean fusion gate per parcel",
+        if "incomingattention" in stat.name and n_regions:
+            sections.append(
+                _brain_map(
+                    stat,
+                    "Incoming attention per parcel",
+                    level=1 / n_regions,
+                    scale=100 * n_regions,
+                    unit="% difference",
+                    reference=f"uniform level 1/R = 1/{n_regions}",
+                )
             )
-        )
+        elif "fusiongate" in stat.name:
+            sections.append(
+                _brain_map(
+                    stat,
+                    "Mean fusion gate per parcel",
+                    level=0.5,
+                    scale=1.0,
+                    unit="gate",
+                    reference="neutral gate 0.5 (equal weight to both streams)",
+                )
+            )
     for h5 in _outputs(folder, "*_desc-bsym_attention.h5"):
         import h5py
 
@@ -189,18 +250,62 @@ def write_report(
         sections.append(_histogram(r2, f"Masked-region reconstruction R² (median {np.nanmedian(r2):.2f})", "R²"))
     for prediction in _outputs(folder, "*_desc-bsym_prediction.tsv"):
         table = pd.read_csv(prediction, sep="\t")
-        sections.append("<h3>Predictions</h3>" + table.to_html(index=False))
-    sections.append("<h2>Provenance</h2>")
-    sections.append(
-        _table(
-            [
-                ("bsym-app", __version__),
-                ("Configuration hash", config.hash),
-                ("Run", config.execution.run_uuid),
-                *sorted((weights_info or {}).items()),
-            ]
-        )
-    )
+        sections.append("<h4>Predictions</h4>" + table.to_html(index=False))
+    return sections
+
+
+def write_report(
+    config: Config,
+    participant: str,
+    out_dir: Path,
+    *,
+    sessions: list[SessionSummary],
+    weights_info: dict[str, Any] | None = None,
+    warning: str | None = None,
+    error: str | None = None,
+    n_regions: int | None = None,
+) -> Path:
+    """Write ``OUTPUT_DIR/sub-<label>.html``: About, Errors, then every session's inputs and outputs, Methods.
+
+    Parameters
+    ----------
+    config : Config
+        The run configuration (shown in the report).
+    participant : str
+        The label without ``sub-``.
+    out_dir : Path
+        OUTPUT_DIR.
+    sessions : list of SessionSummary
+        Every session of the participant (one entry without sessions); outputs are read from disk.
+    weights_info : dict, optional
+        Bundle provenance (name, sha256, source, licence, training).
+    warning : str, optional
+        Shown in About (e.g. the simulated demo weights on a real dataset).
+    error : str, optional
+        Why this participant failed in this run; its crash files are listed too.
+    n_regions : int, optional
+        R of the atlas (the uniform level of incoming attention is 1/R).
+    """
+    folder = out_dir / f"sub-{participant}"
+    about = [
+        ("bsym-app", __version__),
+        ("Command", " ".join(["bsym-app", *sys.argv[1:]])),
+        ("Configuration hash", config.hash),
+        ("Run", config.execution.run_uuid),
+        *sorted((weights_info or {}).items()),
+    ]
+    sections = [f"<h1>bsym-app report: sub-{html.escape(participant)}</h1>", "<h2>About</h2>", _table(about)]
+    if warning:
+        sections.append(f'<p class="warn">{html.escape(warning)}</p>')
+    sections.append(_errors(folder, config.execution.run_uuid, error))
+    for summary in sessions:
+        title = f"Session {summary.session}" if summary.session else "Outputs"
+        sections += [f"<h2>{html.escape(title)}</h2>", "<h3>Inputs</h3>", _table(summary.inputs)]
+        if summary.problems:
+            items = "".join(f'<li class="warn">{html.escape(p)}</li>' for p in summary.problems)
+            sections.append(f"<h3>Skipped</h3><ul>{items}</ul>")
+        sections += _session_outputs(folder / f"ses-{summary.session}" if summary.session else folder, n_regions)
+    methods = "\n\n".join(dict.fromkeys(s.methods for s in sessions if s.methods))
     sections.append(f"<h2>Methods</h2><pre style='white-space:pre-wrap'>{html.escape(methods)}</pre>")
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{html.escape(participant)}"

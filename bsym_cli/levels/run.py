@@ -65,6 +65,7 @@ def run_participants(config: Config) -> None:
         return
     weights = None if device is None or ex.reports_only else load_weights(config, atlas)
     failures: dict[str, BaseException] = {}
+    methods: dict[str, str] = {}  # methods text of each session's graph, for the reports
     for part in participants:
         start = time.monotonic()
         log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
@@ -76,11 +77,13 @@ def run_participants(config: Config) -> None:
                 graph = build_graph(config, part, atlas, contract)
                 if not ex.reports_only:
                     process_participant(config, part, graph, atlas, writer, log_dir, weights, device)
-                report = _report(config, part, graph, atlas, weights)
+                methods[part.label] = graph.methods
+                report = _report(config, part, participants, atlas, weights, methods)
             log.info("%s: report %s", part.label, report)
         except Exception as exc:  # one participant's failure must not stop the others
             failures[part.label] = exc
             log.error("%s failed: %s", part.label, exc)
+            _failure_report(config, part, participants, atlas, weights, methods, exc)
             if ex.stop_on_first_crash:
                 raise
         else:
@@ -149,14 +152,28 @@ def process_participant(
 
 
 def _report(
-    config: Config, part: ParticipantInputs, graph: ParticipantGraph, atlas: Atlas, weights: Weights | None
+    config: Config,
+    part: ParticipantInputs,
+    participants: list[ParticipantInputs],
+    atlas: Atlas,
+    weights: Weights | None,
+    methods: dict[str, str],
+    error: str | None = None,
 ) -> Path:
-    from bsym_cli.levels.report import boilerplate, write_report
+    """Write the report of ``part``'s participant: every session of it that this run selected.
 
-    inputs = [("Participant", part.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
-    inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in part.bold_runs]
-    inputs += [("DWI", f"{r.dwi.name} ({r.source})") for r in part.dwi_runs]
-    inputs += [("T1w", part.t1w.name)] if part.t1w else []
+    ``methods`` holds the methods text of each session whose graph this run has built so far.
+    """
+    from bsym_cli.levels.report import SessionSummary, boilerplate, write_report
+
+    sessions = []
+    for other in (p for p in participants if p.subject == part.subject):
+        inputs = [("Participant", other.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
+        inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in other.bold_runs]
+        inputs += [("DWI", f"{r.dwi.name} ({r.source})") for r in other.dwi_runs]
+        inputs += [("T1w", other.t1w.name)] if other.t1w else []
+        text = boilerplate([methods[other.label]]) if other.label in methods else ""
+        sessions.append(SessionSummary(other.label, other.session, inputs, list(other.problems), text))
     info = {}
     if weights is not None:
         meta = weights.meta
@@ -167,16 +184,32 @@ def _report(
             "Weights licence": meta.licence,
             "Weights training": meta.training,
         }
-    methods = boilerplate([graph.methods])
     return write_report(
         config,
         part.subject,
         Path(config.execution.output_dir),
-        inputs=inputs,
-        problems=part.problems,
-        methods=methods,
+        sessions=sessions,
         weights_info=info,
+        warning=None if weights is None else weights.warning,
+        error=error,
+        n_regions=len(atlas.indices),
     )
+
+
+def _failure_report(
+    config: Config,
+    part: ParticipantInputs,
+    participants: list[ParticipantInputs],
+    atlas: Atlas,
+    weights: Weights | None,
+    methods: dict[str, str],
+    exc: BaseException,
+) -> None:
+    """Write the report of a participant that failed, with the failure in its Errors section."""
+    try:
+        _report(config, part, participants, atlas, weights, methods, error=f"{part.label} failed: {exc}")
+    except Exception as report_exc:  # the failure is already logged and counted; a report must not hide it
+        get_logger().warning("%s: could not write its report either: %s", part.label, report_exc)
 
 
 def _write_boilerplate(

@@ -65,6 +65,8 @@ def study(tmp_path_factory) -> dict[str, Path]:
         "dmri",
         "--atlas-dataset",
         root / "atlases",
+        "--nprocs",
+        "1",
         "--weights",
         bundle,
         "-w",

@@ -49,6 +49,8 @@ RUN = [
     "--streamlines",
     "200",
     "--no-dwi-denoise",
+    "--nprocs",  # Linear: these tests are about reruns; `make demo` and the cluster test run MultiProc
+    "1",
 ]
 ONE = ["--participant-label", "01"]
 FMRI_ONLY = ["--skip", "dmri", "model"]
@@ -410,6 +412,9 @@ def test_crash_files_go_to_each_participants_own_log_folder_as_text(study):
         assert crash.suffix == ".txt" and f"sub_{subject}_wf" in crash.read_text()
         assert "planted failure" in crash.read_text()
         assert str(crash) in result.stderr
+        report = (study / OUT / f"sub-{subject}.html").read_text()  # a failed participant has a report too
+        errors = report[report.index("<h2>Errors</h2>") :]
+        assert f"sub-{subject} failed" in errors and crash.name in errors and "planted failure" in errors
     assert not list(study.glob("crash-*")) and not list(study.rglob("crash-*.pklz"))
 
 
