@@ -83,10 +83,6 @@ class Option:
         return Config.model_fields[section].annotation.model_fields[name]
 
 
-def _paths(values: tuple[Path, ...]) -> list[Path]:
-    return list(values)
-
-
 def _bids_filters(path: Path) -> dict[str, Any]:
     from bsym_cli.cli.paths import load_bids_filters
 
@@ -321,7 +317,7 @@ OPTIONS: tuple[Option, ...] = (
         name="head",
         type=PATH,
         multiple=True,
-        convert=_paths,
+        convert=list,
         metavar="BUNDLE",
     ),
     Option(

@@ -27,6 +27,7 @@ from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import is_temporary
 from pipelines.model.features import feature_names, feature_values
+from pipelines.model.scaling import scaling_used
 
 DEFAULT_BUNDLE = "bsym-demo-sim"
 
@@ -304,15 +305,12 @@ def model_record(
         "ModelInputsSHA256": inputs.hexdigest(),
         "BundleSHA256": weights.meta.sha256,
         "HeadsSHA256": [_content_sha256(h) for h in model.heads],
-        "Scaling": _scaling_used(model.scaling, windows),
+        "Scaling": model.scaling if windows is None else scaling_used(model.scaling, has_study=False),
         "Seed": config.workflow.seed,
         "Version": __version__,
+        # the demo-weights warning goes into the sidecars: when it comes or goes, they are rewritten
+        **({"Warning": weights.warning} if weights.warning else {}),
     }
-
-
-def _scaling_used(scaling: str, windows: np.ndarray | None) -> str:
-    """The participant level has no study statistics: ``study`` scales like ``subject`` there."""
-    return "subject" if scaling == "study" and windows is not None else scaling
 
 
 def _content_sha256(path: Path) -> str:

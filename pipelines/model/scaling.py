@@ -81,13 +81,20 @@ def select_statistics(
     used : str
         The scaling the statistics belong to, as sidecars record it.
     """
-    if scaling == "checkpoint":
+    used = scaling_used(scaling, has_study=study is not None)
+    if used == "checkpoint":
         if checkpoint is None:
             raise ValueError("scaling 'checkpoint' needs the bundle's statistics")
-        return checkpoint[0], checkpoint[1], "checkpoint"
-    if scaling == "study" and study is not None:
-        return study[0], study[1], "study"
+        return checkpoint[0], checkpoint[1], used
+    if used == "study":
+        assert study is not None
+        return study[0], study[1], used
+    median, iqr = robust_statistics(windows)
+    return median, iqr, used
+
+
+def scaling_used(scaling: str, *, has_study: bool) -> str:
+    """The scaling that ``--scaling`` amounts to: ``study`` without study statistics is ``subject``."""
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; expected one of {SCALINGS}")
-    median, iqr = robust_statistics(windows)
-    return median, iqr, "subject"
+    return "subject" if scaling == "study" and not has_study else scaling
