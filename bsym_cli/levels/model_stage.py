@@ -155,6 +155,8 @@ def run_model_stage(
     runs: list[RunResult],
     weights: Weights,
     device: str,
+    *,
+    batch_size: int | None = None,
 ) -> dict[str, Path]:
     """Scale, embed and write one participant's model outputs; return the written paths."""
     from pipelines.model.inputs import cache_path, participant_inputs, save_model_inputs
@@ -262,7 +264,7 @@ def run_model_stage(
         inputs,
         scaling=config.model.scaling,
         checkpoint=checkpoint,
-        batch_size=config.model.batch_size,
+        batch_size=batch_size or config.model.batch_size,
         device=device,
         seed=config.workflow.seed,
     )

@@ -13,6 +13,7 @@ from bsym_cli.bids.atlases import Atlas
 from bsym_cli.bids.derivatives import DerivativesWriter
 from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs
 from bsym_cli.cli.config import Config, WorkflowConfig
+from bsym_cli.levels.memory import MemoryPlan
 from bsym_cli.utils.errors import BsymError, ExitCode
 from bsym_cli.utils.logs import get_logger
 
@@ -77,7 +78,13 @@ class ParticipantGraph:
         return getattr(self.workflow, "__desc__", "") or ""
 
 
-def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract: ModelContract) -> ParticipantGraph:
+def build_graph(
+    config: Config,
+    part: ParticipantInputs,
+    atlas: Atlas,
+    contract: ModelContract,
+    memory: MemoryPlan | None = None,
+) -> ParticipantGraph:
     """The participant's graph (one fMRI workflow per BOLD run, one dMRI workflow per DWI), not yet run."""
     from pipelines.participant import init_participant_wf
 
@@ -100,7 +107,7 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
         "fd_threshold": wf.fd_thresh,
         "work_cache_dir": str(Path(ex.work_dir) / "atlas_cache"),
         "omp_nthreads": res.omp_nthreads,
-        "mem_gb": min(4.0, res.mem_gb or 4.0),
+        "mem_gb": memory.bold_node_gb if memory else 1.0,
     }
     dmri_options = {
         "labels": atlas.indices,
@@ -110,6 +117,7 @@ def build_graph(config: Config, part: ParticipantInputs, atlas: Atlas, contract:
         "registration": wf.registration,
         "save_tractogram": wf.save_tractogram,
         "omp_nthreads": res.omp_nthreads,
+        "mem_gb": memory.dwi_node_gb if memory else 2.0,
     }
     name = f"sub_{part.subject}" + (f"_ses_{part.session}" if part.session else "") + "_wf"
     workflow = init_participant_wf(
@@ -131,6 +139,7 @@ def run_workflows(
     atlas: Atlas,
     writer: DerivativesWriter,
     log_dir: Path,
+    memory: MemoryPlan | None = None,
 ) -> list[RunResult]:
     """Run the participant's Nipype graph (from :func:`build_graph`), then write each finished run's derivatives.
 
@@ -160,7 +169,7 @@ def run_workflows(
         run_workflow(
             graph.workflow,
             nprocs=res.nprocs,
-            mem_gb=res.mem_gb,
+            mem_gb=memory.scheduler_gb if memory else res.mem_gb,
             plugin=config.nipype.plugin,
             plugin_args=config.nipype.plugin_args,
         )

@@ -1,17 +1,21 @@
-"""The per-participant HTML report: one self-contained file (figures embedded), ``OUTPUT_DIR/sub-<label>.html``.
+"""The per-participant visual report, ``OUTPUT_DIR/sub-<label>.html``, assembled by nireports.
 
-One report per participant covers every session; it is written for a failed participant too (its Errors
-section lists the failure and the crash files of the run).
+The figures (SVG) and small HTML pieces ("reportlets") are written to ``OUTPUT_DIR/sub-<label>/figures/`` from
+the outputs on disk; nireports then finds them with a BIDS query per section, as in fMRIPrep. The section
+layout lives in ``data/report.yml``. One report covers every session of the participant, and a failed
+participant gets one too: its failure is written as a crash file of the run, which the Errors section lists
+with the crash files of the run's Nipype nodes.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
+import os
 import sys
+import traceback
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,128 +25,26 @@ import pandas as pd
 from bsym_cli import __version__
 from bsym_cli.bids.derivatives import citation_text
 from bsym_cli.cli.config import Config
-from pipelines.atomic import is_temporary, write_text
+from pipelines.atomic import TMP_PREFIX, is_temporary, write_text
+from pipelines.figures import histogram_figure, matrix_figure, parcel_map_figure
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #446;padding-bottom:.3em}h2{color:#335;margin-top:2em}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
-figure{margin:1em 0}figcaption{font-size:.85em;color:#555}.warn{color:#a40}code{background:#eef;padding:0 .2em}
-img{max-width:100%}
-"""
+REPORT_SPEC = Path(__file__).parent / "data" / "report.yml"
 
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _figure(src: str, caption: str) -> str:
-    caption = html.escape(caption)
-    return f'<figure><img src="{src}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
-
-def _embed_file(path: Path, caption: str) -> str:
-    mime = {".svg": "image/svg+xml", ".png": "image/png"}.get(path.suffix, "application/octet-stream")
-    return _figure(f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode(), caption)
-
-
-def _matrix_figure(path: Path, title: str, *, signed: bool) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = pd.read_csv(path, sep="\t", index_col=0, na_values="n/a").to_numpy(float)
-    limit = np.nanmax(np.abs(matrix)) or 1.0
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    image = ax.imshow(
-        matrix,
-        cmap="RdBu_r" if signed else "viridis",
-        vmin=-limit if signed else None,
-        vmax=limit if signed else None,
-        interpolation="nearest",
-    )
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return _figure(_png(fig), f"{title} ({path.name})")
-
-
-def _histogram(values: np.ndarray, title: str, xlabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 2.6))
-    ax.hist(values[np.isfinite(values)], bins=40, color="#446")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=9)
-    return _figure(_png(fig), title)
-
-
-def colour_limit(deviations: np.ndarray) -> float:
-    """Half-width of a symmetric colour range that shows contrast between parcels: the 98th percentile of
-    their absolute deviations from the reference level (0 for a flat map)."""
-    finite = np.abs(deviations[np.isfinite(deviations)])
-    return float(np.percentile(finite, 98)) if finite.size else 0.0
-
-
-def _brain_map(path: Path, title: str, *, level: float, scale: float, unit: str, reference: str) -> str:
-    """Parcel values drawn as their deviation from a reference level, over the parcels' own spread.
-
-    Drawn raw, incoming attention sits near the uniform level 1/R in every parcel and fills the whole colour
-    bar with one colour; the deviation ``(value - level) * scale`` with a symmetric range shows which parcels
-    draw more or less than that level.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import nibabel as nib
-    from nilearn import plotting
-
-    img = nib.load(path)
-    data = np.asarray(img.dataobj, dtype=float)
-    inside = data != 0
-    deviation = np.where(inside, (data - level) * scale, 0.0)
-    limit = colour_limit(deviation[inside])
-    if not limit > 0:
-        return f"<p>{html.escape(title)}: every parcel is at the {html.escape(reference)}; there is nothing to map.</p>"
-    display = plotting.plot_stat_map(
-        nib.Nifti1Image(deviation.astype(np.float32), img.affine),
-        display_mode="z",
-        cut_coords=6,
-        colorbar=True,
-        title=title,
-        cmap="RdBu_r",
-        symmetric_cbar=True,
-        vmax=limit,
-        threshold=limit * 1e-6,
-    )
-    fig = display.frame_axes.figure
-    src = _png(fig)
-    display.close()
-    caption = (
-        f"{title} ({path.name}): {unit} relative to the {reference}; colour range -{limit:.3g} to {limit:.3g} "
-        "(98th percentile of the parcels' absolute deviation)"
-    )
-    return _figure(src, caption).replace("<figure>", f'<figure data-vmin="{-limit:.6g}" data-vmax="{limit:.6g}">', 1)
-
-
-def _outputs(folder: Path, pattern: str) -> list[Path]:
-    """The outputs under ``folder`` matching ``pattern``, sorted; files being written (dotfiles) excluded."""
-    return sorted(p for p in folder.rglob(pattern) if not is_temporary(p))
-
-
-def _table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+# ``desc`` values of the reportlets this module writes (the registration figure is a pipeline output)
+REPORTLETS = (
+    "summary",
+    "denoising",
+    "coverage",
+    "connectivity",
+    "connectome",
+    "incomingattention",
+    "fusiongate",
+    "gates",
+    "reconstruction",
+    "predictions",
+    "methods",
+)
+_KEEP_ENTITIES = ("sub", "ses", "task", "acq", "run")
 
 
 def boilerplate(descriptions: list[str]) -> str:
@@ -176,82 +78,139 @@ class SessionSummary:
     methods: str = ""
 
 
-def _errors(folder: Path, run_uuid: str, error: str | None) -> str:
-    """The Errors section: the failure of this run and the crash files its nodes left."""
-    crashes = sorted((folder / "log" / run_uuid).glob("crash-*")) if (folder / "log" / run_uuid).is_dir() else []
-    if error is None and not crashes:
-        return "<h2>Errors</h2><p>No errors.</p>"
-    parts = ["<h2>Errors</h2>"]
-    if error is not None:
-        parts.append(f'<p class="warn">{html.escape(error)}</p>')
-    for crash in crashes:
-        text = crash.read_text(errors="replace")
-        parts.append(f"<h3>{html.escape(crash.name)}</h3><pre style='white-space:pre-wrap'>{html.escape(text)}</pre>")
-    return "".join(parts)
+def _table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="table table-sm">{body}</table>'
 
 
-def _session_outputs(folder: Path, n_regions: int | None) -> list[str]:
-    """The figures and tables of one session's outputs under ``folder`` (``sub-X`` or ``sub-X/ses-Y``)."""
-    sections = ["<h3>Functional connectivity</h3>"]
-    for coverage in _outputs(folder, "*_stat-coverage_bold.tsv"):
+def _outputs(folder: Path, pattern: str) -> list[Path]:
+    """The outputs under ``folder`` matching ``pattern``, sorted; files being written (dotfiles) excluded."""
+    return sorted(p for p in folder.rglob(pattern) if not is_temporary(p) and "figures" not in p.parts)
+
+
+def _figure_name(output: Path, desc: str, suffix: str, extension: str = ".svg") -> str:
+    """``sub-01_ses-a_task-rest_run-1_desc-<desc>_<suffix>.svg`` from an output's name: the entities that tell
+    runs apart, then ``desc``."""
+    pairs = [part.split("-", 1) for part in output.name.split(".")[0].split("_")[:-1] if "-" in part]
+    kept = [f"{key}-{value}" for key, value in pairs if key in _KEEP_ENTITIES]
+    return "_".join([*kept, f"desc-{desc}", suffix]) + extension
+
+
+def _owned_by(figure: Path, summary: SessionSummary) -> bool:
+    """Whether ``figure`` is a reportlet of ``summary``'s session that this module (re)writes."""
+    name = figure.name
+    if not name.startswith(f"{summary.label}_") or (summary.session is None and "_ses-" in name):
+        return False
+    return any(f"_desc-{desc}_" in name for desc in REPORTLETS)
+
+
+def write_reportlets(folder: Path, summary: SessionSummary, n_regions: int | None) -> list[Path]:
+    """Write the figures and HTML pieces of one session into ``folder/figures`` from its outputs on disk.
+
+    ``folder`` is ``OUTPUT_DIR/sub-X``; the session's outputs are under ``folder`` or ``folder/ses-Y``. The
+    session's older reportlets are removed first, so an output that is gone takes its figure with it.
+    """
+    figures = folder / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for old in figures.iterdir():
+        if _owned_by(old, summary):
+            old.unlink()
+    outputs = folder / f"ses-{summary.session}" if summary.session else folder
+    written = []
+    piece = _table(summary.inputs)
+    if summary.problems:
+        piece += "<p>Skipped:</p><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in summary.problems) + "</ul>"
+    written.append(write_text(figures / f"{summary.label}_desc-summary_report.html", piece))
+    if summary.methods:
+        text = f'<pre style="white-space:pre-wrap">{html.escape(summary.methods)}</pre>'
+        written.append(write_text(figures / f"{summary.label}_desc-methods_report.html", text))
+    for coverage in _outputs(outputs, "*_stat-coverage_bold.tsv"):
         table = pd.read_csv(coverage, sep="\t", na_values="n/a")
         values = table["coverage"].to_numpy(float) if "coverage" in table else table.iloc[0].to_numpy(float)
-        sections.append(_histogram(values, f"Parcel coverage by the brain mask ({coverage.name})", "coverage"))
-    for sidecar in _outputs(folder, "*_stat-mean_timeseries.json"):
+        path = figures / _figure_name(coverage, "coverage", "bold")
+        title = f"Parcel coverage by the brain mask ({coverage.name})"
+        written.append(histogram_figure(values, path, title, "coverage"))
+    for sidecar in _outputs(outputs, "*_stat-mean_timeseries.json"):
         meta = json.loads(sidecar.read_text())
         keep = [(k, v) for k, v in meta.items() if not isinstance(v, (dict, list)) or k == "ConfoundColumns"]
-        sections.append(f"<h4>{html.escape(sidecar.name)}</h4>" + _table(keep))
-    for relmat in _outputs(folder, "*_stat-pearsoncorrelation_relmat.tsv"):
-        sections.append(_matrix_figure(relmat, "Functional connectivity (Pearson r)", signed=True))
-    sections.append("<h3>Structural connectivity</h3>")
-    for relmat in _outputs(folder, "*_stat-signedsc_relmat.tsv"):
-        sections.append(_matrix_figure(relmat, "Signed structural connectome", signed=True))
-    for figure in _outputs(folder, "*_desc-registration_dwi.*"):
-        if figure.suffix in (".svg", ".png"):
-            sections.append(_embed_file(figure, "Atlas-to-DWI registration check"))
-    sections.append("<h3>Model</h3>")
-    for stat in _outputs(folder, "*_stat.nii.gz"):
+        path = figures / _figure_name(sidecar, "denoising", "bold", ".html")
+        written.append(write_text(path, f"<p>{html.escape(sidecar.name)}</p>" + _table(keep)))
+    for relmat in _outputs(outputs, "*_stat-pearsoncorrelation_relmat.tsv"):
+        path = figures / _figure_name(relmat, "connectivity", "bold")
+        written.append(matrix_figure(relmat, path, "Functional connectivity (Pearson r)", signed=True))
+    for relmat in _outputs(outputs, "*_stat-signedsc_relmat.tsv"):
+        path = figures / _figure_name(relmat, "connectome", "dwi")
+        written.append(matrix_figure(relmat, path, "Signed structural connectome", signed=True))
+    written += _model_reportlets(outputs, figures, n_regions)
+    return written
+
+
+def _model_reportlets(outputs: Path, figures: Path, n_regions: int | None) -> list[Path]:
+    written = []
+    for stat in _outputs(outputs, "*_stat.nii.gz"):
         if "incomingattention" in stat.name and n_regions:
-            sections.append(
-                _brain_map(
-                    stat,
-                    "Incoming attention per parcel",
-                    level=1 / n_regions,
-                    scale=100 * n_regions,
-                    unit="% difference",
-                    reference=f"uniform level 1/R = 1/{n_regions}",
-                )
-            )
+            path = figures / _figure_name(stat, "incomingattention", "model")
+            title = f"Incoming attention per parcel, % relative to the uniform level 1/R = 1/{n_regions}"
+            if parcel_map_figure(stat, path, title, level=1 / n_regions, scale=100 * n_regions):
+                written.append(path)
         elif "fusiongate" in stat.name:
-            sections.append(
-                _brain_map(
-                    stat,
-                    "Mean fusion gate per parcel",
-                    level=0.5,
-                    scale=1.0,
-                    unit="gate",
-                    reference="neutral gate 0.5 (equal weight to both streams)",
-                )
-            )
-    for h5 in _outputs(folder, "*_desc-bsym_attention.h5"):
+            path = figures / _figure_name(stat, "fusiongate", "model")
+            title = "Mean fusion gate per parcel relative to the neutral gate 0.5"
+            if parcel_map_figure(stat, path, title, level=0.5, scale=1.0):
+                written.append(path)
+    for h5 in _outputs(outputs, "*_desc-bsym_attention.h5"):
         import h5py
 
         with h5py.File(h5, "r") as data:
-            if "fusion_gates" in data:
-                sections.append(
-                    _histogram(
-                        np.asarray(data["fusion_gates"], float).ravel(),
-                        "Fusion gate values (1 = functional, 0 = structural)",
-                        "gate",
-                    )
-                )
-    for recon in _outputs(folder, "*_desc-bsym_reconstruction.tsv"):
+            gates = np.asarray(data["fusion_gates"], float).ravel() if "fusion_gates" in data else None
+        if gates is not None:
+            path = figures / _figure_name(h5, "gates", "model")
+            title = "Fusion gate values (1 = functional, 0 = structural)"
+            written.append(histogram_figure(gates, path, title, "gate"))
+    for recon in _outputs(outputs, "*_desc-bsym_reconstruction.tsv"):
         r2 = pd.read_csv(recon, sep="\t", na_values="n/a")["r2"].to_numpy(float)
-        sections.append(_histogram(r2, f"Masked-region reconstruction R² (median {np.nanmedian(r2):.2f})", "R²"))
-    for prediction in _outputs(folder, "*_desc-bsym_prediction.tsv"):
+        path = figures / _figure_name(recon, "reconstruction", "model")
+        title = f"Masked-region reconstruction R² (median {np.nanmedian(r2):.2f})"
+        written.append(histogram_figure(r2, path, title, "R²"))
+    for prediction in _outputs(outputs, "*_desc-bsym_prediction.tsv"):
         table = pd.read_csv(prediction, sep="\t")
-        sections.append("<h4>Predictions</h4>" + table.to_html(index=False))
-    return sections
+        path = figures / _figure_name(prediction, "predictions", "model", ".html")
+        written.append(write_text(path, table.to_html(index=False, classes="table table-sm")))
+    return written
+
+
+def write_failure(log_dir: Path, label: str, exc: BaseException, work_dir: Path) -> Path:
+    """Record why ``label`` failed as a text crash file of the run (Nipype's layout), for the Errors section."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    trace = "".join(traceback.format_exception(exc)).splitlines()
+    lines = [
+        f"Node: {label} (bsym-app participant level)",
+        f"Working directory: {work_dir}",
+        "",
+        "Node inputs:",
+        "",
+        "Traceback (most recent call last):",
+        *(trace[1:] if trace and trace[0].startswith("Traceback") else trace),
+        f"{label} failed: {exc}",
+    ]
+    return write_text(log_dir / f"crash-{stamp}-bsym-app-{label}.txt", "\n".join(lines) + "\n")
+
+
+def _about(config: Config, weights_info: dict[str, Any], warning: str | None) -> dict[str, dict[str, str]]:
+    """The About section's tables (nireports metadata: group, then key-value pairs; keys without ``_``)."""
+    about = {
+        "Execution provenance": {
+            "bsym-app version": __version__,
+            "Command": " ".join(["bsym-app", *sys.argv[1:]]),
+            "Configuration hash": config.hash,
+            "Run": config.execution.run_uuid,
+            "Date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        },
+        "Weights": dict(weights_info) or {"Weights": "none loaded in this run"},
+    }
+    if warning:
+        about["Warnings"] = {"Weights": warning}
+    return {group: {k: html.escape(str(v)) for k, v in rows.items()} for group, rows in about.items()}
 
 
 def write_report(
@@ -262,53 +221,47 @@ def write_report(
     sessions: list[SessionSummary],
     weights_info: dict[str, Any] | None = None,
     warning: str | None = None,
-    error: str | None = None,
     n_regions: int | None = None,
 ) -> Path:
-    """Write ``OUTPUT_DIR/sub-<label>.html``: About, Errors, then every session's inputs and outputs, Methods.
+    """Write the reportlets of every session, then ``OUTPUT_DIR/sub-<label>.html`` with nireports.
 
     Parameters
     ----------
     config : Config
-        The run configuration (shown in the report).
+        The run configuration (shown in About).
     participant : str
         The label without ``sub-``.
     out_dir : Path
         OUTPUT_DIR.
     sessions : list of SessionSummary
-        Every session of the participant (one entry without sessions); outputs are read from disk.
+        Every session of the participant in this run (one entry without sessions); outputs are read from disk.
     weights_info : dict, optional
         Bundle provenance (name, sha256, source, licence, training).
     warning : str, optional
         Shown in About (e.g. the simulated demo weights on a real dataset).
-    error : str, optional
-        Why this participant failed in this run; its crash files are listed too.
     n_regions : int, optional
         R of the atlas (the uniform level of incoming attention is 1/R).
     """
+    from nireports.assembler.report import Report
+
+    out_dir = Path(out_dir).absolute()
     folder = out_dir / f"sub-{participant}"
-    about = [
-        ("bsym-app", __version__),
-        ("Command", " ".join(["bsym-app", *sys.argv[1:]])),
-        ("Configuration hash", config.hash),
-        ("Run", config.execution.run_uuid),
-        *sorted((weights_info or {}).items()),
-    ]
-    sections = [f"<h1>bsym-app report: sub-{html.escape(participant)}</h1>", "<h2>About</h2>", _table(about)]
-    if warning:
-        sections.append(f'<p class="warn">{html.escape(warning)}</p>')
-    sections.append(_errors(folder, config.execution.run_uuid, error))
     for summary in sessions:
-        title = f"Session {summary.session}" if summary.session else "Outputs"
-        sections += [f"<h2>{html.escape(title)}</h2>", "<h3>Inputs</h3>", _table(summary.inputs)]
-        if summary.problems:
-            items = "".join(f'<li class="warn">{html.escape(p)}</li>' for p in summary.problems)
-            sections.append(f"<h3>Skipped</h3><ul>{items}</ul>")
-        sections += _session_outputs(folder / f"ses-{summary.session}" if summary.session else folder, n_regions)
-    methods = "\n\n".join(dict.fromkeys(s.methods for s in sessions if s.methods))
-    sections.append(f"<h2>Methods</h2><pre style='white-space:pre-wrap'>{html.escape(methods)}</pre>")
-    page = (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sub-{html.escape(participant)}"
-        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+        write_reportlets(folder, summary, n_regions)
+    report = Report(
+        out_dir,
+        config.execution.run_uuid,
+        bootstrap_file=REPORT_SPEC,
+        out_filename=f"sub-{participant}.html",
+        reportlets_dir=folder,
+        metadata={"about": _about(config, weights_info or {}, warning)},
+        subject=participant,
     )
-    return write_text(out_dir / f"sub-{participant}.html", page)
+    final = Path(report.out_filename)
+    report.out_filename = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
+    try:
+        report.generate_report()
+        os.replace(report.out_filename, final)
+    finally:
+        Path(report.out_filename).unlink(missing_ok=True)
+    return final

@@ -17,6 +17,7 @@ from bsym_cli.bids.discovery import choose_spaces, discover
 from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.bids.validate import validate
 from bsym_cli.cli.config import Config, dump_config
+from bsym_cli.levels.memory import MemoryPlan, announce, plan_memory
 from bsym_cli.levels.model_stage import Weights, load_weights, read_contract, run_model_stage
 from bsym_cli.levels.participant import ModelContract, ParticipantGraph, build_graph, run_workflows
 from bsym_cli.utils.errors import BsymError, ExitCode, exit_code_for
@@ -64,6 +65,10 @@ def run_participants(config: Config) -> None:
         _write_boilerplate(config, participants, atlas, contract)
         return
     weights = None if device is None or ex.reports_only else load_weights(config, atlas)
+    memory = plan_memory(
+        config, participants, n_regions=len(atlas.indices), n_timepoints=contract.n_timepoints, device=device
+    )
+    announce(memory, config.model.batch_size)
     failures: dict[str, BaseException] = {}
     methods: dict[str, str] = {}  # methods text of each session's graph, for the reports
     for part in participants:
@@ -74,9 +79,9 @@ def run_participants(config: Config) -> None:
                 remove_stale_temporaries(Path(ex.output_dir) / f"sub-{part.subject}")
                 remove_stale_temporaries(Path(ex.work_dir) / f"sub-{part.subject}")
                 dump_config(config, log_dir)
-                graph = build_graph(config, part, atlas, contract)
+                graph = build_graph(config, part, atlas, contract, memory)
                 if not ex.reports_only:
-                    process_participant(config, part, graph, atlas, writer, log_dir, weights, device)
+                    process_participant(config, part, graph, atlas, writer, log_dir, weights, device, memory)
                 methods[part.label] = graph.methods
                 report = _report(config, part, participants, atlas, weights, methods)
             log.info("%s: report %s", part.label, report)
@@ -144,11 +149,12 @@ def process_participant(
     log_dir: Path,
     weights: Weights | None,
     device: str | None,
+    memory: MemoryPlan,
 ) -> None:
     """Run the workflows of one participant, write their outputs, then the model stage."""
-    runs = run_workflows(config, part, graph, atlas, writer, log_dir)
+    runs = run_workflows(config, part, graph, atlas, writer, log_dir, memory)
     if weights is not None:
-        run_model_stage(config, part, atlas, writer, runs, weights, device)
+        run_model_stage(config, part, atlas, writer, runs, weights, device, batch_size=memory.batch_size)
 
 
 def _report(
@@ -158,7 +164,6 @@ def _report(
     atlas: Atlas,
     weights: Weights | None,
     methods: dict[str, str],
-    error: str | None = None,
 ) -> Path:
     """Write the report of ``part``'s participant: every session of it that this run selected.
 
@@ -191,7 +196,6 @@ def _report(
         sessions=sessions,
         weights_info=info,
         warning=None if weights is None else weights.warning,
-        error=error,
         n_regions=len(atlas.indices),
     )
 
@@ -206,8 +210,13 @@ def _failure_report(
     exc: BaseException,
 ) -> None:
     """Write the report of a participant that failed, with the failure in its Errors section."""
+    from bsym_cli.levels.report import write_failure
+
+    ex = config.execution
     try:
-        _report(config, part, participants, atlas, weights, methods, error=f"{part.label} failed: {exc}")
+        log_dir = Path(ex.output_dir) / f"sub-{part.subject}" / "log" / ex.run_uuid
+        write_failure(log_dir, part.label, exc, Path(ex.work_dir))
+        _report(config, part, participants, atlas, weights, methods)
     except Exception as report_exc:  # the failure is already logged and counted; a report must not hide it
         get_logger().warning("%s: could not write its report either: %s", part.label, report_exc)
 

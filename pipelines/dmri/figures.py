@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_path
+from pipelines.figures import save_svg
 
 
 def registration_figure(
     b0: np.ndarray, warped_template: np.ndarray, mask: np.ndarray, path: str | Path, *, title: str = ""
 ) -> Path:
-    """Write a PNG with the b0 in grey and the warped template's contours in colour.
+    """Write an SVG with the b0 in grey and the warped template's contours in colour.
 
     Parameters
     ----------
@@ -23,7 +23,7 @@ def registration_figure(
     mask : ndarray, shape (X, Y, Z), bool
         DWI brain mask; views cut through its centre of mass.
     path : str or Path
-        Output PNG.
+        Output SVG.
     title : str
         Figure title (e.g. the registration metrics).
 
@@ -57,7 +57,4 @@ def registration_figure(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=90)
-    plt.close(figure)
-    return Path(path)
+    return save_svg(figure, path)

@@ -235,7 +235,7 @@ class RegisterAtlas(SimpleInterface):
                 np.asarray(b0_img.dataobj, dtype=np.float32),
                 outline,
                 mask,
-                folder / "desc-registration.png",
+                folder / "desc-registration.svg",
                 title=title,
             )
         )

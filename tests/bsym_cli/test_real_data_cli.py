@@ -77,6 +77,11 @@ def test_cli_recovers_every_hcp_region_with_denoising_none(tmp_path: Path):
     assert [g["Name"] for g in description["GeneratedBy"]] == ["bsym-app", "fMRIPrep"]
     assert len(list((out / "sub-101309" / "log").glob("*/config.toml"))) == 1
     report = (out / "sub-101309.html").read_text()
-    assert report.count("data:image/png;base64,") == 2  # coverage histogram and FC matrix, embedded
+    figures = sorted(p.name for p in (out / "sub-101309" / "figures").glob("*.svg"))
+    assert figures == [
+        "sub-101309_task-rest_run-1_desc-connectivity_bold.svg",
+        "sub-101309_task-rest_run-1_desc-coverage_bold.svg",
+    ]
+    assert all(f"./sub-101309/figures/{name}" in report for name in figures)
     assert "sub-101309_task-rest_run-1_space-MNI152NLin6Asym_desc-preproc_bold.nii.gz (TR 0.72 s)" in report
     assert "DenoiseStrategy" in report and "Nipype" in report

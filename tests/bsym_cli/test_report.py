@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,35 +20,46 @@ from tests.data.bids import make_dataset
 
 
 class Sections(HTMLParser):
-    """Headings (h2) and the colour ranges of the figures of a report."""
+    """Section names (h1), group titles (h2) and the figure files of a nireports report."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.headings: list[str] = []
-        self.ranges: list[tuple[float, float]] = []
-        self._in_h2 = False
+        self.sections: list[str] = []
+        self.groups: list[str] = []
+        self.figures: list[str] = []
+        self._open: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "h2":
-            self._in_h2 = True
-            self.headings.append("")
-        if tag == "figure" and "data-vmin" in attrs:
-            self.ranges.append((float(attrs["data-vmin"]), float(attrs["data-vmax"])))
+        if tag in ("h1", "h2"):
+            self._open = self.sections if tag == "h1" else self.groups
+            self._open.append("")
+        if tag == "img" and attrs.get("src", "").endswith(".svg"):
+            self.figures.append(attrs["src"])
+        if tag == "object" and attrs.get("data", "").endswith(".svg"):
+            self.figures.append(attrs["data"])
 
     def handle_endtag(self, tag):
-        if tag == "h2":
-            self._in_h2 = False
+        if tag in ("h1", "h2"):
+            self._open = None
 
     def handle_data(self, data):
-        if self._in_h2:
-            self.headings[-1] += data
+        if self._open is not None:
+            self._open[-1] += data
 
 
 def parse(path: Path) -> Sections:
     parser = Sections()
     parser.feed(path.read_text())
+    parser.sections = [" ".join(s.split()) for s in parser.sections]
+    parser.groups = [" ".join(s.split()) for s in parser.groups]
     return parser
+
+
+def colour_range(report: Path, figure: str) -> tuple[float, float]:
+    """The colour range written on the root of a report's SVG figure."""
+    root = ET.parse(report.parent / figure).getroot()
+    return float(root.attrib["data-vmin"]), float(root.attrib["data-vmax"])
 
 
 def _toy_atlas(root: Path, reference: Path) -> Path:
@@ -71,20 +83,26 @@ def test_one_report_covers_every_session_with_about_and_errors(tmp_path: Path):
     args = [bids, out, "participant", "--skip", "dmri", "model", "--atlas", "Toy", "--atlas-dataset", atlases]
     assert run_app(*args, "-w", tmp_path / "work") == 0
     report = parse(out / "sub-01.html")
-    assert report.headings[:2] == ["About", "Errors"]
-    assert "Session a" in report.headings and "Session b" in report.headings  # not the last session only
+    assert {"Summary", "Functional", "About", "Errors", "Methods"} <= set(report.sections)
+    assert "Reports for: session a." in report.groups and "Reports for: session b." in report.groups
     text = (out / "sub-01.html").read_text()
-    assert "No errors." in text and "Configuration hash" in text and "sub-01_ses-a_task-rest" in text
-    assert "sub-01_ses-b_task-rest" in text
+    assert "No errors to report!" in text and "Configuration hash" in text
+    assert "sub-01_ses-a_task-rest" in text and "sub-01_ses-b_task-rest" in text  # not the last session only
+    figures = sorted(Path(f).name for f in report.figures)
+    assert "sub-01_ses-a_task-rest_desc-connectivity_bold.svg" in figures
+    assert "sub-01_ses-b_task-rest_desc-connectivity_bold.svg" in figures
+    for figure in report.figures:  # the figures are files beside the report, in sub-01/figures/
+        assert figure.startswith("./sub-01/figures/") and (out / figure).stat().st_size > 1000
 
 
 def test_attention_maps_use_a_colour_range_that_shows_contrast(study):
-    report = parse(study["out"] / "sub-01.html")
-    assert report.ranges, "no brain map in the report"
-    vmin, vmax = report.ranges[0]  # incoming attention, in % of the uniform level 1/R
+    path = study["out"] / "sub-01.html"
+    report = parse(path)
+    assert "Model" in report.sections
+    (attention,) = [f for f in report.figures if "desc-incomingattention" in f]
+    vmin, vmax = colour_range(path, attention)  # incoming attention, in % of the uniform level 1/R
     assert vmin == -vmax and 0 < vmax < 100  # the parcels' own spread, not 0 to the maximum
-    text = (study["out"] / "sub-01.html").read_text()
-    assert "relative to the uniform level 1/R = 1/450" in text
+    assert "relative to the uniform level 1/R = 1/450" in (path.parent / attention).read_text()
 
 
 def test_demo_weights_on_a_real_dataset_are_flagged_at_start_in_the_report_and_sidecars(tmp_path: Path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from bsym_cli.bids.atlases import resolve_atlas
 from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from bsym_cli.levels.runtime import CACHE_VARIABLES
+from tests import memory
 from tests.bsym_cli.conftest import _bundle
 
 APP = Path(sys.executable).with_name("bsym-app")
@@ -408,13 +410,17 @@ def test_crash_files_go_to_each_participants_own_log_folder_as_text(study):
     result = bsym_app(study, *RUN, *FMRI_ONLY, stall="fmri-crash")
     assert result.returncode == 1
     for subject in ("01", "02"):
-        (crash,) = (study / OUT / f"sub-{subject}" / "log").glob("*/crash-*")
+        crashes = sorted((study / OUT / f"sub-{subject}" / "log").glob("*/crash-*"))
+        (crash,) = [c for c in crashes if "bsym-app" not in c.name]  # the node's, beside the participant's
         assert crash.suffix == ".txt" and f"sub_{subject}_wf" in crash.read_text()
         assert "planted failure" in crash.read_text()
         assert str(crash) in result.stderr
+        (failure,) = [c for c in crashes if c.name.endswith(f"-bsym-app-sub-{subject}.txt")]
+        assert f"sub-{subject} failed" in failure.read_text()
         report = (study / OUT / f"sub-{subject}.html").read_text()  # a failed participant has a report too
-        errors = report[report.index("<h2>Errors</h2>") :]
+        errors = report[report.index('<div id="Errors"') :]
         assert f"sub-{subject} failed" in errors and crash.name in errors and "planted failure" in errors
+        assert "One or more execution steps failed (2)" in errors
     assert not list(study.glob("crash-*")) and not list(study.rglob("crash-*.pklz"))
 
 
@@ -442,3 +448,20 @@ def test_fd_threshold_reaches_the_scrubbing_censoring(study):
     assert len(strict["CensoredFrames"]) > len(preset["CensoredFrames"])
     refused = bsym_app(study, *RUN, *ONE, *FMRI_ONLY, "--fd-thresh", "0.05")  # the default strategy is simple
     assert refused.returncode == 64 and "scrubbing" in refused.stderr
+
+
+@pytest.mark.skipif(not memory.available(), reason="needs /proc/<pid>/smaps_rollup (Linux 4.14+) to measure PSS")
+def test_mem_is_a_budget_the_run_keeps_under_or_refuses_at_start(study):
+    budget = 1500
+    command = [str(APP), *RUN, *ONE, "--nprocs", "2", "--mem-mb", str(budget)]
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    result, peak = memory.run_measured(command, cwd=study, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Memory budget {budget} MB" in result.stderr
+    assert peak < budget, f"the run held {peak:.0f} MB of PSS under --mem-mb {budget}"
+    small = bsym_app(study, *RUN, *ONE, *FMRI_ONLY, "--mem", "300")  # a bare number is MB, as in fMRIPrep
+    assert small.returncode == 0, small.stderr[-3000:]
+    warning = re.search(r"--mem 300 MB cannot hold this run: .* needs about (\d+) MB", small.stderr)
+    assert warning, small.stderr[-3000:]
+    assert small.stderr.index("cannot hold this run") < small.stderr.index("running 1 fMRI")  # said at start
+    assert f"Give --mem-mb {warning.group(1)} or more" in small.stderr
