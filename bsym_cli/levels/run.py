@@ -20,6 +20,7 @@ from bsym_cli.cli.config import Config, dump_config
 from bsym_cli.levels.memory import MemoryPlan, announce, plan_memory
 from bsym_cli.levels.model_stage import Weights, load_weights, read_contract, run_model_stage
 from bsym_cli.levels.participant import ModelContract, ParticipantGraph, build_graph, run_workflows
+from bsym_cli.levels.placement import place_atlas
 from bsym_cli.utils.errors import BsymError, ExitCode, exit_code_for
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import remove_stale_temporaries, waiting_lock
@@ -175,7 +176,10 @@ def _report(
     for other in (p for p in participants if p.subject == part.subject):
         inputs = [("Participant", other.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
         inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in other.bold_runs]
-        inputs += [("DWI", f"{r.dwi.name} ({r.source})") for r in other.dwi_runs]
+        for run in other.dwi_runs:
+            placement = place_atlas(run, atlas, config.workflow)
+            inputs += [("DWI", f"{run.dwi.name} ({run.source})"), ("Atlas placement", placement.describe())]
+            inputs += [("Warning", placement.warning)] if placement.warning else []
         inputs += [("T1w", other.t1w.name)] if other.t1w else []
         text = boilerplate([methods[other.label]]) if other.label in methods else ""
         sessions.append(SessionSummary(other.label, other.session, inputs, list(other.problems), text))

@@ -1,0 +1,105 @@
+"""Where the atlas goes on a diffusion series: chosen from the DWI's space, logged, and recorded in the sidecars.
+
+- **Template space** (a QSIPrep DWI with ``space-<template>``): the atlas image of that template, resampled to the
+  DWI grid with nearest neighbour; no registration.
+- **Anything else** (raw BIDS DWI, or a QSIPrep DWI in ``ACPC``/``T1w`` space): the template is registered to the
+  mean b0 (``--registration``, affine by default) and the parcels are approximate, which the log and the report
+  say.
+
+``--force-atlas-space`` lets a template-space DWI use another template's image when its own is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bsym_cli.bids.atlases import Atlas
+from bsym_cli.bids.inputs import DwiRun
+from bsym_cli.cli.config import WorkflowConfig
+
+#: The template of the brain image registered to the b0 (FSL's MNI152, 1 mm)
+REGISTRATION_TEMPLATE = "MNI152NLin6Asym"
+#: Spaces of a participant's own anatomy (QSIPrep writes ACPC; fMRIPrep and sMRIPrep write T1w)
+ANATOMICAL_SPACES = ("ACPC", "T1w", "anat", "dwi", "orig")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How the atlas is placed on one diffusion series.
+
+    Attributes
+    ----------
+    method : {"template-space", "registration"}
+    dwi_space : str
+        The DWI's space: a template name, ``ACPC``/``T1w``, or ``native`` for a raw series.
+    atlas_image : Path
+        The atlas image resampled (or registered) onto the DWI grid.
+    atlas_space : str
+        Template of ``atlas_image``.
+    registration : {"affine", "syn", "none"}
+        Registration of the template to the b0 ("none": resampling only).
+    warning : str or None
+        Why the parcels are approximate, if they are.
+    """
+
+    method: str
+    dwi_space: str
+    atlas_image: Path
+    atlas_space: str
+    registration: str
+    warning: str | None = field(default=None, compare=False)
+
+    def sidecar(self) -> dict[str, Any]:
+        """``AtlasPlacement`` for the connectome sidecars."""
+        record: dict[str, Any] = {
+            "Method": self.method,
+            "DWISpace": self.dwi_space,
+            "AtlasSpace": self.atlas_space,
+            "AtlasImage": self.atlas_image.name,
+            "Registration": self.registration,
+            "Transforms": [],
+        }
+        if self.warning:
+            record["Warning"] = self.warning
+        return {"AtlasPlacement": record}
+
+    def describe(self) -> str:
+        """One line for the log and the report."""
+        if self.method == "template-space":
+            return f"DWI in {self.dwi_space}: the {self.atlas_space} atlas image resampled to its grid, no registration"
+        return (
+            f"DWI in {self.dwi_space} space: {self.registration} registration of the {REGISTRATION_TEMPLATE} "
+            "template to the mean b0"
+        )
+
+
+def dwi_space(run: DwiRun) -> str:
+    """The space of a diffusion series: its ``space`` entity, or ``native`` for a raw series."""
+    return run.entities.get("space") or ("native" if run.source == "raw" else "T1w")
+
+
+def place_atlas(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> Placement:
+    """Choose how ``atlas`` goes on ``run`` from the DWI's space (see the module docstring)."""
+    space = dwi_space(run)
+    if space not in ANATOMICAL_SPACES and space != "native":
+        image = atlas.image_for(space, force=wf.force_atlas_space)
+        used = space if space in atlas.images else _space_of(atlas, image)
+        return Placement("template-space", space, image, used, "none")
+    image = atlas.image_for(REGISTRATION_TEMPLATE, force=wf.force_atlas_space)
+    warning = None
+    if wf.registration != "none":
+        warning = (
+            f"the atlas is placed on the {space} DWI by {wf.registration} registration of a T1 template to the "
+            "mean b0; cortical parcels are approximate (by millimetres). A DWI already in a template space "
+            "(space-<template>) is placed without registration."
+        )
+    return Placement("registration", space, image, _space_of(atlas, image), wf.registration, warning)
+
+
+def _space_of(atlas: Atlas, image: Path) -> str:
+    for template, by_res in atlas.images.items():
+        if image in by_res.values():
+            return template
+    return REGISTRATION_TEMPLATE

@@ -1,0 +1,112 @@
+"""Atlas placement on the DWI is chosen from the DWI's space, logged and recorded (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bsym_cli.bids.atlases import resolve_atlas, write_atlas_dataset
+from bsym_cli.bids.inputs import DwiRun
+from bsym_cli.cli.config import WorkflowConfig
+from bsym_cli.commands.demo.study import DemoSettings, build_demo
+from bsym_cli.levels.placement import place_atlas
+from bsym_cli.utils.errors import OptionError
+from tests.bsym_cli.test_reruns import bsym_app
+
+TEMPLATE = "MNI152NLin2009cAsym"
+ATLAS = "Schaefer400Tian450"
+
+
+def _template_space_study(root: Path) -> Path:
+    """A demo participant whose DWI was preprocessed into template space by QSIPrep, with an atlas dataset that
+    has an image in that template only."""
+    build_demo(root, DemoSettings(participants=1, seed=3, n_frames=160, n_dummy=2))
+    raw = root / "bids" / "sub-01" / "dwi"
+    qsiprep = root / "bids" / "derivatives" / "qsiprep"
+    folder = qsiprep / "sub-01" / "dwi"
+    folder.mkdir(parents=True)
+    (qsiprep / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "QSIPrep output",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "qsiprep", "Version": "1.0.1"}],
+            }
+        )
+    )
+    params = json.loads((root / "truth" / "sub-01_params.json").read_text())
+    img = nib.load(raw / "sub-01_dwi.nii.gz")  # the simulated head pose is in the header only: undo it
+    stem = folder / f"sub-01_space-{TEMPLATE}_desc-preproc_dwi"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.array(params["dwi_mni_affine"])), f"{stem}.nii.gz")
+    for ext in (".bval", ".bvec", ".json"):
+        (raw / f"sub-01_dwi{ext}").replace(f"{stem}{ext}")
+    (raw / "sub-01_dwi.nii.gz").unlink()
+    demo_atlas = resolve_atlas(ATLAS, atlas_dataset=root / "atlases")
+    image = nib.load(demo_atlas.image_for("MNI152NLin6Asym"))  # the simulation's template grid, named as TEMPLATE
+    write_atlas_dataset(
+        root / "atlases_2009c", atlas=ATLAS, template=TEMPLATE, dseg_img=image, table=demo_atlas.table, res="01"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def template_run(tmp_path_factory) -> dict:
+    root = _template_space_study(tmp_path_factory.mktemp("placement") / "study")
+    args = ["bids", "out", "participant", "--atlas-dataset", "atlases_2009c", "-w", "work", "--skip", "fmri", "model"]
+    result = bsym_app(root, *args, "--streamlines", "10000", "--nprocs", "1")
+    return {"root": root, "result": result}
+
+
+def test_template_space_dwi_gets_its_templates_atlas_without_registration_or_flags(template_run):
+    root, result = template_run["root"], template_run["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"DWI in {TEMPLATE}: the {TEMPLATE} atlas image resampled to its grid, no registration" in result.stderr
+    dwi = root / "out" / "sub-01" / "dwi"
+    sidecar = json.loads(next(dwi.glob("*_stat-streamlinecount_relmat.json")).read_text())
+    placement = sidecar["AtlasPlacement"]
+    assert placement["Method"] == "template-space" and placement["Registration"] == "none"
+    assert placement["DWISpace"] == TEMPLATE and placement["AtlasSpace"] == TEMPLATE and "Warning" not in placement
+    assert "Atlas placement" in (root / "out" / "sub-01.html").read_text()
+
+
+def test_template_space_dwi_finds_the_planted_bundles(template_run):
+    root = template_run["root"]
+    relmat = next((root / "out" / "sub-01" / "dwi").glob("*_stat-streamlinecount_relmat.tsv"))
+    counts = pd.read_csv(relmat, sep="\t", index_col=0).to_numpy(float)
+    rows, cols = np.triu_indices_from(counts, 1)
+    edges = counts[rows, cols]
+    tenth = np.sort(edges)[::-1][9]
+    strongest = {(int(a) + 1, int(b) + 1) for a, b in zip(rows[edges >= tenth], cols[edges >= tenth], strict=True)}
+    tracts = json.loads((root / "truth" / "dwi_tracts.json").read_text())["tracts"]
+    planted = {tuple(sorted(t["indices"])) for t in tracts}  # 40 of the 101,025 region pairs
+    assert len(strongest & planted) >= 0.6 * len(strongest), f"{len(strongest & planted)}/{len(strongest)} planted"
+
+
+def _run(space: str | None, source: str = "qsiprep") -> DwiRun:
+    entities = {"subject": "01", "suffix": "dwi", **({"space": space} if space else {})}
+    return DwiRun(Path("dwi.nii.gz"), None, None, None, source, entities)  # type: ignore[arg-type]
+
+
+def test_the_dwi_space_chooses_the_placement(tmp_path: Path):
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4))
+    table = pd.DataFrame({"index": [1], "name": ["A"]})
+    write_atlas_dataset(tmp_path, atlas="A", template="MNI152NLin6Asym", dseg_img=image, table=table)
+    atlas = resolve_atlas("A", atlas_dataset=tmp_path)
+    wf = WorkflowConfig()
+    raw = place_atlas(_run(None, "raw"), atlas, wf)
+    assert (raw.method, raw.dwi_space, raw.registration) == ("registration", "native", "affine")
+    assert "approximate" in (raw.warning or "")
+    acpc = place_atlas(_run("ACPC"), atlas, wf)
+    assert acpc.method == "registration" and acpc.dwi_space == "ACPC"
+    template = place_atlas(_run("MNI152NLin6Asym"), atlas, wf)
+    assert (template.method, template.registration, template.warning) == ("template-space", "none", None)
+    with pytest.raises(OptionError, match="--force-atlas-space"):  # no silent use of another template's image
+        place_atlas(_run(TEMPLATE), atlas, wf)
+    forced = place_atlas(_run(TEMPLATE), atlas, WorkflowConfig(force_atlas_space=True))
+    assert forced.method == "template-space" and forced.atlas_space == "MNI152NLin6Asym"
