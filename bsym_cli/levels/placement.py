@@ -17,10 +17,9 @@ from typing import Any
 
 from bsym_cli.bids.atlases import Atlas
 from bsym_cli.bids.inputs import DwiRun
+from bsym_cli.bids.templates import REGISTRATION_TEMPLATE
 from bsym_cli.cli.config import WorkflowConfig
 
-#: The template of the brain image registered to the b0 (FSL's MNI152, 1 mm)
-REGISTRATION_TEMPLATE = "MNI152NLin6Asym"
 #: Spaces of a participant's own anatomy (QSIPrep writes ACPC; fMRIPrep and sMRIPrep write T1w)
 ANATOMICAL_SPACES = ("ACPC", "T1w", "anat", "dwi", "orig")
 

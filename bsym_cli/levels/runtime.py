@@ -15,11 +15,11 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from bsym_cli.bids.templates import templateflow_home
 from bsym_cli.utils.errors import OptionError
 
 #: Environment variable -> sub-folder of ``<work_dir>/.cache`` it is redirected to.
 CACHE_VARIABLES: dict[str, str] = {
-    "TEMPLATEFLOW_HOME": "templateflow",
     "DIPY_HOME": "dipy",
     "TORCH_HOME": "torch",
     "MPLCONFIGDIR": "matplotlib",
@@ -46,11 +46,12 @@ GPU_HELP = (
 def redirect_caches(work_dir: str | Path, *, environ: MutableMapping[str, str] | None = None) -> dict[str, Path]:
     """Point every library cache at ``<work_dir>/.cache/<library>`` unless the user already set it.
 
-    Sets (when unset or empty) ``TEMPLATEFLOW_HOME``, ``DIPY_HOME``, ``TORCH_HOME``, ``MPLCONFIGDIR``,
+    Sets (when unset or empty) ``DIPY_HOME``, ``TORCH_HOME``, ``MPLCONFIGDIR``,
     ``NUMBA_CACHE_DIR``, ``NIPYPE_CONFIG_DIR`` and ``XDG_CACHE_HOME``, and ``HOME`` when it is unset (an
     arbitrary ``docker run --user`` uid has none). ``BSYM_CACHE_DIR`` (the wheel-data cache, baked into
-    the container) is never touched. The folders are created. Must run before the libraries are
-    imported: most of them read their variable once, at import.
+    the container) is never touched. ``TEMPLATEFLOW_HOME`` defaults to the persistent bsym cache instead
+    (:func:`bsym_cli.bids.templates.templateflow_home`): templates are inputs, fetched once. The folders are
+    created. Must run before the libraries are imported: most of them read their variable once, at import.
 
     Parameters
     ----------
@@ -66,7 +67,7 @@ def redirect_caches(work_dir: str | Path, *, environ: MutableMapping[str, str] |
     """
     env = os.environ if environ is None else environ
     root = Path(work_dir).absolute() / ".cache"
-    folders: dict[str, Path] = {}
+    folders: dict[str, Path] = {"TEMPLATEFLOW_HOME": templateflow_home(env)}  # before XDG_CACHE_HOME moves
     for variable, sub in CACHE_VARIABLES.items():
         if not env.get(variable):
             env[variable] = str(root / sub)

