@@ -17,6 +17,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from pipelines.defaults import DEFAULT_SEED, DEFAULT_STREAMLINES
 from pipelines.dmri.connectome import (
     SIGNED_TRANSFORM,
     count_connectome,
@@ -109,8 +110,8 @@ class _TrackInput(BaseInterfaceInputSpec):
     fa_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     model_file = File(exists=True, mandatory=True)
-    n_streamlines = traits.Int(mandatory=True)
-    seed = traits.Int(mandatory=True)
+    n_streamlines = traits.Int(DEFAULT_STREAMLINES, usedefault=True, desc="streamlines to keep")
+    seed = traits.Int(DEFAULT_SEED, usedefault=True, desc="random seed")
     step_size = traits.Float(mandatory=True)
     max_angle = traits.Float(mandatory=True)
     fa_threshold = traits.Float(mandatory=True)

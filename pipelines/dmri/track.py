@@ -6,12 +6,19 @@ below ``stop_fa``. Seeds are drawn uniformly inside voxels with FA > ``fa_thresh
 per voxel per round, in a random order derived from ``seed``; rounds repeat (each with its own derived
 seed) until ``n_streamlines`` streamlines are kept, and the first ``n_streamlines`` are returned, so the
 result depends only on the data and the parameters, not on the number of threads.
+
+Progress goes to the ``bsym.dmri`` logger at INFO, at most every :data:`PROGRESS_INTERVAL_S` seconds and once
+at the end: streamlines kept of the target, seeds tried, rate and the estimated time left. Each batch of
+seeds is tracked in pieces of :data:`PROGRESS_SEEDS_PER_THREAD` seeds per thread so that the clock is read
+between pieces; DIPY seeds each streamline's random generator from its seed point, so the pieces do not
+change the streamlines.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +35,10 @@ LOGGER = logging.getLogger("bsym.dmri")
 
 #: Tracking gives up after this many seeds per requested streamline (a mask with little white matter).
 MAX_SEEDS_PER_STREAMLINE = 50
+#: Seconds between two INFO progress lines during tracking (0: one line per piece of seeds).
+PROGRESS_INTERVAL_S = 10.0
+#: Seeds per thread tracked in one DIPY call; the progress clock is read between two calls.
+PROGRESS_SEEDS_PER_THREAD = 2048
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,7 @@ def track(
     target = int(params.n_streamlines)
     kept = Streamlines()
     n_seeds, rounds, total_length, started = 0, [], 0.0, time.perf_counter()
+    progress = _Progress(target, PROGRESS_INTERVAL_S, started)
     max_seeds = MAX_SEEDS_PER_STREAMLINE * max(target, 1)
     round_index = 0
     while len(kept) < target and n_seeds < max_seeds:
@@ -185,16 +197,18 @@ def track(
         while start < len(pool) and len(kept) < target and n_seeds < max_seeds:
             chunk = _next_chunk(target - len(kept), n_seeds, len(kept))
             batch = pool[start : start + chunk]
+            progress.start_batch(len(kept), n_seeds)
             start += len(batch)
             n_seeds += len(batch)
-            lines = _track_batch(batch, sh, stopping, affine, params, omp_nthreads)
+            lines = _track_batch(batch, sh, stopping, affine, params, omp_nthreads, on_piece=progress.piece)
             total_length += float(np.sum(length(lines))) if len(lines) else 0.0
             kept.extend(Streamlines([line[[0, -1]] for line in lines]) if endpoints_only else lines)
-            LOGGER.debug("tracking: %d of %d streamlines from %d seeds", len(kept), target, n_seeds)
         rounds.append(start)
         round_index += 1
     seconds = time.perf_counter() - started
     complete = len(kept) >= target
+    streamlines = Streamlines(kept[:target]) if len(kept) > target else kept
+    progress.update(len(streamlines), n_seeds, final=True)
     if not complete:
         LOGGER.warning(
             "tracking kept %d of %d requested streamlines from %d seeds; the white matter "
@@ -204,7 +218,6 @@ def track(
             n_seeds,
             params.fa_threshold,
         )
-    streamlines = Streamlines(kept[:target]) if len(kept) > target else kept
     mean_length = total_length / len(kept) if len(kept) else 0.0
     return TrackingResult(
         streamlines=streamlines,
@@ -251,22 +264,103 @@ def _track_batch(
     affine: np.ndarray,
     params: TrackingParameters,
     omp_nthreads: int,
+    on_piece: Callable[[int, int], None] | None = None,
 ) -> Streamlines:
-    generator = probabilistic_tracking(
-        seeds,
-        stopping,
-        affine,
-        sh=sh,
-        min_len=params.min_length,
-        max_len=params.max_length,
-        step_size=params.step_size,
-        max_angle=params.max_angle,
-        pmf_threshold=params.pmf_threshold,
-        nbr_threads=max(int(omp_nthreads), 1),
-        random_seed=_derived_seed(params.seed, -1),
-        return_all=False,
-    )
-    return Streamlines(generator)
+    """Track ``seeds`` in pieces of :data:`PROGRESS_SEEDS_PER_THREAD` per thread, streamlines in seed order.
+
+    ``on_piece(streamlines, seeds)`` is called after each piece with the counts so far in this batch.
+    """
+    threads = max(int(omp_nthreads), 1)
+    piece = max(int(PROGRESS_SEEDS_PER_THREAD), 1) * threads
+
+    def pieces() -> Iterator[np.ndarray]:
+        n_lines = 0
+        for first in range(0, len(seeds), piece):
+            for line in probabilistic_tracking(
+                seeds[first : first + piece],
+                stopping,
+                affine,
+                sh=sh,
+                min_len=params.min_length,
+                max_len=params.max_length,
+                step_size=params.step_size,
+                max_angle=params.max_angle,
+                pmf_threshold=params.pmf_threshold,
+                nbr_threads=threads,
+                random_seed=_derived_seed(params.seed, -1),
+                return_all=False,
+            ):
+                n_lines += 1
+                yield line
+            if on_piece is not None:
+                on_piece(n_lines, min(first + piece, len(seeds)))
+
+    # consumed as it comes, so a batch's streamlines are held once
+    return Streamlines(pieces())
+
+
+class _Progress:
+    """INFO lines about a tracking run, at most one every ``interval`` seconds, and a last one.
+
+    Parameters
+    ----------
+    target : int
+        Streamlines requested.
+    interval : float
+        Least seconds between two lines (the last line is always written).
+    started : float
+        ``time.perf_counter()`` at the start of tracking.
+    """
+
+    def __init__(self, target: int, interval: float, started: float) -> None:
+        self.target, self.interval = target, float(interval)
+        self.started = self.last = started
+        self.kept_before = self.seeds_before = 0
+
+    def start_batch(self, kept: int, seeds: int) -> None:
+        """Counts before the next batch, to which :meth:`piece` adds the batch's own."""
+        self.kept_before, self.seeds_before = kept, seeds
+
+    def piece(self, kept: int, seeds: int) -> None:
+        """After a piece of the current batch: ``kept`` streamlines from its first ``seeds`` seeds."""
+        self.update(self.kept_before + kept, self.seeds_before + seeds)
+
+    def update(self, kept: int, seeds: int, *, final: bool = False) -> None:
+        """Log ``kept`` streamlines from ``seeds`` seeds when the interval has passed, or when ``final``."""
+        now = time.perf_counter()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        kept = min(kept, self.target)
+        elapsed = now - self.started
+        rate = kept / elapsed if elapsed > 0 else 0.0
+        if final or kept >= self.target:
+            left = "0s left"
+        elif rate > 0:
+            left = f"about {_duration((self.target - kept) / rate)} left"
+        else:
+            left = "time left unknown"
+        LOGGER.info(
+            "tracking: %d/%d streamlines kept (%d%%), %d seeds tried, %.0f streamlines/s, %s",
+            kept,
+            self.target,
+            100 * kept // max(self.target, 1),
+            seeds,
+            rate,
+            left,
+        )
+
+
+def _duration(seconds: float) -> str:
+    """``<1s``, ``42s``, ``3m05s`` or ``2h07m``."""
+    if seconds < 1:
+        return "<1s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _next_chunk(missing: int, n_seeds: int, n_kept: int) -> int:

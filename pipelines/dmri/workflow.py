@@ -8,7 +8,7 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
-from pipelines.defaults import DEFAULT_STREAMLINES
+from pipelines.defaults import DEFAULT_SEED, DEFAULT_STREAMLINES
 from pipelines.dmri.interfaces import Connectome, FitFods, PrepareDwi, RegisterAtlas, SaveTractogram, Track
 from pipelines.dmri.track import TrackingParameters
 from pipelines.docstrings import fill_doc
@@ -28,7 +28,7 @@ def init_dmri_wf(
     template_file: str | Path | None = None,
     registration: str = "affine",
     n_streamlines: int = DEFAULT_STREAMLINES,
-    seed: int = _DEFAULTS.seed,
+    seed: int = DEFAULT_SEED,
     step_size: float = _DEFAULTS.step_size,
     max_angle: float = _DEFAULTS.max_angle,
     fa_threshold: float = _DEFAULTS.fa_threshold,

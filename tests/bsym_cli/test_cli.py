@@ -12,6 +12,7 @@ import pytest
 
 from bsym_cli.cli.labels import expand_multi_value_options, parse_name_path_pairs, read_labels
 from bsym_cli.cli.options import OPTIONS, help_sections, multi_value_spellings
+from pipelines.defaults import DEFAULT_STREAMLINES
 from tests.bsym_cli.conftest import run_app
 from tests.data.bids import make_dataset
 
@@ -163,7 +164,7 @@ def test_config_precedence_defaults_then_file_then_flags(tiny: Path, tmp_path: P
     assert config.workflow.min_coverage == 0.4  # flag beats file
     assert config.workflow.denoise_strategy == "compcor"  # file beats default
     assert config.resources.nprocs == 3
-    assert config.workflow.streamlines == 20000  # default
+    assert config.workflow.streamlines == DEFAULT_STREAMLINES  # default
     with pytest.raises(Exception) as info:
         config.workflow.min_coverage = 0.9
     assert "frozen" in str(info.value).lower()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import nibabel as nib
 import numpy as np
 import pytest
 from dipy.core.gradients import gradient_table
 
+import pipelines.dmri.track as track_module
 from pipelines.dmri.connectome import count_connectome
 from pipelines.dmri.reconstruct import fit_fods
 from pipelines.dmri.track import (
@@ -108,3 +112,58 @@ def test_endpoints_only_keeps_the_same_ends_and_the_mean_length(phantom, csd):
     assert ends.mean_length_mm == pytest.approx(full.mean_length_mm)
     # the bundles are 26, 34 and 40 mm long; the 10 mm minimum drops short stubs
     assert 10.0 < full.mean_length_mm < 45.0
+
+
+_PROGRESS = re.compile(
+    r"tracking: (?P<kept>\d+)/(?P<target>\d+) streamlines kept \(\d+%\), (?P<seeds>\d+) seeds tried, "
+    r"(?P<rate>\d+) streamlines/s, (?P<left>.+)"
+)
+
+
+def _progress_lines(caplog) -> list[re.Match]:
+    messages = [r.getMessage() for r in caplog.records if r.name == "bsym.dmri" and r.levelno == logging.INFO]
+    matches = [_PROGRESS.fullmatch(message) for message in messages]
+    assert all(matches), messages
+    return [m for m in matches if m is not None]
+
+
+@pytest.fixture
+def info_logs(caplog, monkeypatch):
+    # the app's setup_logging stops "bsym" from propagating to the root logger, where caplog listens
+    monkeypatch.setattr(logging.getLogger("bsym"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="bsym.dmri")
+    return caplog
+
+
+def test_progress_at_info_ends_with_the_streamlines_returned(phantom, csd, info_logs, monkeypatch):
+    monkeypatch.setattr(track_module, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(track_module, "PROGRESS_SEEDS_PER_THREAD", 64)
+    params = TrackingParameters(n_streamlines=400, seed=11)
+    result = track(csd, phantom.mask, phantom.affine, params)
+    lines = _progress_lines(info_logs)
+    assert len(lines) >= 5  # one per piece of 64 seeds, and the last
+    last = lines[-1]
+    assert int(last["kept"]) == len(result.streamlines) == 400
+    assert int(last["target"]) == 400 and int(last["seeds"]) == result.n_seeds
+    assert int(last["rate"]) > 0 and last["left"] == "0s left"
+    assert any(m["left"].startswith("about ") and m["left"].endswith(" left") for m in lines[:-1])
+    kept = [int(m["kept"]) for m in lines]
+    seeds = [int(m["seeds"]) for m in lines]
+    assert kept == sorted(kept) and seeds == sorted(seeds)
+    # tracking in pieces changes nothing: same streamlines, seeds, rounds and mean length as in one piece
+    monkeypatch.setattr(track_module, "PROGRESS_SEEDS_PER_THREAD", 100_000)
+    whole = track(csd, phantom.mask, phantom.affine, params)
+    np.testing.assert_array_equal(whole.streamlines.get_data(), result.streamlines.get_data())
+    assert (whole.n_seeds, whole.rounds, whole.mean_length_mm) == (result.n_seeds, result.rounds, result.mean_length_mm)
+
+
+def test_progress_is_throttled_to_the_interval(phantom, csd, info_logs, monkeypatch):
+    monkeypatch.setattr(track_module, "PROGRESS_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(track_module, "PROGRESS_SEEDS_PER_THREAD", 64)
+    result = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=200, seed=5))
+    lines = _progress_lines(info_logs)
+    assert len(lines) == 1 and int(lines[0]["kept"]) == len(result.streamlines)
+
+
+def test_durations_read_as_seconds_minutes_hours():
+    assert [track_module._duration(s) for s in (0.4, 42, 185, 7620)] == ["<1s", "42s", "3m05s", "2h07m"]
