@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bsym_cli.bids.derivatives import sidecar_path
-from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs, Study
+from bsym_cli.bids.inputs import AnatTransform, BoldRun, DwiRun, ParticipantInputs, Study
 from bsym_cli.cli.config import Config
 from bsym_cli.utils.errors import InputDataError, MissingInputError, NothingSelectedError
 from bsym_cli.utils.logs import get_logger
@@ -264,6 +264,7 @@ def discover(config: Config) -> Study:
                 part.dwi_runs = _dwi_runs(get, scope)
             t1w = get("t1w", **scope)
             part.t1w = Path(t1w[0].path) if t1w else None
+            part.anat_transforms = _anat_transforms(get, subject, session)
             participants.append(part)
     if not any(p.bold_runs or p.dwi_runs for p in participants):
         filters = ex.task_id or ex.session_label or ex.bids_filters
@@ -337,6 +338,21 @@ def _dwi_runs(get, scope: dict[str, Any]) -> list[DwiRun]:
         masks = get("qsiprep_mask", **{**_match(ents), "space": ents.get("space")})
         runs.append(_dwi_run(dwi, Path(masks[0].path) if masks else None, "qsiprep"))
     return runs or [_dwi_run(dwi, None, "raw") for dwi in get("dwi", **scope)]
+
+
+def _anat_transforms(get, subject: str, session: str | None) -> list[AnatTransform]:
+    """Template-to-anatomy transforms of ``subject`` (QSIPrep's first, then fMRIPrep's): the session's own, or
+    the subject's longitudinal ones (no ``ses`` entity), which serve every session."""
+    from bids.layout import Query
+
+    found = []
+    for key in ("qsiprep_xfm", "fmriprep_xfm"):
+        for ses in ([session] if session else []) + [Query.NONE]:
+            for xfm in get(key, subject=subject, session=ses):
+                ents = xfm.get_entities()
+                if ents.get("from") and ents.get("to"):
+                    found.append(AnatTransform(str(ents["from"]), str(ents["to"]), Path(xfm.path)))
+    return list(dict.fromkeys(found))
 
 
 def _dwi_run(dwi, mask: Path | None, source: Literal["raw", "qsiprep"]) -> DwiRun:

@@ -46,6 +46,16 @@ class DwiRun:
     entities: dict[str, str] = field(hash=False)
 
 
+@dataclass(frozen=True)
+class AnatTransform:
+    """A transform file that resamples an image in ``template`` into the participant's anatomical ``space``
+    (``*_from-<template>_to-<space>_mode-image_xfm.h5`` of QSIPrep, fMRIPrep or sMRIPrep)."""
+
+    template: str
+    space: str
+    path: Path
+
+
 @dataclass
 class ParticipantInputs:
     """Everything found for one participant (and session), and what was wrong with it."""
@@ -55,6 +65,7 @@ class ParticipantInputs:
     bold_runs: list[BoldRun] = field(default_factory=list)
     dwi_runs: list[DwiRun] = field(default_factory=list)
     t1w: Path | None = None
+    anat_transforms: list[AnatTransform] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property

@@ -91,7 +91,7 @@ def build_graph(
     work = Path(ex.work_dir) / f"sub-{part.subject}"
     manifest_dir = work / "manifests" / (f"ses-{part.session}" if part.session else "nosession")
     bold_specs = [_bold_spec(r, atlas, config.workflow) for r in part.bold_runs]
-    dwi_specs = [_dwi_spec(r, atlas, config.workflow) for r in part.dwi_runs]
+    dwi_specs = [_dwi_spec(r, atlas, config.workflow, part) for r in part.dwi_runs]
     band = (wf.high_pass, wf.low_pass) if (wf.high_pass or wf.low_pass) else None
     fmri_options = {
         "labels": atlas.indices,
@@ -219,8 +219,8 @@ def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]
     }
 
 
-def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
-    placement = place_atlas(run, atlas, wf)
+def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig, part: ParticipantInputs) -> dict[str, Any]:
+    placement = place_atlas(run, atlas, wf, part.anat_transforms)
     spec: dict[str, Any] = {
         "id": run_id(run.entities, "dwi"),
         "dwi_file": run.dwi,
@@ -229,10 +229,11 @@ def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
         "mask_file": run.mask,
         "atlas_dseg": placement.atlas_image,
         "registration": placement.registration,
+        "transforms": list(placement.transforms),
         "denoise": wf.dwi_denoise if wf.dwi_denoise is not None else run.source == "raw",
         "placement": placement,
     }
-    if placement.registration != "none":
+    if placement.registration in ("affine", "syn"):
         spec["template_file"] = template_image()
     return spec
 

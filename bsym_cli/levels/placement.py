@@ -2,21 +2,25 @@
 
 - **Template space** (a QSIPrep DWI with ``space-<template>``): the atlas image of that template, resampled to the
   DWI grid with nearest neighbour; no registration.
-- **Anything else** (raw BIDS DWI, or a QSIPrep DWI in ``ACPC``/``T1w`` space): the template is registered to the
-  mean b0 (``--registration``, affine by default) and the parcels are approximate, which the log and the report
-  say.
+- **The participant's anatomical space** (QSIPrep ``space-ACPC``, or ``space-T1w``): the atlas goes through the
+  existing ``*_from-<template>_to-<space>_mode-image_xfm.h5`` transform of QSIPrep, fMRIPrep or sMRIPrep
+  (nitransforms), for a template the atlas has an image of; nothing is estimated.
+- **Anything else** (raw BIDS DWI, or an anatomical space without its transform): the template is registered to
+  the mean b0 (``--registration``, affine by default) and the parcels are approximate, which the log and the
+  report say.
 
 ``--force-atlas-space`` lets a template-space DWI use another template's image when its own is missing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bsym_cli.bids.atlases import Atlas
-from bsym_cli.bids.inputs import DwiRun
+from bsym_cli.bids.inputs import AnatTransform, DwiRun
 from bsym_cli.bids.templates import REGISTRATION_TEMPLATE
 from bsym_cli.cli.config import WorkflowConfig
 
@@ -30,15 +34,17 @@ class Placement:
 
     Attributes
     ----------
-    method : {"template-space", "registration"}
+    method : {"template-space", "anatomical-transform", "registration"}
     dwi_space : str
         The DWI's space: a template name, ``ACPC``/``T1w``, or ``native`` for a raw series.
     atlas_image : Path
         The atlas image resampled (or registered) onto the DWI grid.
     atlas_space : str
         Template of ``atlas_image``.
-    registration : {"affine", "syn", "none"}
-        Registration of the template to the b0 ("none": resampling only).
+    registration : {"affine", "syn", "none", "transforms"}
+        Registration of the template to the b0 ("none": resampling only; "transforms": existing transforms).
+    transforms : tuple of Path
+        Transform files applied to the atlas, in antsApplyTransforms order.
     warning : str or None
         Why the parcels are approximate, if they are.
     """
@@ -48,6 +54,7 @@ class Placement:
     atlas_image: Path
     atlas_space: str
     registration: str
+    transforms: tuple[Path, ...] = ()
     warning: str | None = field(default=None, compare=False)
 
     def sidecar(self) -> dict[str, Any]:
@@ -58,7 +65,7 @@ class Placement:
             "AtlasSpace": self.atlas_space,
             "AtlasImage": self.atlas_image.name,
             "Registration": self.registration,
-            "Transforms": [],
+            "Transforms": [t.name for t in self.transforms],
         }
         if self.warning:
             record["Warning"] = self.warning
@@ -68,6 +75,9 @@ class Placement:
         """One line for the log and the report."""
         if self.method == "template-space":
             return f"DWI in {self.dwi_space}: the {self.atlas_space} atlas image resampled to its grid, no registration"
+        if self.method == "anatomical-transform":
+            names = ", ".join(t.name for t in self.transforms)
+            return f"DWI in {self.dwi_space}: the {self.atlas_space} atlas image through {names}, no registration"
         return (
             f"DWI in {self.dwi_space} space: {self.registration} registration of the {REGISTRATION_TEMPLATE} "
             "template to the mean b0"
@@ -79,13 +89,23 @@ def dwi_space(run: DwiRun) -> str:
     return run.entities.get("space") or ("native" if run.source == "raw" else "T1w")
 
 
-def place_atlas(run: DwiRun, atlas: Atlas, wf: WorkflowConfig) -> Placement:
-    """Choose how ``atlas`` goes on ``run`` from the DWI's space (see the module docstring)."""
+def place_atlas(
+    run: DwiRun, atlas: Atlas, wf: WorkflowConfig, anat_transforms: Sequence[AnatTransform] = ()
+) -> Placement:
+    """Choose how ``atlas`` goes on ``run`` from the DWI's space (see the module docstring).
+
+    ``anat_transforms`` are the participant's template-to-anatomy transforms (QSIPrep's first).
+    """
     space = dwi_space(run)
     if space not in ANATOMICAL_SPACES and space != "native":
         image = atlas.image_for(space, force=wf.force_atlas_space)
         used = space if space in atlas.images else _space_of(atlas, image)
         return Placement("template-space", space, image, used, "none")
+    usable = [t for t in anat_transforms if t.space == space and t.template in atlas.images]
+    if usable:
+        chosen = usable[0]
+        image = atlas.image_for(chosen.template)
+        return Placement("anatomical-transform", space, image, chosen.template, "transforms", (chosen.path,))
     image = atlas.image_for(REGISTRATION_TEMPLATE, force=wf.force_atlas_space)
     warning = None
     if wf.registration != "none":

@@ -177,7 +177,7 @@ def _report(
         inputs = [("Participant", other.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
         inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in other.bold_runs]
         for run in other.dwi_runs:
-            placement = place_atlas(run, atlas, config.workflow)
+            placement = place_atlas(run, atlas, config.workflow, other.anat_transforms)
             inputs += [("DWI", f"{run.dwi.name} ({run.source})"), ("Atlas placement", placement.describe())]
             inputs += [("Warning", placement.warning)] if placement.warning else []
         inputs += [("T1w", other.t1w.name)] if other.t1w else []

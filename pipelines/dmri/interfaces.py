@@ -192,7 +192,8 @@ class _RegisterAtlasInput(BaseInterfaceInputSpec):
     template_file = File(exists=True, desc="template of the atlas's space (not needed for method 'none')")
     atlas_file = File(exists=True, mandatory=True)
     labels = traits.List(traits.Int, mandatory=True)
-    method = traits.Enum("affine", "syn", "none", usedefault=True)
+    method = traits.Enum("affine", "syn", "none", "transforms", usedefault=True)
+    transforms = traits.List(File(exists=True), desc="ITK/ANTs transform files (method 'transforms')")
 
 
 class _RegisterAtlasOutput(TraitedSpec):
@@ -218,6 +219,7 @@ class RegisterAtlas(SimpleInterface):
             mask=mask,
             labels=self.inputs.labels,
             method=self.inputs.method,
+            transforms=self.inputs.transforms if isdefined(self.inputs.transforms) else None,
         )
         folder = Path(runtime.cwd)
         self._results["atlas_dwi"] = _save(

@@ -5,6 +5,9 @@ translation, rigid, then affine, each by Mattes mutual information (robust to th
 difference); ``syn`` adds a diffeomorphic stage with the expectation-maximisation metric (built for
 different contrasts). The labels follow with nearest-neighbour interpolation onto the DWI grid. With
 ``method="none"`` the DWI is taken to be in the template's space already and the labels are only resampled.
+With ``method="transforms"`` the labels go through existing transform files (ITK/ANTs ``.h5`` composites or
+``.txt`` affines, read by nitransforms), e.g. QSIPrep's ``from-<template>_to-ACPC`` anatomical transform of a
+DWI in ACPC space; nothing is estimated.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from nibabel.spatialimages import SpatialImage
 from pipelines.errors import InputDataError
 from pipelines.images import load_image
 
-METHODS = ("affine", "syn", "none")
+METHODS = ("affine", "syn", "none", "transforms")
 #: Optimiser iterations per resolution level (coarse to fine) and the matching smoothing / shrink factors.
 LEVEL_ITERS = [200, 100, 25]
 SIGMAS = [3.0, 1.0, 0.0]
@@ -60,6 +63,7 @@ def register_atlas(
     template_file: str | Path | None = None,
     labels: list[int] | None = None,
     method: str = "affine",
+    transforms: list[str | Path] | None = None,
 ) -> RegistrationResult:
     """Bring an atlas (defined on ``template_file``'s space) onto the DWI grid.
 
@@ -75,8 +79,12 @@ def register_atlas(
         Brain-extracted template image of the atlas's space, 3D; required unless ``method="none"``.
     labels : list of int, optional
         Atlas indices, to count the regions that survive; default: those in the atlas image.
-    method : {"affine", "syn", "none"}
-        ``none`` skips registration (the DWI is in the template's space already).
+    method : {"affine", "syn", "none", "transforms"}
+        ``none`` skips registration (the DWI is in the template's space already); ``transforms`` applies
+        ``transforms``.
+    transforms : list of str or Path, optional
+        With ``method="transforms"``: transform files that resample an image of the atlas's space onto the
+        DWI's space, in the order antsApplyTransforms takes them (the last one is applied to the image first).
 
     Returns
     -------
@@ -84,17 +92,21 @@ def register_atlas(
     """
     if method not in METHODS:
         raise ValueError(f"unknown registration {method!r}; use one of {METHODS}")
-    if template_file is None and method != "none":
+    if template_file is None and method in ("affine", "syn"):
         raise ValueError(f"registration {method!r} needs the atlas's template image (template_file)")
+    if method == "transforms" and not transforms:
+        raise ValueError("registration 'transforms' needs transform files")
     atlas_img = _load_3d(atlas_file, "atlas")
+    if method == "transforms" and transforms:
+        atlas_img = through_transforms(atlas_img, transforms, b0_img)
     atlas_data = np.asarray(atlas_img.dataobj).astype(np.int32)
     static = np.asarray(b0_img.dataobj, dtype=np.float64) * mask
     static_affine = b0_img.affine
     template_img = _load_3d(template_file, "template") if template_file is not None else None
     metrics: dict = {"Method": method}
     transform = np.eye(4)
-    # template_img is None only with method "none" (refused above otherwise)
-    if method != "none" and template_img is not None:
+    # template_img is None only with method "none" or "transforms" (refused above otherwise)
+    if method in ("affine", "syn") and template_img is not None:
         moving = np.asarray(template_img.dataobj, dtype=np.float64)
         _, transform, _, neg_mi = affine_registration(
             moving,
@@ -143,6 +155,33 @@ def register_atlas(
         else nib.Nifti1Image(warped_template.astype(np.float32), static_affine),
         metrics=metrics,
     )
+
+
+def through_transforms(
+    atlas_img: SpatialImage, transforms: list[str | Path], reference: SpatialImage
+) -> nib.Nifti1Image:
+    """Resample the labels of ``atlas_img`` onto ``reference``'s grid through ``transforms`` (nearest neighbour).
+
+    ``transforms`` are in antsApplyTransforms order (``-t A -t B``): a point of the reference goes through the
+    last one first (B, then A) to reach the atlas's space, as ITK transform files map points.
+    """
+    import nitransforms as nt
+
+    chain = []
+    for path in reversed(transforms):
+        name = str(path)
+        try:
+            chain += (
+                list(nt.manip.load(name, fmt="itk").transforms)
+                if name.endswith(".h5")
+                else [nt.linear.load(name, fmt="itk")]
+            )
+        except Exception as exc:
+            raise InputDataError(f"{path}: not a transform nitransforms can read as ITK/ANTs ({exc}).") from exc
+    mapping = chain[0] if len(chain) == 1 else nt.manip.TransformChain(chain)
+    grid = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine)
+    moved = nt.resampling.apply(mapping, atlas_img, reference=grid, order=0, mode="constant", cval=0)
+    return nib.Nifti1Image(np.rint(np.asarray(moved.dataobj)).astype(np.int32), reference.affine)
 
 
 def _affine_map(

@@ -27,6 +27,7 @@ def init_dmri_wf(
     names: Sequence[str],
     template_file: str | Path | None = None,
     registration: str = "affine",
+    transforms: Sequence[str | Path] = (),
     n_streamlines: int = DEFAULT_STREAMLINES,
     seed: int = DEFAULT_SEED,
     step_size: float = _DEFAULTS.step_size,
@@ -61,8 +62,12 @@ def init_dmri_wf(
     template_file : str or Path, optional
         Brain-extracted template of the atlas's space (e.g. MNI152 T1 1 mm brain); required unless
         ``registration="none"``.
-    registration : {"affine", "syn", "none"}
-        ``none`` when the DWI is already in the template's space (labels are only resampled).
+    registration : {"affine", "syn", "none", "transforms"}
+        ``none`` when the DWI is already in the template's space (labels are only resampled);
+        ``transforms`` to apply ``transforms``.
+    transforms : sequence of str or Path
+        With ``registration="transforms"``: ITK/ANTs files taking the template's space to the DWI's, in
+        antsApplyTransforms order.
     n_streamlines : int
         Streamlines to keep (``--streamlines``).
     %(seed)s
@@ -93,7 +98,7 @@ def init_dmri_wf(
     labels, names = [int(v) for v in labels], [str(v) for v in names]
     if len(labels) != len(names):
         raise ValueError(f"init_dmri_wf: {len(labels)} labels but {len(names)} names")
-    if registration != "none" and template_file is None:
+    if registration in ("affine", "syn") and template_file is None:
         raise ValueError(f"init_dmri_wf: registration={registration!r} needs template_file")
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = _methods_text(
@@ -133,6 +138,8 @@ def init_dmri_wf(
     )
     if template_file is not None:
         register.inputs.template_file = str(template_file)
+    if transforms:
+        register.inputs.transforms = [str(t) for t in transforms]
     connectome = pe.Node(Connectome(labels=labels, names=names), name="connectome", mem_gb=mem_gb)
 
     workflow.connect(
@@ -186,6 +193,8 @@ def _methods_text(
         "transform (DIPY) and the labels were warped with nearest-neighbour interpolation.",
         "none": "The DWI was taken to be in the atlas's template space; labels were resampled with "
         "nearest-neighbour interpolation.",
+        "transforms": "The atlas labels were brought into the DWI's anatomical space through the participant's "
+        "existing template-to-anatomy transform (NiTransforms, nearest-neighbour interpolation).",
     }[registration]
     return (
         "Structural connectomes were computed with DIPY: fibre orientation distributions by constrained "

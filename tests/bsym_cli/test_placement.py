@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from bsym_cli.levels.placement import place_atlas
 from bsym_cli.levels.runtime import CACHE_VARIABLES
 from bsym_cli.utils.errors import OptionError
 from tests.bsym_cli.test_reruns import APP, bsym_app
+from tests.data.transforms import write_itk_affine_h5
 
 TEMPLATE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer400Tian450"
@@ -89,6 +91,45 @@ def test_template_space_dwi_finds_the_planted_bundles(template_run):
     tracts = json.loads((root / "truth" / "dwi_tracts.json").read_text())["tracts"]
     planted = {tuple(sorted(t["indices"])) for t in tracts}  # 40 of the 101,025 region pairs
     assert len(strongest & planted) >= 0.6 * len(strongest), f"{len(strongest & planted)}/{len(strongest)} planted"
+
+
+SHIFT_MM = np.array([6.0, -9.0, 4.5])  # ACPC coordinates = template coordinates + SHIFT_MM
+
+
+@pytest.fixture(scope="module")
+def acpc_run(template_run, tmp_path_factory) -> dict:
+    """The same participant as QSIPrep writes it in ACPC space: the DWI's coordinates shifted, and the
+    template-to-ACPC transform beside the anatomical outputs."""
+    root = tmp_path_factory.mktemp("acpc") / "study"
+    shutil.copytree(template_run["root"], root, ignore=shutil.ignore_patterns("out", "work"))
+    folder = root / "bids" / "derivatives" / "qsiprep" / "sub-01"
+    for path in sorted((folder / "dwi").iterdir()):
+        path.rename(path.with_name(path.name.replace(f"space-{TEMPLATE}", "space-ACPC")))
+    dwi = folder / "dwi" / "sub-01_space-ACPC_desc-preproc_dwi.nii.gz"
+    img = nib.load(dwi)
+    shift = np.eye(4)
+    shift[:3, 3] = SHIFT_MM
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shift @ img.affine), dwi)
+    to_template = np.eye(4)
+    to_template[:3, 3] = -SHIFT_MM  # maps an ACPC point to the template point it came from, as ITK files do
+    write_itk_affine_h5(folder / "anat" / f"sub-01_from-{TEMPLATE}_to-ACPC_mode-image_xfm.h5", to_template)
+    args = ["bids", "out", "participant", "--atlas-dataset", "atlases_2009c", "-w", "work", "--skip", "fmri", "model"]
+    return {"root": root, "result": bsym_app(root, *args, "--streamlines", "2000", "--nprocs", "1")}
+
+
+def test_acpc_dwi_takes_the_atlas_through_qsipreps_transform(template_run, acpc_run):
+    result = acpc_run["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    xfm = f"sub-01_from-{TEMPLATE}_to-ACPC_mode-image_xfm.h5"
+    assert f"DWI in ACPC: the {TEMPLATE} atlas image through {xfm}, no registration" in result.stderr
+    dwi = acpc_run["root"] / "out" / "sub-01" / "dwi"
+    placement = json.loads(next(dwi.glob("*_stat-streamlinecount_relmat.json")).read_text())["AtlasPlacement"]
+    assert placement["Method"] == "anatomical-transform" and placement["Transforms"] == [xfm]
+    acpc_labels = np.asarray(nib.load(next(dwi.glob("*_space-dwi_*_dseg.nii.gz"))).dataobj)
+    template_dwi = template_run["root"] / "out" / "sub-01" / "dwi"
+    template_labels = np.asarray(nib.load(next(template_dwi.glob("*_space-dwi_*_dseg.nii.gz"))).dataobj)
+    inside = (acpc_labels > 0) | (template_labels > 0)
+    assert np.mean(acpc_labels[inside] == template_labels[inside]) > 0.99  # where the transform says
 
 
 def _run(space: str | None, source: str = "qsiprep") -> DwiRun:

@@ -152,3 +152,34 @@ def test_real_mni_template_and_aal_atlas_onto_a_transformed_inverted_contrast_su
     labelled = mask & (truth > 0)
     assert (np.asarray(result.atlas_img.dataobj)[labelled] == truth[labelled]).mean() > 0.97
     assert result.metrics["DiceBrain"] > 0.97
+
+
+@pytest.mark.parametrize("kind", ["h5", "txt"])
+def test_labels_go_where_an_itk_transform_file_says(tmp_path, kind):
+    import nitransforms as nt
+
+    from pipelines.dmri.register import register_atlas
+    from tests.data.transforms import write_itk_affine_h5
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -20.0
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[8:12, 8:12, 8:12] = 7
+    atlas_file = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(labels, affine), atlas_file)
+    shift = np.eye(4)
+    shift[:3, 3] = [4.0, -6.0, 2.0]  # a DWI point x is the atlas point x + shift (mm)
+    if kind == "h5":
+        transform = write_itk_affine_h5(tmp_path / "from-MNI152NLin2009cAsym_to-ACPC_mode-image_xfm.h5", shift)
+    else:
+        transform = tmp_path / "from-MNI152NLin2009cAsym_to-ACPC_mode-image_xfm.txt"
+        nt.linear.Affine(shift).to_filename(transform, fmt="itk")
+    b0 = nib.Nifti1Image(np.ones((20, 20, 20), np.float32), affine)
+    result = register_atlas(
+        atlas_file=atlas_file, b0_img=b0, mask=np.ones((20, 20, 20), bool), method="transforms", transforms=[transform]
+    )
+    moved = np.asarray(result.atlas_img.dataobj)
+    expected = np.zeros_like(moved)
+    expected[6:10, 11:15, 7:11] = 7  # the box moves by -shift: (-2, +3, -1) voxels of 2 mm
+    assert np.array_equal(moved, expected)
+    assert result.metrics["Method"] == "transforms" and result.metrics["RegionsPresent"] == 1
