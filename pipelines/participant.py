@@ -95,7 +95,12 @@ def init_participant_wf(
         from pipelines.fmri.workflow import init_fmri_wf
 
         for run in bold_runs:
-            sub = init_fmri_wf(name=f"fmri_{run['id']}_wf", atlas_dseg=run["atlas_dseg"], **dict(fmri_options or {}))
+            sub = init_fmri_wf(
+                name=f"fmri_{run['id']}_wf",
+                atlas_dseg=run["atlas_dseg"],
+                atlas_transforms=run.get("atlas_transforms", ()),
+                **dict(fmri_options or {}),
+            )
             descriptions.append(getattr(sub, "__desc__", ""))
             for field in ("bold_file", "mask_file", "confounds_file", "t_r"):
                 if run.get(field) is not None:

@@ -14,7 +14,7 @@ from bsym_cli.bids.derivatives import DerivativesWriter
 from bsym_cli.bids.inputs import BoldRun, DwiRun, ParticipantInputs
 from bsym_cli.cli.config import Config, WorkflowConfig
 from bsym_cli.levels.memory import MemoryPlan
-from bsym_cli.levels.placement import Placement, place_atlas
+from bsym_cli.levels.placement import Placement, place_atlas, place_atlas_on_bold
 from bsym_cli.utils.errors import BsymError, ExitCode
 from bsym_cli.utils.logs import get_logger
 
@@ -163,7 +163,7 @@ def run_workflows(
         len(graph.dwi_specs),
         res.nprocs,
     )
-    for spec in graph.dwi_specs:
+    for spec in [*graph.bold_specs, *graph.dwi_specs]:
         placement: Placement = spec["placement"]
         log.info("%s: atlas placement for %s: %s", part.label, spec["id"], placement.describe())
         if placement.warning:
@@ -190,7 +190,7 @@ def run_workflows(
                 failed.append(str(original.bold if kind == "fmri" else original.dwi))
                 continue
             if kind == "fmri":
-                written = _write_fmri(writer, original, files, atlas)
+                written = _write_fmri(writer, original, files, atlas, spec["placement"])
             else:
                 written = _write_dmri(writer, original, files, atlas, spec["placement"])
             results.append(RunResult(kind, spec["id"], dict(original.entities), files, written))
@@ -209,13 +209,16 @@ def run_workflows(
 
 
 def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]:
+    placement = place_atlas_on_bold(run, atlas, wf)
     return {
         "id": run_id(run.entities, "bold"),
         "bold_file": run.bold,
         "mask_file": run.mask,
         "confounds_file": run.confounds,
         "t_r": run.t_r,
-        "atlas_dseg": atlas.image_for(run.space, force=wf.force_atlas_space),
+        "atlas_dseg": placement.atlas_image,
+        "atlas_transforms": list(placement.transforms),
+        "placement": placement,
     }
 
 
@@ -243,9 +246,11 @@ def _metadata(files: dict[str, str | None]) -> dict[str, Any]:
     return json.loads(Path(path).read_text()) if path else {}
 
 
-def _write_fmri(writer: DerivativesWriter, run: BoldRun, files: dict[str, str | None], atlas: Atlas) -> dict[str, Path]:
+def _write_fmri(
+    writer: DerivativesWriter, run: BoldRun, files: dict[str, str | None], atlas: Atlas, placement: Placement
+) -> dict[str, Path]:
     meta = _metadata(files)
-    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256}
+    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, **placement.sidecar()}
     t_r = meta.get("t_r", run.t_r)
     sources = [run.bold, run.mask, run.confounds]
     ents = {"space": run.space, "atlas": atlas.label}

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bsym_cli.bids.atlases import Atlas
-from bsym_cli.bids.inputs import AnatTransform, DwiRun
-from bsym_cli.bids.templates import REGISTRATION_TEMPLATE
+from bsym_cli.bids.inputs import AnatTransform, BoldRun, DwiRun
+from bsym_cli.bids.templates import REGISTRATION_TEMPLATE, template_transform
 from bsym_cli.cli.config import WorkflowConfig
 
 #: Spaces of a participant's own anatomy (QSIPrep writes ACPC; fMRIPrep and sMRIPrep write T1w)
@@ -30,13 +30,13 @@ ANATOMICAL_SPACES = ("ACPC", "T1w", "anat", "dwi", "orig")
 
 @dataclass(frozen=True)
 class Placement:
-    """How the atlas is placed on one diffusion series.
+    """How the atlas is placed on one BOLD or diffusion series.
 
     Attributes
     ----------
-    method : {"template-space", "anatomical-transform", "registration"}
-    dwi_space : str
-        The DWI's space: a template name, ``ACPC``/``T1w``, or ``native`` for a raw series.
+    method : {"template-space", "template-transform", "anatomical-transform", "registration"}
+    space : str
+        The data's space: a template name, ``ACPC``/``T1w``, or ``native`` for a raw DWI.
     atlas_image : Path
         The atlas image resampled (or registered) onto the DWI grid.
     atlas_space : str
@@ -50,7 +50,7 @@ class Placement:
     """
 
     method: str
-    dwi_space: str
+    space: str
     atlas_image: Path
     atlas_space: str
     registration: str
@@ -61,7 +61,7 @@ class Placement:
         """``AtlasPlacement`` for the connectome sidecars."""
         record: dict[str, Any] = {
             "Method": self.method,
-            "DWISpace": self.dwi_space,
+            "DataSpace": self.space,
             "AtlasSpace": self.atlas_space,
             "AtlasImage": self.atlas_image.name,
             "Registration": self.registration,
@@ -73,13 +73,16 @@ class Placement:
 
     def describe(self) -> str:
         """One line for the log and the report."""
+        if self.method == "template-transform":
+            names = ", ".join(t.name for t in self.transforms)
+            return f"BOLD in {self.space}: the {self.atlas_space} atlas image through TemplateFlow's {names}"
         if self.method == "template-space":
-            return f"DWI in {self.dwi_space}: the {self.atlas_space} atlas image resampled to its grid, no registration"
+            return f"Data in {self.space}: the {self.atlas_space} atlas image resampled to its grid, no registration"
         if self.method == "anatomical-transform":
             names = ", ".join(t.name for t in self.transforms)
-            return f"DWI in {self.dwi_space}: the {self.atlas_space} atlas image through {names}, no registration"
+            return f"DWI in {self.space}: the {self.atlas_space} atlas image through {names}, no registration"
         return (
-            f"DWI in {self.dwi_space} space: {self.registration} registration of the {REGISTRATION_TEMPLATE} "
+            f"DWI in {self.space} space: {self.registration} registration of the {REGISTRATION_TEMPLATE} "
             "template to the mean b0"
         )
 
@@ -122,3 +125,20 @@ def _space_of(atlas: Atlas, image: Path) -> str:
         if image in by_res.values():
             return template
     return REGISTRATION_TEMPLATE
+
+
+def place_atlas_on_bold(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> Placement:
+    """The atlas image for a BOLD run: the one of the BOLD's own template; else another template's image through
+    TemplateFlow's template-to-template transform (exit 66 naming it if not fetched); else, with
+    ``--force-atlas-space``, another template's image as is; else exit 64 with the fix."""
+    if run.space in atlas.images:
+        return Placement("template-space", run.space, atlas.image_for(run.space), run.space, "none")
+    if not wf.force_atlas_space:
+        for template in sorted(atlas.images):
+            transform = template_transform(template, run.space)
+            if transform is not None:
+                image = atlas.image_for(template)
+                return Placement("template-transform", run.space, image, template, "transforms", (transform,))
+    image = atlas.image_for(run.space, force=wf.force_atlas_space)  # exit 64 with the fix unless forced
+    warning = f"--force-atlas-space: the {_space_of(atlas, image)} atlas image is used as is on {run.space} data"
+    return Placement("template-space", run.space, image, _space_of(atlas, image), "none", warning=warning)

@@ -20,7 +20,7 @@ from bsym_cli.cli.config import Config, dump_config
 from bsym_cli.levels.memory import MemoryPlan, announce, plan_memory
 from bsym_cli.levels.model_stage import Weights, load_weights, read_contract, run_model_stage
 from bsym_cli.levels.participant import ModelContract, ParticipantGraph, build_graph, run_workflows
-from bsym_cli.levels.placement import place_atlas
+from bsym_cli.levels.placement import place_atlas, place_atlas_on_bold
 from bsym_cli.utils.errors import BsymError, ExitCode, exit_code_for
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import remove_stale_temporaries, waiting_lock
@@ -175,7 +175,9 @@ def _report(
     sessions = []
     for other in (p for p in participants if p.subject == part.subject):
         inputs = [("Participant", other.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
-        inputs += [("BOLD", f"{r.bold.name} (TR {r.t_r} s)") for r in other.bold_runs]
+        for bold in other.bold_runs:
+            inputs += [("BOLD", f"{bold.bold.name} (TR {bold.t_r} s)")]
+            inputs += [("Atlas placement", place_atlas_on_bold(bold, atlas, config.workflow).describe())]
         for run in other.dwi_runs:
             placement = place_atlas(run, atlas, config.workflow, other.anat_transforms)
             inputs += [("DWI", f"{run.dwi.name} ({run.source})"), ("Atlas placement", placement.describe())]

@@ -25,6 +25,7 @@ from nibabel.spatialimages import SpatialImage
 
 from pipelines.errors import InputDataError
 from pipelines.images import load_image
+from pipelines.transforms import through_transforms
 
 METHODS = ("affine", "syn", "none", "transforms")
 #: Optimiser iterations per resolution level (coarse to fine) and the matching smoothing / shrink factors.
@@ -155,33 +156,6 @@ def register_atlas(
         else nib.Nifti1Image(warped_template.astype(np.float32), static_affine),
         metrics=metrics,
     )
-
-
-def through_transforms(
-    atlas_img: SpatialImage, transforms: list[str | Path], reference: SpatialImage
-) -> nib.Nifti1Image:
-    """Resample the labels of ``atlas_img`` onto ``reference``'s grid through ``transforms`` (nearest neighbour).
-
-    ``transforms`` are in antsApplyTransforms order (``-t A -t B``): a point of the reference goes through the
-    last one first (B, then A) to reach the atlas's space, as ITK transform files map points.
-    """
-    import nitransforms as nt
-
-    chain = []
-    for path in reversed(transforms):
-        name = str(path)
-        try:
-            chain += (
-                list(nt.manip.load(name, fmt="itk").transforms)
-                if name.endswith(".h5")
-                else [nt.linear.load(name, fmt="itk")]
-            )
-        except Exception as exc:
-            raise InputDataError(f"{path}: not a transform nitransforms can read as ITK/ANTs ({exc}).") from exc
-    mapping = chain[0] if len(chain) == 1 else nt.manip.TransformChain(chain)
-    grid = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine)
-    moved = nt.resampling.apply(mapping, atlas_img, reference=grid, order=0, mode="constant", cval=0)
-    return nib.Nifti1Image(np.rint(np.asarray(moved.dataobj)).astype(np.int32), reference.affine)
 
 
 def _affine_map(

@@ -9,6 +9,7 @@ per (atlas, grid) pair and keeps the result in a cache folder, so every run on t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +20,7 @@ from nibabel.spatialimages import SpatialImage
 from pipelines.atomic import atomic_path
 from pipelines.errors import InputDataError
 from pipelines.images import load_image
+from pipelines.transforms import through_transforms
 
 #: Two affines closer than this (in mm, element-wise) describe the same grid.
 AFFINE_ATOL_MM = 1e-4
@@ -60,7 +62,13 @@ def resample_labels_nearest(
     return img
 
 
-def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *, cache_dir: str | Path) -> Path:
+def atlas_on_grid(
+    atlas_dseg: str | Path,
+    reference_img: str | Path,
+    *,
+    cache_dir: str | Path,
+    transforms: Sequence[str | Path] = (),
+) -> Path:
     """Return the atlas resampled to the grid of ``reference_img``, computing it once per grid.
 
     Parameters
@@ -71,6 +79,9 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *, cache_di
         Any image on the target grid (the BOLD series or its mask); only its header is read.
     cache_dir : str or Path
         Folder of cached atlases (the work directory); created if absent. Safe for concurrent runs.
+    transforms : sequence of str or Path
+        When the atlas is in another template than the reference: TemplateFlow's transform files from the
+        atlas's template to the reference's (antsApplyTransforms order), applied in the same resampling.
 
     Returns
     -------
@@ -88,7 +99,8 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *, cache_di
     affine = reference.affine
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"atlas-{_file_digest(atlas_dseg)}_grid-{_grid_digest(shape, affine)}_dseg.nii.gz"
+    via = "".join(f"_via-{_file_digest(Path(t))}" for t in transforms)
+    target = cache_dir / f"atlas-{_file_digest(atlas_dseg)}{via}_grid-{_grid_digest(shape, affine)}_dseg.nii.gz"
     with FileLock(str(target) + ".lock"):
         if not target.exists():
             atlas = load_image(atlas_dseg)
@@ -97,7 +109,10 @@ def atlas_on_grid(atlas_dseg: str | Path, reference_img: str | Path, *, cache_di
                     f"{atlas_dseg}: an atlas must be a 3D label image, this one has shape {atlas.shape}; "
                     "pass a dseg image (one integer label per voxel), not probabilistic maps."
                 )
-            if atlas.shape == shape and np.allclose(atlas.affine, affine, atol=AFFINE_ATOL_MM):
+            if transforms:
+                resampled = through_transforms(atlas, transforms, reference)
+                resampled.set_data_dtype(np.int32)
+            elif atlas.shape == shape and np.allclose(atlas.affine, affine, atol=AFFINE_ATOL_MM):
                 resampled = nib.Nifti1Image(_integer_labels(atlas), affine)
                 resampled.set_data_dtype(np.int32)
             else:

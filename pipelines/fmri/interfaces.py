@@ -35,6 +35,7 @@ class _AtlasOnGridInputSpec(BaseInterfaceInputSpec):
     atlas_dseg = File(exists=True, mandatory=True, desc="atlas label image in the BOLD's template space")
     reference = File(exists=True, mandatory=True, desc="image on the target grid (BOLD or mask)")
     cache_dir = traits.Str(desc="folder of cached atlases; default: this node's folder")
+    transforms = traits.List(File(exists=True), desc="template-to-template transforms (ITK/ANTs), if any")
 
 
 class _AtlasOnGridOutputSpec(TraitedSpec):
@@ -49,7 +50,10 @@ class AtlasOnGrid(SimpleInterface):
 
     def _run_interface(self, runtime: Bunch) -> Bunch:
         cache = self.inputs.cache_dir if isdefined(self.inputs.cache_dir) else runtime.cwd
-        self._results["out_file"] = str(atlas_on_grid(self.inputs.atlas_dseg, self.inputs.reference, cache_dir=cache))
+        transforms = self.inputs.transforms if isdefined(self.inputs.transforms) else []
+        self._results["out_file"] = str(
+            atlas_on_grid(self.inputs.atlas_dseg, self.inputs.reference, cache_dir=cache, transforms=transforms)
+        )
         return runtime
 
 

@@ -38,6 +38,7 @@ def init_fmri_wf(
     labels: Sequence[int],
     names: Sequence[str],
     target_t_r: float,
+    atlas_transforms: Sequence[str | Path] = (),
     window_length: int = 200,
     window_stride: int | None = None,
     denoise_strategy: str = "simple",
@@ -57,7 +58,10 @@ def init_fmri_wf(
     name : str
         Workflow name (unique per run inside a parent workflow, e.g. ``fmri_task_rest_run_1_wf``).
     atlas_dseg : str or Path
-        Atlas label image in the BOLD's template space (any grid; resampled to the BOLD grid).
+        Atlas label image in the BOLD's template space (any grid; resampled to the BOLD grid), or in another
+        template with ``atlas_transforms``.
+    atlas_transforms : sequence of str or Path
+        TemplateFlow transforms from the atlas's template to the BOLD's (antsApplyTransforms order).
     %(labels)s
     names : sequence of str
         Parcel names, same order as ``labels``; the TSV column names.
@@ -102,10 +106,17 @@ def init_fmri_wf(
     workflow.__desc__ = _methods_text(
         denoise_strategy, band_pass, min_coverage, target_t_r, window_length, window_stride
     )
+    if atlas_transforms:
+        workflow.__desc__ += (
+            " The atlas, defined in another template, was brought into the BOLD's template through "
+            "TemplateFlow's template-to-template transform (NiTransforms, nearest-neighbour interpolation)."
+        )
     inputnode = pe.Node(niu.IdentityInterface(fields=list(INPUT_FIELDS)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
 
     atlas_grid = pe.Node(AtlasOnGrid(atlas_dseg=str(atlas_dseg)), name="atlas_grid", mem_gb=0.5)
+    if atlas_transforms:
+        atlas_grid.inputs.transforms = [str(t) for t in atlas_transforms]
     if work_cache_dir is not None:
         atlas_grid.inputs.cache_dir = str(work_cache_dir)
     parcellate = pe.Node(

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +22,7 @@ from bsym_cli.levels.placement import place_atlas
 from bsym_cli.levels.runtime import CACHE_VARIABLES
 from bsym_cli.utils.errors import OptionError
 from tests.bsym_cli.test_reruns import APP, bsym_app
+from tests.data.bids import make_dataset
 from tests.data.transforms import write_itk_affine_h5
 
 TEMPLATE = "MNI152NLin2009cAsym"
@@ -71,12 +73,12 @@ def template_run(tmp_path_factory) -> dict:
 def test_template_space_dwi_gets_its_templates_atlas_without_registration_or_flags(template_run):
     root, result = template_run["root"], template_run["result"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"DWI in {TEMPLATE}: the {TEMPLATE} atlas image resampled to its grid, no registration" in result.stderr
+    assert f"Data in {TEMPLATE}: the {TEMPLATE} atlas image resampled to its grid, no registration" in result.stderr
     dwi = root / "out" / "sub-01" / "dwi"
     sidecar = json.loads(next(dwi.glob("*_stat-streamlinecount_relmat.json")).read_text())
     placement = sidecar["AtlasPlacement"]
     assert placement["Method"] == "template-space" and placement["Registration"] == "none"
-    assert placement["DWISpace"] == TEMPLATE and placement["AtlasSpace"] == TEMPLATE and "Warning" not in placement
+    assert placement["DataSpace"] == TEMPLATE and placement["AtlasSpace"] == TEMPLATE and "Warning" not in placement
     assert "Atlas placement" in (root / "out" / "sub-01.html").read_text()
 
 
@@ -144,10 +146,10 @@ def test_the_dwi_space_chooses_the_placement(tmp_path: Path):
     atlas = resolve_atlas("A", atlas_dataset=tmp_path)
     wf = WorkflowConfig()
     raw = place_atlas(_run(None, "raw"), atlas, wf)
-    assert (raw.method, raw.dwi_space, raw.registration) == ("registration", "native", "affine")
+    assert (raw.method, raw.space, raw.registration) == ("registration", "native", "affine")
     assert "approximate" in (raw.warning or "")
     acpc = place_atlas(_run("ACPC"), atlas, wf)
-    assert acpc.method == "registration" and acpc.dwi_space == "ACPC"
+    assert acpc.method == "registration" and acpc.space == "ACPC"
     template = place_atlas(_run("MNI152NLin6Asym"), atlas, wf)
     assert (template.method, template.registration, template.warning) == ("template-space", "none", None)
     with pytest.raises(OptionError, match="--force-atlas-space"):  # no silent use of another template's image
@@ -167,3 +169,41 @@ def test_offline_without_the_registration_template_exits_66_naming_it(tmp_path: 
     assert "tpl-MNI152NLin6Asym_res-01_desc-brain_T1w.nii.gz has not been fetched" in result.stderr
     assert "bsym templates" in result.stderr and "api.get('MNI152NLin6Asym'" in result.stderr
     assert not list((root / "out").glob("sub-01/dwi/*"))
+
+
+def test_bold_in_another_template_goes_through_templateflows_transform(tmp_path: Path):
+    """fMRI in MNI152NLin2009cAsym, atlas only in MNI152NLin6Asym: TemplateFlow's transform is applied (here one
+    of known shift, under TemplateFlow's name), not the other template's image taken as is."""
+    bids = make_dataset(tmp_path / "bids", subjects=("01",), spaces=(TEMPLATE,), dwi=False, shape=(12, 12, 12))
+    bold = next((bids / "derivatives" / "fmriprep").rglob("*_desc-preproc_bold.nii.gz"))
+    grid = nib.load(bold)
+    labels = np.zeros((12, 12, 12), np.int16)
+    labels[2:6, 2:10, 2:10], labels[6:10, 2:10, 2:10] = 1, 2
+    table = pd.DataFrame({"index": [1, 2], "name": ["left", "right"]})
+    atlases = tmp_path / "atlases"
+    write_atlas_dataset(
+        atlases, atlas="Toy", template="MNI152NLin6Asym", dseg_img=nib.Nifti1Image(labels, grid.affine), table=table
+    )
+    home = tmp_path / "templateflow"
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES} | {"TEMPLATEFLOW_HOME": str(home)}
+    skeleton = "from templateflow import api; api.ls('MNI152NLin6Asym', suffix='xfm')"
+    subprocess.run([sys.executable, "-c", skeleton], env=env, check=True, capture_output=True, timeout=300)
+    xfm = home / f"tpl-{TEMPLATE}" / f"tpl-{TEMPLATE}_from-MNI152NLin6Asym_mode-image_xfm.h5"
+    assert xfm.exists() and xfm.stat().st_size == 0  # TemplateFlow's placeholder, not fetched
+    step = float(abs(grid.affine[0, 0]))
+    shift = np.eye(4)
+    shift[0, 3] = 2 * step * np.sign(grid.affine[0, 0])  # a 2009c point is the 6Asym point two voxels along i
+    write_itk_affine_h5(xfm, shift)
+    args = [bids, tmp_path / "out", "participant", "--atlas", "Toy", "--atlas-dataset", atlases]
+    args += ["-w", tmp_path / "work", "--skip", "dmri", "model", "--nprocs", "1"]
+    result = subprocess.run([str(APP), *map(str, args)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"BOLD in {TEMPLATE}: the MNI152NLin6Asym atlas image through TemplateFlow's {xfm.name}" in result.stderr
+    (on_grid,) = (tmp_path / "work" / "atlas_cache").glob("atlas-*_via-*_dseg.nii.gz")
+    expected = np.zeros_like(labels)
+    expected[0:4, 2:10, 2:10], expected[4:8, 2:10, 2:10] = 1, 2  # moved two voxels back along i
+    assert np.array_equal(np.asarray(nib.load(on_grid).dataobj), expected)
+    sidecar = json.loads(next((tmp_path / "out").rglob("*_stat-mean_timeseries.json")).read_text())
+    placement = sidecar["AtlasPlacement"]
+    assert placement["Method"] == "template-transform" and placement["Transforms"] == [xfm.name]
+    assert placement["AtlasSpace"] == "MNI152NLin6Asym" and placement["DataSpace"] == TEMPLATE

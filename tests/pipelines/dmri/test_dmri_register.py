@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import matplotlib.image
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -87,13 +88,20 @@ def test_no_registration_only_resamples_and_leaves_the_misalignment(head):
     assert _agreement(result, mask, truth) < 0.8
 
 
-def test_registration_figure_is_a_png_with_three_views(head, tmp_path):
+def test_registration_figure_is_an_svg_with_three_views(head, tmp_path):
+    import xml.etree.ElementTree as ET
+
     folder, b0, mask, _ = head
     template = np.asarray(nib.load(folder / "tpl.nii.gz").dataobj)[::2, ::2, ::2][:37, :43, :33]
-    path = registration_figure(np.asarray(b0.dataobj), template, mask, tmp_path / "reg.png", title="t")
-    pixels = matplotlib.image.imread(path)
-    assert pixels.shape == (324, 900, 4)  # 10 x 3.6 inches at 90 dpi
+    path = registration_figure(np.asarray(b0.dataobj), template, mask, tmp_path / "reg.svg", title="t")
+    root = ET.parse(path).getroot()
+    images = root.findall(".//{http://www.w3.org/2000/svg}image")
+    assert len(images) == 3  # sagittal, coronal and axial b0 slices, embedded
+    texts = "".join(root.itertext())
+    assert all(view in texts for view in ("sagittal", "coronal", "axial"))
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    again = registration_figure(np.asarray(b0.dataobj), template, mask, tmp_path / "again.svg", title="t")
+    assert again.read_bytes() == path.read_bytes()  # no date or random ids: reruns rewrite the same bytes
 
 
 def test_register_interface_writes_atlas_figure_and_metrics(head, tmp_path):
@@ -120,7 +128,7 @@ def test_register_interface_writes_atlas_figure_and_metrics(head, tmp_path):
     metrics = json.loads(open(outputs.metrics_file).read())
     assert (metrics["RegionsPresent"], metrics["RegionsTotal"]) == (8, 9)  # label 9 does not exist
     assert metrics["DiceBrain"] == pytest.approx(direct.metrics["DiceBrain"])
-    assert matplotlib.image.imread(outputs.figure).shape == (324, 900, 4)
+    assert outputs.figure.endswith(".svg") and "<svg" in Path(outputs.figure).read_text()
 
 
 @pytest.mark.slow  # registers the full 1 mm MNI152 template: about 40 s on 2 cores

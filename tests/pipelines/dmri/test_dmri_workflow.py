@@ -100,7 +100,7 @@ def test_tractogram_and_registration_figure_are_written(phantom_run):
 
     _, outputs = phantom_run
     assert outputs.atlas_dwi.endswith("space-dwi_dseg.nii.gz")
-    assert outputs.registration_figure.endswith(".png")
+    assert outputs.registration_figure.endswith(".svg")
     tractogram = load_tractogram(outputs.tractogram, "same", bbox_valid_check=False)
     assert len(tractogram.streamlines) == 1200
 
