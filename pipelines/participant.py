@@ -113,7 +113,11 @@ def init_participant_wf(
         for run in dwi_runs:
             options = {
                 **dict(dmri_options or {}),
-                **{k: run[k] for k in ("registration", "template_file", "transforms", "denoise") if k in run},
+                **{
+                    k: run[k]
+                    for k in ("registration", "template_file", "template_mask_file", "transforms", "denoise")
+                    if k in run
+                },
             }
             sub = init_dmri_wf(name=f"dmri_{run['id']}_wf", atlas_dseg=run["atlas_dseg"], **options)
             descriptions.append(getattr(sub, "__desc__", ""))

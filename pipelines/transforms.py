@@ -17,17 +17,21 @@ from pipelines.errors import InputDataError
 
 
 def through_transforms(
-    atlas_img: SpatialImage, transforms: Sequence[str | Path], reference: SpatialImage
+    atlas_img: SpatialImage, transforms: Sequence[str | Path | np.ndarray], reference: SpatialImage
 ) -> nib.Nifti1Image:
     """Resample the labels of ``atlas_img`` onto ``reference``'s grid through ``transforms`` (nearest neighbour).
 
     ``transforms`` are in antsApplyTransforms order (``-t A -t B``): a point of the reference goes through the
-    last one first (B, then A) to reach the atlas's space, as ITK transform files map points.
+    last one first (B, then A) to reach the atlas's space, as ITK transform files map points. A 4 x 4 array is
+    a world (RAS mm) affine with the same meaning, e.g. a rigid fit of the reference to an anatomical image.
     """
     import nitransforms as nt
 
     chain = []
     for path in reversed(transforms):
+        if isinstance(path, np.ndarray):
+            chain.append(nt.linear.Affine(path))
+            continue
         name = str(path)
         try:
             chain += (

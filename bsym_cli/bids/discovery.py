@@ -234,6 +234,8 @@ def discover(config: Config) -> Study:
     for kind, path in derivatives.items():
         layouts[kind] = _layout(path, subjects, database_dir, derivative=True, bad_json=bad_json)
     queries = default_queries()
+    for query in queries.values():  # null in the defaults: the entity must be absent, as in a filter file
+        query["entities"] = _apply_filters({}, query["entities"])
     for key, overrides in ex.bids_filters.items():
         queries[key]["entities"] = _apply_filters(queries[key]["entities"], overrides)
 
@@ -265,6 +267,9 @@ def discover(config: Config) -> Study:
             t1w = get("t1w", **scope)
             part.t1w = Path(t1w[0].path) if t1w else None
             part.anat_transforms = _anat_transforms(get, subject, session)
+            reference, mask = get("anat_reference", subject=subject), get("anat_mask", subject=subject)
+            part.anat_reference = Path(reference[0].path) if reference else None
+            part.anat_mask = Path(mask[0].path) if mask else None
             participants.append(part)
     if not any(p.bold_runs or p.dwi_runs for p in participants):
         filters = ex.task_id or ex.session_label or ex.bids_filters

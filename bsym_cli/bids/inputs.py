@@ -66,6 +66,8 @@ class ParticipantInputs:
     dwi_runs: list[DwiRun] = field(default_factory=list)
     t1w: Path | None = None
     anat_transforms: list[AnatTransform] = field(default_factory=list)
+    anat_reference: Path | None = None  # fMRIPrep's T1w reference, the space of its ``to-T1w`` transforms
+    anat_mask: Path | None = None
     problems: list[str] = field(default_factory=list)
 
     @property

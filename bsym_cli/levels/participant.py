@@ -223,7 +223,7 @@ def _bold_spec(run: BoldRun, atlas: Atlas, wf: WorkflowConfig) -> dict[str, Any]
 
 
 def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig, part: ParticipantInputs) -> dict[str, Any]:
-    placement = place_atlas(run, atlas, wf, part.anat_transforms)
+    placement = place_atlas(run, atlas, wf, part)
     spec: dict[str, Any] = {
         "id": run_id(run.entities, "dwi"),
         "dwi_file": run.dwi,
@@ -238,6 +238,10 @@ def _dwi_spec(run: DwiRun, atlas: Atlas, wf: WorkflowConfig, part: ParticipantIn
     }
     if placement.registration in ("affine", "syn"):
         spec["template_file"] = template_image()
+    elif placement.registration == "t1w":
+        spec["template_file"] = placement.reference
+        if placement.reference_mask is not None:
+            spec["template_mask_file"] = placement.reference_mask
     return spec
 
 

@@ -5,9 +5,11 @@
 - **The participant's anatomical space** (QSIPrep ``space-ACPC``, or ``space-T1w``): the atlas goes through the
   existing ``*_from-<template>_to-<space>_mode-image_xfm.h5`` transform of QSIPrep, fMRIPrep or sMRIPrep
   (nitransforms), for a template the atlas has an image of; nothing is estimated.
-- **Anything else** (raw BIDS DWI, or an anatomical space without its transform): the template is registered to
-  the mean b0 (``--registration``, affine by default) and the parcels are approximate, which the log and the
-  report say.
+- **Raw DWI with fMRIPrep's (or sMRIPrep's) anatomy** (a T1w reference and its ``from-<template>_to-T1w``
+  transform): the atlas goes through that transform onto the T1w, and the T1w is aligned rigidly to the mean b0.
+- **Anything else** (raw BIDS DWI without anatomy, or an anatomical space without its transform): the template is
+  registered to the mean b0 (``--registration``, affine by default) and the parcels are approximate, which the
+  log and the report say.
 
 ``--force-atlas-space`` lets a template-space DWI use another template's image when its own is missing.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bsym_cli.bids.atlases import Atlas
-from bsym_cli.bids.inputs import AnatTransform, BoldRun, DwiRun
+from bsym_cli.bids.inputs import AnatTransform, BoldRun, DwiRun, ParticipantInputs
 from bsym_cli.bids.templates import REGISTRATION_TEMPLATE, template_transform
 from bsym_cli.cli.config import WorkflowConfig
 
@@ -34,7 +36,7 @@ class Placement:
 
     Attributes
     ----------
-    method : {"template-space", "template-transform", "anatomical-transform", "registration"}
+    method : {"template-space", "template-transform", "anatomical-transform", "anatomical-chain", "registration"}
     space : str
         The data's space: a template name, ``ACPC``/``T1w``, or ``native`` for a raw DWI.
     atlas_image : Path
@@ -45,6 +47,8 @@ class Placement:
         Registration of the template to the b0 ("none": resampling only; "transforms": existing transforms).
     transforms : tuple of Path
         Transform files applied to the atlas, in antsApplyTransforms order.
+    reference, reference_mask : Path or None
+        The T1w (and its brain mask) aligned rigidly to the b0, for ``anatomical-chain``.
     warning : str or None
         Why the parcels are approximate, if they are.
     """
@@ -55,6 +59,8 @@ class Placement:
     atlas_space: str
     registration: str
     transforms: tuple[Path, ...] = ()
+    reference: Path | None = None
+    reference_mask: Path | None = None
     warning: str | None = field(default=None, compare=False)
 
     def sidecar(self) -> dict[str, Any]:
@@ -66,6 +72,7 @@ class Placement:
             "AtlasImage": self.atlas_image.name,
             "Registration": self.registration,
             "Transforms": [t.name for t in self.transforms],
+            **({"AnatomicalReference": self.reference.name} if self.reference else {}),
         }
         if self.warning:
             record["Warning"] = self.warning
@@ -78,6 +85,12 @@ class Placement:
             return f"BOLD in {self.space}: the {self.atlas_space} atlas image through TemplateFlow's {names}"
         if self.method == "template-space":
             return f"Data in {self.space}: the {self.atlas_space} atlas image resampled to its grid, no registration"
+        if self.method == "anatomical-chain" and self.reference is not None:
+            names = ", ".join(t.name for t in self.transforms)
+            return (
+                f"raw DWI: the {self.atlas_space} atlas image through {names} onto {self.reference.name}, "
+                "aligned rigidly to the mean b0"
+            )
         if self.method == "anatomical-transform":
             names = ", ".join(t.name for t in self.transforms)
             return f"DWI in {self.space}: the {self.atlas_space} atlas image through {names}, no registration"
@@ -92,13 +105,13 @@ def dwi_space(run: DwiRun) -> str:
     return run.entities.get("space") or ("native" if run.source == "raw" else "T1w")
 
 
-def place_atlas(
-    run: DwiRun, atlas: Atlas, wf: WorkflowConfig, anat_transforms: Sequence[AnatTransform] = ()
-) -> Placement:
+def place_atlas(run: DwiRun, atlas: Atlas, wf: WorkflowConfig, part: ParticipantInputs | None = None) -> Placement:
     """Choose how ``atlas`` goes on ``run`` from the DWI's space (see the module docstring).
 
-    ``anat_transforms`` are the participant's template-to-anatomy transforms (QSIPrep's first).
+    ``part`` brings the participant's anatomy: template-to-anatomy transforms (QSIPrep's first) and fMRIPrep's
+    T1w reference.
     """
+    anat_transforms: Sequence[AnatTransform] = part.anat_transforms if part else ()
     space = dwi_space(run)
     if space not in ANATOMICAL_SPACES and space != "native":
         image = atlas.image_for(space, force=wf.force_atlas_space)
@@ -109,6 +122,20 @@ def place_atlas(
         chosen = usable[0]
         image = atlas.image_for(chosen.template)
         return Placement("anatomical-transform", space, image, chosen.template, "transforms", (chosen.path,))
+    to_t1w = [t for t in anat_transforms if t.space == "T1w" and t.template in atlas.images]
+    if space == "native" and wf.registration != "none" and part and part.anat_reference and to_t1w:
+        chosen = to_t1w[0]
+        image = atlas.image_for(chosen.template)
+        return Placement(
+            "anatomical-chain",
+            space,
+            image,
+            chosen.template,
+            "t1w",
+            (chosen.path,),
+            reference=part.anat_reference,
+            reference_mask=part.anat_mask,
+        )
     image = atlas.image_for(REGISTRATION_TEMPLATE, force=wf.force_atlas_space)
     warning = None
     if wf.registration != "none":

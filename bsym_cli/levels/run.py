@@ -179,7 +179,7 @@ def _report(
             inputs += [("BOLD", f"{bold.bold.name} (TR {bold.t_r} s)")]
             inputs += [("Atlas placement", place_atlas_on_bold(bold, atlas, config.workflow).describe())]
         for run in other.dwi_runs:
-            placement = place_atlas(run, atlas, config.workflow, other.anat_transforms)
+            placement = place_atlas(run, atlas, config.workflow, other)
             inputs += [("DWI", f"{run.dwi.name} ({run.source})"), ("Atlas placement", placement.describe())]
             inputs += [("Warning", placement.warning)] if placement.warning else []
         inputs += [("T1w", other.t1w.name)] if other.t1w else []

@@ -192,7 +192,8 @@ class _RegisterAtlasInput(BaseInterfaceInputSpec):
     template_file = File(exists=True, desc="template of the atlas's space (not needed for method 'none')")
     atlas_file = File(exists=True, mandatory=True)
     labels = traits.List(traits.Int, mandatory=True)
-    method = traits.Enum("affine", "syn", "none", "transforms", usedefault=True)
+    method = traits.Enum("affine", "syn", "none", "transforms", "t1w", usedefault=True)
+    template_mask_file = File(exists=True, desc="brain mask of template_file (method 't1w')")
     transforms = traits.List(File(exists=True), desc="ITK/ANTs transform files (method 'transforms')")
 
 
@@ -220,6 +221,7 @@ class RegisterAtlas(SimpleInterface):
             labels=self.inputs.labels,
             method=self.inputs.method,
             transforms=self.inputs.transforms if isdefined(self.inputs.transforms) else None,
+            template_mask_file=self.inputs.template_mask_file if isdefined(self.inputs.template_mask_file) else None,
         )
         folder = Path(runtime.cwd)
         self._results["atlas_dwi"] = _save(

@@ -7,7 +7,9 @@ different contrasts). The labels follow with nearest-neighbour interpolation ont
 ``method="none"`` the DWI is taken to be in the template's space already and the labels are only resampled.
 With ``method="transforms"`` the labels go through existing transform files (ITK/ANTs ``.h5`` composites or
 ``.txt`` affines, read by nitransforms), e.g. QSIPrep's ``from-<template>_to-ACPC`` anatomical transform of a
-DWI in ACPC space; nothing is estimated.
+DWI in ACPC space; nothing is estimated. With ``method="t1w"`` (a raw DWI with fMRIPrep's or sMRIPrep's anatomy)
+the labels go through the template-to-T1w transform onto the participant's T1w, and the T1w brain is aligned
+to the b0 rigidly (the same head, another contrast): the chain replaces a template-to-b0 affine.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from pipelines.errors import InputDataError
 from pipelines.images import load_image
 from pipelines.transforms import through_transforms
 
-METHODS = ("affine", "syn", "none", "transforms")
+METHODS = ("affine", "syn", "none", "transforms", "t1w")
 #: Optimiser iterations per resolution level (coarse to fine) and the matching smoothing / shrink factors.
 LEVEL_ITERS = [200, 100, 25]
 SIGMAS = [3.0, 1.0, 0.0]
 FACTORS = [4, 2, 1]
 SYN_LEVEL_ITERS = [20, 10, 5]
+#: Template to b0: centre of mass, then ever more degrees of freedom. The participant's T1w to b0: the same head
+#: in (nearly) the same place, so rigid from the scanner's alignment.
+AFFINE_PIPELINE = ["center_of_mass", "translation", "rigid", "affine"]
+RIGID_PIPELINE = ["translation", "rigid"]
 
 
 @dataclass
@@ -65,6 +71,7 @@ def register_atlas(
     labels: list[int] | None = None,
     method: str = "affine",
     transforms: list[str | Path] | None = None,
+    template_mask_file: str | Path | None = None,
 ) -> RegistrationResult:
     """Bring an atlas (defined on ``template_file``'s space) onto the DWI grid.
 
@@ -77,14 +84,17 @@ def register_atlas(
     mask : ndarray, shape (X, Y, Z), bool
         DWI brain mask.
     template_file : str or Path, optional
-        Brain-extracted template image of the atlas's space, 3D; required unless ``method="none"``.
+        Brain-extracted template image of the atlas's space, 3D, for ``affine`` and ``syn``; the participant's
+        T1w reference for ``t1w``.
     labels : list of int, optional
         Atlas indices, to count the regions that survive; default: those in the atlas image.
     method : {"affine", "syn", "none", "transforms"}
         ``none`` skips registration (the DWI is in the template's space already); ``transforms`` applies
         ``transforms``.
+    template_mask_file : str or Path, optional
+        Brain mask of ``template_file`` (``t1w``: fMRIPrep's ``desc-brain_mask``); the image is masked with it.
     transforms : list of str or Path, optional
-        With ``method="transforms"``: transform files that resample an image of the atlas's space onto the
+        With ``method="transforms"`` or ``"t1w"``: transform files that resample an image of the atlas's space onto the
         DWI's space, in the order antsApplyTransforms takes them (the last one is applied to the image first).
 
     Returns
@@ -93,28 +103,31 @@ def register_atlas(
     """
     if method not in METHODS:
         raise ValueError(f"unknown registration {method!r}; use one of {METHODS}")
-    if template_file is None and method in ("affine", "syn"):
-        raise ValueError(f"registration {method!r} needs the atlas's template image (template_file)")
-    if method == "transforms" and not transforms:
-        raise ValueError("registration 'transforms' needs transform files")
+    if template_file is None and method in ("affine", "syn", "t1w"):
+        raise ValueError(f"registration {method!r} needs template_file (the template, or the T1w for 't1w')")
+    if method in ("transforms", "t1w") and not transforms:
+        raise ValueError(f"registration {method!r} needs transform files")
     atlas_img = _load_3d(atlas_file, "atlas")
+    template_img = _load_3d(template_file, "template") if template_file is not None else None
+    if template_img is not None and template_mask_file is not None:
+        brain = np.asarray(_load_3d(template_mask_file, "brain mask").dataobj) > 0
+        template_img = nib.Nifti1Image(np.asarray(template_img.dataobj, np.float32) * brain, template_img.affine)
     if method == "transforms" and transforms:
         atlas_img = through_transforms(atlas_img, transforms, b0_img)
     atlas_data = np.asarray(atlas_img.dataobj).astype(np.int32)
     static = np.asarray(b0_img.dataobj, dtype=np.float64) * mask
     static_affine = b0_img.affine
-    template_img = _load_3d(template_file, "template") if template_file is not None else None
     metrics: dict = {"Method": method}
     transform = np.eye(4)
     # template_img is None only with method "none" or "transforms" (refused above otherwise)
-    if method in ("affine", "syn") and template_img is not None:
+    if method in ("affine", "syn", "t1w") and template_img is not None:
         moving = np.asarray(template_img.dataobj, dtype=np.float64)
         _, transform, _, neg_mi = affine_registration(
             moving,
             static,
             moving_affine=template_img.affine,
             static_affine=static_affine,
-            pipeline=["center_of_mass", "translation", "rigid", "affine"],
+            pipeline=RIGID_PIPELINE if method == "t1w" else AFFINE_PIPELINE,
             level_iters=LEVEL_ITERS,
             sigmas=SIGMAS,
             factors=FACTORS,
@@ -123,12 +136,17 @@ def register_atlas(
             nbins=32,
         )
         metrics["MutualInformation"] = round(float(-neg_mi), 6)
+    atlas_transform = transform
+    if method == "t1w" and transforms:
+        # one resampling: a DWI point goes to the T1w (the rigid fit), then to the template (the anatomy's file)
+        atlas_img = through_transforms(atlas_img, [*transforms, transform], b0_img)
+        atlas_data, atlas_transform = np.asarray(atlas_img.dataobj).astype(np.int32), np.eye(4)
     warped_atlas: np.ndarray
     warped_template: np.ndarray | None
     if method == "syn" and template_img is not None:
         warped_atlas, warped_template = _syn(static, static_affine, template_img, atlas_img, transform)
     else:
-        warped_atlas = _affine_map(transform, static, static_affine, atlas_img).transform(
+        warped_atlas = _affine_map(atlas_transform, static, static_affine, atlas_img).transform(
             atlas_data, interpolation="nearest"
         )
         warped_template = (

@@ -28,6 +28,7 @@ def init_dmri_wf(
     template_file: str | Path | None = None,
     registration: str = "affine",
     transforms: Sequence[str | Path] = (),
+    template_mask_file: str | Path | None = None,
     n_streamlines: int = DEFAULT_STREAMLINES,
     seed: int = DEFAULT_SEED,
     step_size: float = _DEFAULTS.step_size,
@@ -62,9 +63,12 @@ def init_dmri_wf(
     template_file : str or Path, optional
         Brain-extracted template of the atlas's space (e.g. MNI152 T1 1 mm brain); required unless
         ``registration="none"``.
-    registration : {"affine", "syn", "none", "transforms"}
+    registration : {"affine", "syn", "none", "transforms", "t1w"}
         ``none`` when the DWI is already in the template's space (labels are only resampled);
-        ``transforms`` to apply ``transforms``.
+        ``transforms`` to apply ``transforms``; ``t1w`` to apply ``transforms`` onto the T1w given as
+        ``template_file`` and align that T1w rigidly to the b0.
+    template_mask_file : str or Path, optional
+        Brain mask of ``template_file`` (``t1w``).
     transforms : sequence of str or Path
         With ``registration="transforms"``: ITK/ANTs files taking the template's space to the DWI's, in
         antsApplyTransforms order.
@@ -98,7 +102,7 @@ def init_dmri_wf(
     labels, names = [int(v) for v in labels], [str(v) for v in names]
     if len(labels) != len(names):
         raise ValueError(f"init_dmri_wf: {len(labels)} labels but {len(names)} names")
-    if registration in ("affine", "syn") and template_file is None:
+    if registration in ("affine", "syn", "t1w") and template_file is None:
         raise ValueError(f"init_dmri_wf: registration={registration!r} needs template_file")
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = _methods_text(
@@ -140,6 +144,8 @@ def init_dmri_wf(
         register.inputs.template_file = str(template_file)
     if transforms:
         register.inputs.transforms = [str(t) for t in transforms]
+    if template_mask_file is not None:
+        register.inputs.template_mask_file = str(template_mask_file)
     connectome = pe.Node(Connectome(labels=labels, names=names), name="connectome", mem_gb=mem_gb)
 
     workflow.connect(
@@ -195,6 +201,9 @@ def _methods_text(
         "nearest-neighbour interpolation.",
         "transforms": "The atlas labels were brought into the DWI's anatomical space through the participant's "
         "existing template-to-anatomy transform (NiTransforms, nearest-neighbour interpolation).",
+        "t1w": "The atlas labels were brought onto the participant's T1w through its existing template-to-T1w "
+        "transform (NiTransforms), and the T1w brain was aligned rigidly to the mean b0 (DIPY, mutual "
+        "information); labels followed with nearest-neighbour interpolation.",
     }[registration]
     return (
         "Structural connectomes were computed with DIPY: fibre orientation distributions by constrained "

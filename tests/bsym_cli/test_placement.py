@@ -21,9 +21,9 @@ from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from bsym_cli.levels.placement import place_atlas
 from bsym_cli.levels.runtime import CACHE_VARIABLES
 from bsym_cli.utils.errors import OptionError
+from simulation.transforms import write_itk_affine_h5
 from tests.bsym_cli.test_reruns import APP, bsym_app
 from tests.data.bids import make_dataset
-from tests.data.transforms import write_itk_affine_h5
 
 TEMPLATE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer400Tian450"
@@ -207,3 +207,28 @@ def test_bold_in_another_template_goes_through_templateflows_transform(tmp_path:
     placement = sidecar["AtlasPlacement"]
     assert placement["Method"] == "template-transform" and placement["Transforms"] == [xfm.name]
     assert placement["AtlasSpace"] == "MNI152NLin6Asym" and placement["DataSpace"] == TEMPLATE
+
+
+def test_raw_dwi_with_fmripreps_anatomy_goes_through_the_t1w_chain(template_run, tmp_path: Path):
+    """The demo's raw DWI (moved by a head pose) with fMRIPrep's T1w and from-MNI152NLin6Asym_to-T1w transform:
+    the atlas lands where it does for the same data already in template space."""
+    root = tmp_path / "study"
+    build_demo(root, DemoSettings(participants=1, seed=3, n_frames=160, n_dummy=2))
+    xfm = "sub-01_from-MNI152NLin6Asym_to-T1w_mode-image_xfm.h5"
+    assert (root / "bids/derivatives/fmriprep/sub-01/anat" / xfm).is_file()
+    args = ["bids", "out", "participant", "--atlas-dataset", "atlases", "-w", "work", "--skip", "fmri", "model"]
+    result = bsym_app(root, *args, "--streamlines", "2000", "--nprocs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"raw DWI: the MNI152NLin6Asym atlas image through {xfm} onto sub-01_desc-preproc_T1w.nii.gz" in (
+        result.stderr
+    )
+    assert "approximate" not in result.stderr
+    dwi = root / "out" / "sub-01" / "dwi"
+    placement = json.loads(next(dwi.glob("*_stat-streamlinecount_relmat.json")).read_text())["AtlasPlacement"]
+    assert placement["Method"] == "anatomical-chain" and placement["Transforms"] == [xfm]
+    assert placement["AnatomicalReference"] == "sub-01_desc-preproc_T1w.nii.gz"
+    chained = np.asarray(nib.load(next(dwi.glob("*_space-dwi_*_dseg.nii.gz"))).dataobj)
+    template_dwi = template_run["root"] / "out" / "sub-01" / "dwi"
+    reference = np.asarray(nib.load(next(template_dwi.glob("*_space-dwi_*_dseg.nii.gz"))).dataobj)
+    inside = (chained > 0) | (reference > 0)
+    assert np.mean(chained[inside] == reference[inside]) > 0.9

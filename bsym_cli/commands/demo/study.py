@@ -35,6 +35,7 @@ from simulation.confounds import confounds_table, simulate_motion
 from simulation.dwi import radial_diffusivity_for_age, simulate_dwi
 from simulation.simulate import coupling_for_age, simulate_bold, simulate_connectome
 from simulation.tracts import Tract, choose_tracts
+from simulation.transforms import write_itk_affine_h5
 
 LOGGER = logging.getLogger("bsym.demo")
 
@@ -427,6 +428,20 @@ def _write_t1w(study: DemoStudy, sub: str, pose: np.ndarray, rng: np.random.Gene
         pose @ anatomy.grid.affine,
         dtype=np.int16,
     )
+    # fMRIPrep's anatomical outputs: the T1w reference (no resampling: one T1w), its brain mask, and the
+    # transform that resamples a template image into T1w space (maps a T1w point to the template point).
+    prep_dir = study.fmriprep_dir / sub / "anat"
+    _save_nifti(
+        study,
+        prep_dir / f"{sub}_desc-preproc_T1w.nii.gz",
+        np.clip(t1, 0, 32767).astype(np.int16),
+        pose @ anatomy.grid.affine,
+        dtype=np.int16,
+    )
+    mask_img = prep_dir / f"{sub}_desc-brain_mask.nii.gz"
+    _save_nifti(study, mask_img, anatomy.brain.astype(np.uint8), pose @ anatomy.grid.affine, dtype=np.uint8)
+    xfm = prep_dir / f"{sub}_from-MNI152NLin6Asym_to-T1w_mode-image_xfm.h5"
+    study.files.append(write_itk_affine_h5(xfm, np.linalg.inv(pose)))
     _json(
         study,
         anat_dir / f"{sub}_T1w.json",

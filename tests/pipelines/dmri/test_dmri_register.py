@@ -167,7 +167,7 @@ def test_labels_go_where_an_itk_transform_file_says(tmp_path, kind):
     import nitransforms as nt
 
     from pipelines.dmri.register import register_atlas
-    from tests.data.transforms import write_itk_affine_h5
+    from simulation.transforms import write_itk_affine_h5
 
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = -20.0

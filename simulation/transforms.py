@@ -1,4 +1,4 @@
-"""ITK/ANTs transform files as QSIPrep, fMRIPrep and TemplateFlow write them, made for the tests."""
+"""ITK/ANTs transform files as QSIPrep, fMRIPrep and TemplateFlow write them (the demo's fMRIPrep anat, tests)."""
 
 from __future__ import annotations
 
