@@ -291,9 +291,17 @@ def _write_dmri(
     writer: DerivativesWriter, run: DwiRun, files: dict[str, str | None], atlas: Atlas, placement: Placement
 ) -> dict[str, Path]:
     meta = _metadata(files)
-    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, **placement.sidecar()}
+    written: dict[str, Path] = {}
+    record = placement.sidecar()
+    if files.get("registration_figure"):  # the QC figure of the placement, named in every sidecar
+        figure = Path(files["registration_figure"])
+        written["registration_figure"] = writer.write(
+            "registration_figure", run.entities, src_file=figure, extension=figure.suffix
+        )
+        record["AtlasPlacement"]["QCFigure"] = writer.uri(written["registration_figure"])
+    common = {"Atlas": atlas.label, "AtlasLabelsSHA256": atlas.labels_sha256, **record}
     sources = [s for s in (run.dwi, run.bval, run.bvec, run.mask) if s]
-    written = {
+    written |= {
         "atlas_dwi": writer.write(
             "atlas_dwi",
             run.entities,
@@ -330,11 +338,6 @@ def _write_dmri(
 
     with atomic_path(dseg_tsv) as tmp:
         atlas.table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-    if files.get("registration_figure"):
-        figure = Path(files["registration_figure"])
-        written["registration_figure"] = writer.write(
-            "registration_figure", run.entities, src_file=figure, extension=figure.suffix
-        )
     if files.get("tractogram"):
         written["tractogram"] = writer.write(
             "tractogram",

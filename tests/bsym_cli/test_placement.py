@@ -79,6 +79,9 @@ def test_template_space_dwi_gets_its_templates_atlas_without_registration_or_fla
     placement = sidecar["AtlasPlacement"]
     assert placement["Method"] == "template-space" and placement["Registration"] == "none"
     assert placement["DataSpace"] == TEMPLATE and placement["AtlasSpace"] == TEMPLATE and "Warning" not in placement
+    figure = root / "out" / placement["QCFigure"].removeprefix("bids::")  # the atlas over the DWI, in the report
+    assert figure.name == "sub-01_desc-registration_dwi.svg" and figure.is_file()
+    assert f"./sub-01/figures/{figure.name}" in (root / "out" / "sub-01.html").read_text()
     assert "Atlas placement" in (root / "out" / "sub-01.html").read_text()
 
 
