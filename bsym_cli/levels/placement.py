@@ -144,7 +144,7 @@ def place_atlas(run: DwiRun, atlas: Atlas, wf: WorkflowConfig, part: Participant
             "mean b0; cortical parcels are approximate (by millimetres). A DWI already in a template space "
             "(space-<template>) is placed without registration."
         )
-    return Placement("registration", space, image, _space_of(atlas, image), wf.registration, warning)
+    return Placement("registration", space, image, _space_of(atlas, image), wf.registration, warning=warning)
 
 
 def _space_of(atlas: Atlas, image: Path) -> str:

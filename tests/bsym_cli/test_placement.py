@@ -164,6 +164,8 @@ def test_the_dwi_space_chooses_the_placement(tmp_path: Path):
 def test_offline_without_the_registration_template_exits_66_naming_it(tmp_path: Path):
     root = tmp_path / "study"
     build_demo(root, DemoSettings(participants=1, seed=3, n_frames=160, n_dummy=2, n_directions=12, n_b0=2))
+    for xfm in (root / "bids/derivatives/fmriprep/sub-01/anat").glob("*_xfm.h5"):  # no anatomy: the fallback
+        xfm.unlink()
     env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
     env["TEMPLATEFLOW_HOME"] = str(tmp_path / "empty-templateflow")  # TemplateFlow's skeleton only, no data
     args = ["bids", "out", "participant", "--atlas-dataset", "atlases", "-w", "work", "--skip", "fmri", "model"]

@@ -44,7 +44,7 @@ expect="${BSYM_CLUSTER_EXPECT:-$([ ${#weights_args[@]} -gt 0 ] && echo success |
 echo "weights: ${weights_args[*]:-package default}; expecting: $expect"
 
 "$bin/bsym" submit "$study/demo/bids" "$study/out" -w "$study/work" --cpus "$cpus" --mem "$mem" --time 30 \
-    --job-name bsymtest --submit -- --atlas-dataset "$study/demo/atlases" "${weights_args[@]}"
+    --job-name bsymtest --submit -- --atlas-dataset "$study/demo/atlases" --streamlines 20000 "${weights_args[@]}"
 "$bin/python" "$here/check_study.py" "$study/out" "$study/work" --cpus "$cpus" --mem "$mem" --expect "$expect" \
     --timeout "${BSYM_CLUSTER_TIMEOUT:-1800}"
 elapsed "array + group jobs checked"
@@ -56,7 +56,7 @@ jobcomp="$(scontrol show config | awk '$1 == "JobCompLoc" {print $3}')"
 before=$(wc -l < "$jobcomp")
 rc=0
 "$bin/bsym-app" "$study/demo/bids" "$study/out-plugin" participant --participant-label 01 \
-    -w "$study/work-plugin" --atlas-dataset "$study/demo/atlases" "${weights_args[@]}" \
+    -w "$study/work-plugin" --atlas-dataset "$study/demo/atlases" --streamlines 20000 "${weights_args[@]}" \
     --nipype-plugin-file "$here/nipype_slurm.yml" > "$study/plugin-run.log" 2>&1 || rc=$?
 jobs=$(( $(wc -l < "$jobcomp") - before ))
 elapsed "bsym-app --nipype-plugin-file: exit $rc, $jobs SLURM job(s) ran (log: $study/plugin-run.log)"
