@@ -175,12 +175,16 @@ def _report(
     sessions = []
     for other in (p for p in participants if p.subject == part.subject):
         inputs = [("Participant", other.label), ("Atlas", f"{atlas.label} ({len(atlas.indices)} regions)")]
-        for bold in other.bold_runs:
-            inputs += [("BOLD", f"{bold.bold.name} (TR {bold.t_r} s)")]
-            inputs += [("Atlas placement", place_atlas_on_bold(bold, atlas, config.workflow).describe())]
-        for run in other.dwi_runs:
-            placement = place_atlas(run, atlas, config.workflow, other)
-            inputs += [("DWI", f"{run.dwi.name} ({run.source})"), ("Atlas placement", placement.describe())]
+        placed = [
+            (f"{bold.bold.name} (TR {bold.t_r} s)", "BOLD", place_atlas_on_bold(bold, atlas, config.workflow))
+            for bold in other.bold_runs
+        ]
+        placed += [
+            (f"{dwi.dwi.name} ({dwi.source})", "DWI", place_atlas(dwi, atlas, config.workflow, other))
+            for dwi in other.dwi_runs
+        ]
+        for name, kind, placement in placed:
+            inputs += [(kind, name), ("Atlas placement", placement.describe())]
             inputs += [("Warning", placement.warning)] if placement.warning else []
         inputs += [("T1w", other.t1w.name)] if other.t1w else []
         text = boilerplate([methods[other.label]]) if other.label in methods else ""
