@@ -7,6 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipelines.atomic import atomic_path
+
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -18,8 +20,7 @@ def write_itk_affine_h5(path: str | Path, ras: np.ndarray) -> Path:
     """
     lps = _LPS @ np.asarray(ras, float) @ _LPS
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         group = h5.create_group("TransformGroup")
         composite = group.create_group("0")
         composite["TransformType"] = np.array([b"CompositeTransform_double_3_3"])

@@ -8,7 +8,7 @@ start and goes on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.cli.config import Config
@@ -54,7 +54,7 @@ class MemoryPlan:
         """What MultiProc may hand to nodes: the budget less the bsym-app process (None without a budget)."""
         if self.budget_gb is None:
             return None
-        return max(self.budget_gb - MAIN_PROCESS_GB, max(self.bold_node_gb, self.dwi_node_gb, 0.1))
+        return max(self.budget_gb - MAIN_PROCESS_GB, 0.1)
 
 
 def _shape(path) -> tuple[int, ...]:
@@ -92,22 +92,10 @@ def plan_memory(
         bold_node_gb=WORKER_GB + max(bold, default=0.0),
         dwi_node_gb=WORKER_GB + max(dwi, default=0.0),
     )
-    if budget is not None:
-        plan = _fit_nodes(plan)
+    if plan.scheduler_gb is not None:  # an oversized node still runs, alone, and the start says so
+        room = plan.scheduler_gb
+        plan = replace(plan, bold_node_gb=min(plan.bold_node_gb, room), dwi_node_gb=min(plan.dwi_node_gb, room))
     return plan
-
-
-def _fit_nodes(plan: MemoryPlan) -> MemoryPlan:
-    """Clamp node annotations to what the scheduler has, so that an oversized node still runs (alone)."""
-    room = plan.scheduler_gb or 0.0
-    return MemoryPlan(
-        budget_gb=plan.budget_gb,
-        need_gb=plan.need_gb,
-        heaviest=plan.heaviest,
-        batch_size=plan.batch_size,
-        bold_node_gb=min(plan.bold_node_gb, room),
-        dwi_node_gb=min(plan.dwi_node_gb, room),
-    )
 
 
 def announce(plan: MemoryPlan, requested_batch: int) -> None:

@@ -421,7 +421,7 @@ def _write_t1w(study: DemoStudy, sub: str, pose: np.ndarray, rng: np.random.Gene
     anatomy = anatomy_on_grid(T1W_STEP_MM)
     t1 = anatomy.t1 * (1.0 + 0.02 * rng.standard_normal(anatomy.t1.shape)) * anatomy.brain
     anat_dir = study.bids_dir / sub / "anat"
-    _save_nifti(
+    raw_t1w = _save_nifti(
         study,
         anat_dir / f"{sub}_T1w.nii.gz",
         np.clip(t1, 0, 32767).astype(np.int16),
@@ -431,13 +431,7 @@ def _write_t1w(study: DemoStudy, sub: str, pose: np.ndarray, rng: np.random.Gene
     # fMRIPrep's anatomical outputs: the T1w reference (no resampling: one T1w), its brain mask, and the
     # transform that resamples a template image into T1w space (maps a T1w point to the template point).
     prep_dir = study.fmriprep_dir / sub / "anat"
-    _save_nifti(
-        study,
-        prep_dir / f"{sub}_desc-preproc_T1w.nii.gz",
-        np.clip(t1, 0, 32767).astype(np.int16),
-        pose @ anatomy.grid.affine,
-        dtype=np.int16,
-    )
+    _link_or_copy(study, raw_t1w, prep_dir / f"{sub}_desc-preproc_T1w.nii.gz")
     mask_img = prep_dir / f"{sub}_desc-brain_mask.nii.gz"
     _save_nifti(study, mask_img, anatomy.brain.astype(np.uint8), pose @ anatomy.grid.affine, dtype=np.uint8)
     xfm = prep_dir / f"{sub}_from-MNI152NLin6Asym_to-T1w_mode-image_xfm.h5"
