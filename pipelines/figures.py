@@ -124,3 +124,38 @@ def parcel_map_figure(
     save_svg(figure, path, attributes={"data-vmin": f"{-limit:.6g}", "data-vmax": f"{limit:.6g}"})
     display.close()
     return limit
+
+
+def probe_comparison_figure(table: pd.DataFrame, path: str | Path) -> Path:
+    """Draw each target's out-of-fold score per feature set, with its 95% interval and permutation p.
+
+    ``table`` has the columns of ``group/desc-bsym_probes.tsv``: ``target``, ``features``, ``metric``,
+    ``score``, ``ci_low``, ``ci_high``, ``permutation_p`` (skipped sets have no score and are not drawn).
+    """
+    plt = _pyplot()
+    scored = table[table["score"].notna()]
+    targets = list(dict.fromkeys(scored["target"]))
+    figure, axes = plt.subplots(
+        1, max(1, len(targets)), figsize=(4.2 * max(1, len(targets)), 0.45 * scored.groupby("target").size().max() + 1)
+    )
+    for ax, target in zip(np.atleast_1d(axes), targets, strict=False):
+        rows = scored[scored["target"] == target].iloc[::-1]
+        y = np.arange(len(rows))
+        colours = ["#c33" if name == "embeddings" else "#778" for name in rows["features"]]
+        error = np.abs(rows[["ci_low", "ci_high"]].to_numpy(float).T - rows["score"].to_numpy(float))
+        ax.barh(y, rows["score"], xerr=error, color=colours, capsize=3)
+        for position, (_, row) in zip(y, rows.iterrows(), strict=True):
+            ax.annotate(
+                f"p={row['permutation_p']:.3f}",
+                (1.0, position),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        ax.set_yticks(y, rows["features"])
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_xlabel(f"out-of-fold {rows['metric'].iloc[0]} (95% bootstrap interval)")
+        ax.set_title(f"{target} (n={int(rows['n'].iloc[0])})", fontsize=9)
+    return save_svg(figure, path)

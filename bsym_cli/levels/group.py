@@ -101,6 +101,8 @@ def run_group(config: Config) -> None:
         merged = table.merge(participants, on="participant_id", how="left")
         predictions = merged[["participant_id", "session_id"]].copy()
         metrics = {}
+        baselines = _baseline_features(out_dir, table, config.workflow.atlas)
+        rows = []
         for target in config.model.targets:
             if target not in participants.columns:
                 raise OptionError(
@@ -121,10 +123,15 @@ def run_group(config: Config) -> None:
             metrics[target] = {**result.metrics, "features": kind}
             head_dir = save_head(result.head, group / "heads" / f"target-{target}")
             metrics[target]["head"] = str(head_dir)
-            log.info("Probe %s (%s): %s", target, result.task, _short(result.metrics))
+            log.info("Probe %s (%s, %s embeddings): %s", target, result.task, kind, _short(result.metrics))
+            metrics[target]["baselines"] = _probe_baselines(baselines, keep, values, target, config.workflow.seed)
+            rows += _score_rows(target, "embeddings", result.metrics)
+            for name, found in metrics[target]["baselines"].items():
+                rows += _score_rows(target, name, found)
         with atomic_path(group / "desc-bsym_predictions.tsv") as tmp:
             predictions.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         write_json(group / "desc-bsym_probes.json", metrics)
+        _write_probe_table(group, pd.DataFrame(rows))
     _network_identification(out_dir, table, atlas_label=config.workflow.atlas, seed=config.workflow.seed)
 
 
@@ -144,9 +151,93 @@ def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataF
     return rescaled
 
 
+def _baseline_features(out_dir: Path, table: pd.DataFrame, atlas: str) -> dict[str, np.ndarray | str]:
+    """:func:`pipelines.group.baselines.baseline_features` from each row's connectomes in OUTPUT_DIR."""
+    from pipelines.group.baselines import baseline_features
+
+    fc, sc, names = [], [], []
+    for pid, sid in zip(table["participant_id"], table["session_id"], strict=True):
+        folder = out_dir / pid / (sid if isinstance(sid, str) else "")
+        prefix = f"{pid}_{sid}" if isinstance(sid, str) else pid
+        fc.append(_mean_relmat(folder.glob(f"func/{prefix}_*atlas-{atlas}_stat-pearsoncorrelation_relmat.tsv")))
+        sc.append(_mean_relmat(folder.glob(f"dwi/{prefix}_*atlas-{atlas}_stat-signedsc_relmat.tsv")))
+        names.append(f"{pid} {sid}" if isinstance(sid, str) else pid)
+    return baseline_features(fc, sc, names)
+
+
+def _mean_relmat(paths) -> np.ndarray | None:
+    """Mean (R, R) of the ``relmat`` TSVs (one per run), or None when there are none."""
+    matrices = [pd.read_csv(p, sep="\t", index_col=0, na_values="n/a").to_numpy(float) for p in sorted(paths)]
+    return np.mean(matrices, axis=0) if matrices else None
+
+
+def _probe_baselines(
+    baselines: dict[str, np.ndarray | str], keep: np.ndarray, values: np.ndarray, target: str, seed: int
+) -> dict[str, dict]:
+    """Score every baseline feature set on the embeddings' rows, folds and permutations."""
+    from pipelines.group.probes import score_probe
+
+    log = get_logger()
+    results: dict[str, dict] = {}
+    for name, features in baselines.items():
+        if isinstance(features, str):
+            results[name] = {"skipped": features}
+            log.info("Probe %s, baseline %s: skipped (%s)", target, name, features)
+            continue
+        found = score_probe(features[keep], values, name=target, seed=seed).metrics
+        results[name] = {**found, "n_features": int(features.shape[1])}
+        log.info("Probe %s, baseline %s (%d features): %s", target, name, features.shape[1], _short(found))
+    return results
+
+
+def _score_rows(target: str, features: str, metrics: dict) -> list[dict]:
+    """One row of ``desc-bsym_probes.tsv``: the headline score with its interval and permutation p."""
+    if "skipped" in metrics:
+        return [{"target": target, "features": features, "skipped": metrics["skipped"]}]
+    metric = "pearson_r" if metrics["task"] == "regression" else "accuracy"
+    low, high = metrics["interval95"]
+    return [
+        {
+            "target": target,
+            "features": features,
+            "n": metrics["n"],
+            "metric": metric,
+            "score": metrics[metric],
+            "ci_low": low,
+            "ci_high": high,
+            "permutation_p": metrics.get("permutation_p"),
+            "skipped": None,
+        }
+    ]
+
+
+def _write_probe_table(group: Path, table: pd.DataFrame) -> None:
+    """``desc-bsym_probes.tsv``, its figure and a one-page HTML report of both (the group report)."""
+    import html
+
+    from pipelines.figures import probe_comparison_figure
+
+    with atomic_path(group / "desc-bsym_probes.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.4g")
+    figure = probe_comparison_figure(table, group / "desc-bsym_probes.svg")
+    body = table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}", border=0)
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>bsym-app group probes</title></head><body>\n"
+        "<h1>Probes: embeddings beside their inputs</h1>\n<p>Each row is scored with the same nested "
+        "cross-validation folds and the same permutation test (target shuffled, whole nested cross-validation "
+        "rerun). Interval: 95% bootstrap over participants.</p>\n"
+        f"{body}\n<p><img src='{html.escape(figure.name)}' alt='probe scores'></p>\n</body></html>\n"
+    )
+    with atomic_path(group / "desc-bsym_report.html") as tmp:
+        Path(tmp).write_text(page)
+
+
 def _short(metrics: dict) -> str:
     keys = ("pearson_r", "spearman_rho", "mse") if metrics["task"] == "regression" else ("accuracy", "f1", "auc")
-    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys)
+    text = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys)
+    low, high = metrics["interval95"]
+    p_value = metrics.get("permutation_p")
+    return text + f", 95% interval [{low:.2f}, {high:.2f}]" + ("" if p_value is None else f", p={p_value:.3f}")
 
 
 def _network_identification(out_dir: Path, table: pd.DataFrame, *, atlas_label: str, seed: int) -> None:

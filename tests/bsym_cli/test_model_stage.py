@@ -17,6 +17,7 @@ import pytest
 from brainsymphony import BrainSymphony, save_bundle
 from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from bsym_cli.levels.runtime import CACHE_VARIABLES
+from pipelines.group.baselines import BASELINES
 from tests.brainsymphony.tiny import tiny_config
 from tests.bsym_cli.conftest import FRAMES, MANIFEST, _bundle, run_app
 
@@ -198,6 +199,20 @@ def test_group_level_from_a_folder_copied_away_from_the_raw_data(study, tmp_path
     assert {"age_predicted", "age_observed", "sex_predicted"} <= set(predictions.columns)
     metrics = json.loads((group / "desc-bsym_probes.json").read_text())
     assert metrics["age"]["task"] == "regression" and metrics["sex"]["task"] == "classification"
+    # every probe has its permutation p and interval, and the baselines beside it (no dMRI here: SC skipped)
+    age = metrics["age"]
+    assert 1 / 1001 <= age["permutation_p"] <= 1 and age["interval95"][0] <= age["pearson_r"] <= age["interval95"][1]
+    baselines = age["baselines"]
+    assert sorted(baselines) == sorted(BASELINES)
+    assert baselines["FC edges"]["n_features"] == 450 * 449 // 2 and baselines["FC edges"]["n"] == 6
+    assert baselines["SC edges"] == {"skipped": "no SC for sub-01, sub-02, sub-03 ..."}
+    assert baselines["global summaries"]["n_features"] == 1  # mean FC only
+    table = pd.read_csv(group / "desc-bsym_probes.tsv", sep="\t")
+    assert list(table.loc[table["target"] == "sex", "features"]) == ["embeddings", *BASELINES]
+    scored = table[table["score"].notna()]
+    assert len(scored) == 6 and scored["permutation_p"].between(0, 1).all()
+    page = (group / "desc-bsym_report.html").read_text()
+    assert "FC edges" in page and "desc-bsym_probes.svg" in page and (group / "desc-bsym_probes.svg").exists()
     assert (group / "heads" / "target-age" / "head.json").exists()
     networks = json.loads((group / "atlas-Schaefer400Tian450_desc-networks_stat.json").read_text())
     assert networks["Clusters"] == 8 and networks["Participants"] == 6

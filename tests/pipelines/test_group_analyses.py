@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.errors import InputDataError
 from pipelines.group.networks import identify_networks, plot_contingency
-from pipelines.group.probes import run_probe, target_task
+from pipelines.group.probes import ALPHAS, _estimator, run_probe, score_probe, target_task
+from pipelines.group.significance import smallest_detectable_r
 from pipelines.heads import load_head, save_head
 
 
@@ -34,7 +35,7 @@ def test_ridge_probe_finds_planted_age_and_not_shuffled_age(tmp_path: Path):
     assert np.corrcoef(head.predict(x), age)[0, 1] > 0.95
 
 
-def test_logistic_probe_on_planted_sex_beats_chance_and_head_predicts_labels(tmp_path: Path):
+def test_ridge_classifier_probe_on_planted_sex_beats_chance_and_head_predicts_labels(tmp_path: Path):
     x, names, rng = _features(n=70)
     sex = np.where(x[:, 4] + 0.3 * rng.standard_normal(len(x)) > 0, "F", "M").astype(object)
     assert target_task(sex) == "classification"
@@ -73,3 +74,44 @@ def test_network_identification_recovers_planted_networks(tmp_path: Path):
     assert noise.adjusted_rand < 0.2
     figure = plot_contingency(result, tmp_path / "networks.svg")
     assert figure.read_text().startswith("<?xml")
+
+
+@pytest.mark.parametrize("kind", ["regression", "two classes", "three classes"])
+def test_kernel_form_gives_scikit_learns_nested_cross_validation(kind):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((29, 37))
+    x[:, 5] = 2.0  # a constant column: scaled by one, as StandardScaler does
+    task = "regression" if kind == "regression" else "classification"
+    if task == "regression":
+        y = 3 * x[:, 1] + 2 * rng.standard_normal(29)
+    else:
+        names = np.array(["a", "b", "c"][: 2 if kind == "two classes" else 3])
+        y = names[(np.abs(x[:, 2] + rng.standard_normal(29)) * len(names) / 3).astype(int).clip(0, len(names) - 1)]
+    scored = score_probe(x, y, name="y", seed=2, permutations=0)
+    ours = scored.predictions
+    splitter = (KFold if task == "regression" else StratifiedKFold)(scored.outer_folds, shuffle=True, random_state=2)
+    expected = np.empty(29, dtype=y.dtype)
+    for train, test in splitter.split(x, y):
+        expected[test] = _estimator(task, 2, scored.inner_folds).fit(x[train], y[train]).predict(x[test])
+    if task == "regression":
+        np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
+    else:
+        assert (ours == expected).all()
+    assert ALPHAS[0] < ALPHAS[-1]
+
+
+def test_permutation_p_and_interval_separate_a_planted_effect_from_noise():
+    x, _, rng = _features(n=40)
+    age = 40 + 8 * x[:, 2] + 4 * rng.standard_normal(len(x))
+    planted = score_probe(x, age, name="age", seed=0, permutations=500).metrics
+    assert planted["permutation_p"] <= 2 / 501  # no shuffle of 500 reaches the real r
+    low, high = planted["interval95"]
+    assert 0.3 < low < planted["pearson_r"] < high <= 1.0
+    noise = score_probe(x, rng.permutation(age), name="age", seed=0, permutations=500).metrics
+    assert noise["permutation_p"] > 0.05 and noise["interval95"][0] < 0 < noise["interval95"][1] + 0.3
+    again = score_probe(x, age, name="age", seed=0, permutations=500).metrics
+    assert again == planted  # seeded shuffles and resamples
+    assert smallest_detectable_r(8) == pytest.approx(0.621, abs=1e-3)
+    assert smallest_detectable_r(40) == pytest.approx(0.264, abs=1e-3)

@@ -1,0 +1,70 @@
+"""Baseline features of a probe: what the model's own inputs predict, scored beside the embeddings.
+
+A probe of the embeddings means little alone: the connectomes the model reads may predict the target better.
+The baselines are the functional connectivity edges, the signed structural connectome's edges, both, and a few
+global summaries (mean FC, mean |SC|, SC density), each one row per participant (and session) like the
+feature table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Baseline feature sets, in the order they are reported.
+BASELINES = ("FC edges", "SC edges", "FC and SC edges", "global summaries")
+
+
+def edges(matrix: np.ndarray) -> np.ndarray:
+    """Upper triangle (R * (R - 1) / 2,) of a symmetric (R, R) connectome, row by row."""
+    return matrix[np.triu_indices(matrix.shape[0], k=1)]
+
+
+def baseline_features(
+    fc: list[np.ndarray | None], sc: list[np.ndarray | None], participants: list[str]
+) -> dict[str, np.ndarray | str]:
+    """Feature matrices of :data:`BASELINES`, or the reason one cannot be built.
+
+    Parameters
+    ----------
+    fc, sc : list of ndarray, shape (R, R), or None
+        Per row of the feature table: the functional connectivity (mean over runs) and the signed structural
+        connectome, None where the participant has none.
+    participants : list of str
+        Row names for messages (``sub-01`` or ``sub-01 ses-a``).
+
+    Returns
+    -------
+    dict
+        Name -> (N, F) features, or a one-line reason it is skipped. Edges missing in any row (a parcel
+        below the coverage threshold) are left out of the edge sets.
+    """
+    sets: dict[str, np.ndarray | str] = {}
+    for name, matrices in (("FC edges", fc), ("SC edges", sc)):
+        missing = [who for who, m in zip(participants, matrices, strict=True) if m is None]
+        if missing:
+            sets[name] = f"no {name.split()[0]} for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+            continue
+        stacked = np.stack([edges(m) for m in matrices if m is not None])
+        sets[name] = stacked[:, np.isfinite(stacked).all(axis=0)]
+    fc_edges, sc_edges = sets["FC edges"], sets["SC edges"]
+    if isinstance(fc_edges, np.ndarray) and isinstance(sc_edges, np.ndarray):
+        sets["FC and SC edges"] = np.hstack([fc_edges, sc_edges])
+    else:
+        sets["FC and SC edges"] = next(s for s in (fc_edges, sc_edges) if isinstance(s, str))
+    summaries = []
+    if isinstance(fc_edges, np.ndarray):
+        summaries.append(fc_edges.mean(axis=1))
+    if isinstance(sc_edges, np.ndarray):
+        summaries += [np.abs(sc_edges).mean(axis=1), (sc_edges != 0).mean(axis=1)]
+    sets["global summaries"] = np.stack(summaries, axis=1) if summaries else "no connectomes"
+    return {name: sets[name] for name in BASELINES}
+
+
+def summary_names(features: dict[str, np.ndarray | str]) -> list[str]:
+    """Column names of the ``global summaries`` set built by :func:`baseline_features`."""
+    names = []
+    if isinstance(features.get("FC edges"), np.ndarray):
+        names.append("mean FC")
+    if isinstance(features.get("SC edges"), np.ndarray):
+        names += ["mean |SC|", "SC density"]
+    return names
