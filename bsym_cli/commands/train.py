@@ -423,7 +423,7 @@ class _ProgressLine:
     type=click.Choice(["probe", "full"]),
     default="probe",
     show_default=True,
-    help="probe: frozen encoder, ridge/logistic head with nested CV; full: fine-tune encoder and head.",
+    help="probe: frozen encoder, ridge (classifier) head with nested CV; full: fine-tune encoder and head.",
 )
 @click.option(
     "--task",

@@ -107,8 +107,7 @@ def score_probe(
         At least :data:`MIN_SUBJECTS` subjects are needed.
     permutations : int
         Shuffles of the target for the permutation p-value of the out-of-fold score (0: none). Each reruns
-        the nested cross-validation on the same folds: cheap for ridge (:mod:`pipelines.group.nested_ridge`),
-        one logistic fit per fold and shuffle for a classification.
+        the whole nested cross-validation on the same folds (cheap in :mod:`pipelines.group.nested_ridge`).
 
     Returns
     -------
