@@ -14,9 +14,10 @@ with far less work:
 * the value sum is linear in z / sigma, so sum_n alpha_n v_n needs only the softmax weights divided by
   sigma summed over t (per region), over r (per time point) and against the windows.
 
-Only the softmax over the R*T keys of every query and head remains; it is streamed over chunks of regions
-with a running shift, so memory does not grow with R*T, and the reduced maps (region x region: sum over t;
-region x time: sum over regions) come from the same weights. ``method="explicit"`` is a plain chunked
+Only the softmax over the R*T keys of every query and head remains; it is streamed for the whole batch at
+once over chunks of regions with a running shift, so memory does not grow with R*T, each chunk built and
+reduced by two batched matrix products (see :class:`_KeyStream`), and the reduced maps (region x region: sum
+over t; region x time: sum over regions) come from the same weights. ``method="explicit"`` is a plain chunked
 implementation of the reference (tokens, keys, values) kept for testing.
 """
 
@@ -71,13 +72,13 @@ class PerceiverOutput:
 
 @dataclass
 class _Terms:
-    """Per-subject factors of the pre-LayerNorm tokens z_rt = a_r + b_t + M w_rt."""
+    """Factors of a batch's pre-LayerNorm tokens z_rt = a_r + b_t + M w_rt."""
 
-    a: torch.Tensor  # (R, D)
-    b: torch.Tensor  # (T, D)
-    m: torch.Tensor  # (D, K)
-    windows: torch.Tensor  # (R, T, K)
-    sigma: torch.Tensor  # (R, T) LayerNorm denominators sqrt(var + eps)
+    a: torch.Tensor  # (B, R, D)
+    b: torch.Tensor  # (B, T, D)
+    m: torch.Tensor  # (D, K), shared by the batch
+    windows: torch.Tensor  # (B, R, T, K)
+    sigma: torch.Tensor  # (B, R, T) LayerNorm denominators sqrt(var + eps)
 
 
 class Perceiver(nn.Module):
@@ -89,10 +90,10 @@ class Perceiver(nn.Module):
         Uses ``n_regions``, ``n_timepoints``, ``width``, ``perceiver_token_width``, ``context_channels``,
         ``perceiver_heads``, ``perceiver_blocks``, ``mlp_width``, ``dropout``, ``layer_norm_eps``.
     chunk_elements : int
-        Target size, in score elements (heads * R * T per region), of one streamed chunk of regions.
+        Target size, in score elements (B * H * R * T per region), of one streamed chunk of regions.
     """
 
-    def __init__(self, config: BrainSymphonyConfig, *, chunk_elements: int = 1 << 19) -> None:
+    def __init__(self, config: BrainSymphonyConfig, *, chunk_elements: int = 1 << 21) -> None:
         super().__init__()
         width, token_width = config.width, config.perceiver_token_width
         self.heads = config.perceiver_heads
@@ -190,7 +191,7 @@ class Perceiver(nn.Module):
     def _token_terms(
         self, spatial: torch.Tensor, temporal: torch.Tensor, series: torch.Tensor, conv: nn.Conv1d
     ) -> _Terms:
-        """Factor the pre-LayerNorm tokens of one subject: spatial (R, D), temporal (T, D), series (R, T)."""
+        """Factor the pre-LayerNorm tokens: spatial (B, R, D), temporal (B, T, D), series (B, R, T)."""
         token_width = self.roi_proj.out_features
         w_in = self.input_proj.weight.float()
         w_region, w_time, w_signal = (
@@ -207,40 +208,40 @@ class Perceiver(nn.Module):
         m = w_signal @ (signal_weight @ conv_weight)  # (D, K)
         kernel = conv_weight.shape[1]
         padded = F.pad(series, (kernel // 2, kernel // 2))
-        windows = padded.unfold(-1, kernel, 1)  # (R, T, K)
+        windows = padded.unfold(-1, kernel, 1)  # (B, R, T, K)
         sigma = self._sigma(a, b, m, windows)
         return _Terms(a=a, b=b, m=m, windows=windows, sigma=sigma)
 
     def _sigma(self, a: torch.Tensor, b: torch.Tensor, m: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-        """LayerNorm denominators sqrt(var(z_rt) + eps), (R, T), without forming the (R, T, D) tokens.
+        """LayerNorm denominators sqrt(var(z_rt) + eps), (B, R, T), without forming the (B, R, T, D) tokens.
 
         |P z|^2 = |Pa_r|^2 + |Pb_t|^2 + w' G w + 2 Pa_r.Pb_t + 2 (M'P a_r).w + 2 (M'P b_t).w with G = M'PM,
         evaluated in float64 so the expansion loses nothing to cancellation.
         """
-        width = a.shape[1]
+        width = a.shape[-1]
         a64, b64, m64, w64 = (t.double() for t in (a, b, m, windows))
         a64 = a64 - a64.mean(dim=-1, keepdim=True)
         b64 = b64 - b64.mean(dim=-1, keepdim=True)
         m64 = m64 - m64.mean(dim=0, keepdim=True)
         gram = m64.T @ m64  # (K, K)
+        # 2 (M'P a_r + M'P b_t).w + w' G w = w . (2 M'P a_r + 2 M'P b_t + G w)
+        linear = 2.0 * ((a64 @ m64).unsqueeze(2) + (b64 @ m64).unsqueeze(1)) + w64 @ gram  # (B, R, T, K)
         square = (
-            (a64 * a64).sum(-1)[:, None]
-            + (b64 * b64).sum(-1)[None, :]
-            + 2.0 * (a64 @ b64.T)
-            + torch.einsum("rtk,kl,rtl->rt", w64, gram, w64)
-            + 2.0 * torch.einsum("rtk,rk->rt", w64, a64 @ m64)
-            + 2.0 * torch.einsum("rtk,tk->rt", w64, b64 @ m64)
+            (a64 * a64).sum(-1).unsqueeze(-1)
+            + (b64 * b64).sum(-1).unsqueeze(-2)
+            + 2.0 * (a64 @ b64.transpose(1, 2))
+            + (w64 * linear).sum(-1)
         )
         return torch.sqrt(square.clamp_min(0.0) / width + self.input_ln.eps).to(a.dtype)
 
     def _score_queries(self, queries: torch.Tensor) -> torch.Tensor:
-        """qp = P diag(gamma) W_k^T q / sqrt(d_h) for every head, (H, R, d_h) -> (H*R, D)."""
-        heads, regions, head_width = queries.shape
+        """qp = P diag(gamma) W_k^T q / sqrt(d_h) for every head, (B, H, R, d_h) -> (B, H*R, D)."""
+        batch, heads, regions, head_width = queries.shape
         width = heads * head_width
         key_weight = self.cross_attn.in_proj_weight[width : 2 * width].float().view(heads, head_width, width)
         qt = torch.matmul(queries, key_weight) * self.input_ln.weight.float() / math.sqrt(head_width)
         qt = qt - qt.mean(dim=-1, keepdim=True)
-        return qt.reshape(heads * regions, width)
+        return qt.reshape(batch, heads * regions, width)
 
     def _attend_fast(
         self,
@@ -252,30 +253,30 @@ class Perceiver(nn.Module):
         *,
         need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Exact factorised cross-attention; returns (B, H, R, d_h) and the optional reduced maps."""
+        """Exact factorised cross-attention of the whole batch; returns (B, H, R, d_h) and the optional maps."""
         batch, heads, query_count, head_width = queries.shape
-        outputs, region_maps, time_maps = [], [], []
-        for subject in range(batch):
-            terms = self._token_terms(spatial[subject], temporal[subject], series[subject], conv)
-            stream = _KeyStream(self._score_queries(queries[subject]), terms, need_weights=need_weights)
-            chunk = self.chunk_elements * (1 if series.device.type == "cpu" else _ACCELERATOR_CHUNK_FACTOR)
-            mean_token, region_weights, time_weights = stream.run(chunk)
-            outputs.append(self._values(mean_token, heads, head_width))
-            if region_weights is not None and time_weights is not None:
-                region_maps.append(region_weights.view(heads, query_count, -1).mean(0))
-                time_maps.append(time_weights.view(heads, query_count, -1).mean(0))
-        attended = torch.stack(outputs)
-        if not need_weights:
+        terms = self._token_terms(spatial, temporal, series, conv)
+        stream = _KeyStream(self._score_queries(queries), terms, need_weights=need_weights)
+        chunk = self.chunk_elements * (1 if series.device.type == "cpu" else _ACCELERATOR_CHUNK_FACTOR)
+        sums, region_weights, time_weights = stream.run(chunk)
+        # sum_rt alpha_rt z_rt / sigma_rt from its three factors, (B, N, R + T + K) @ (B, R + T + K, D)
+        factors = torch.cat([terms.a, terms.b, terms.m.T.expand(batch, -1, -1)], dim=1)
+        normalised = sums @ factors
+        normalised = normalised - normalised.mean(dim=-1, keepdim=True)
+        attended = self._values(normalised, heads, head_width)
+        if not need_weights or time_weights is None:
             return attended, None, None
-        return attended, torch.stack(region_maps), torch.stack(time_maps)
+        region_map = region_weights.view(batch, heads, query_count, -1).mean(1)
+        time_map = time_weights.view(batch, heads, query_count, -1).mean(1)
+        return attended, region_map, time_map
 
     def _values(self, normalised: torch.Tensor, heads: int, head_width: int) -> torch.Tensor:
-        """Attention output per head from the weighted mean normalised token, (H*R, D) -> (H, R, d_h)."""
+        """Attention output per head from the weighted mean normalised token, (B, H*R, D) -> (B, H, R, d_h)."""
         width = heads * head_width
         value_weight = self.cross_attn.in_proj_weight[2 * width :].float().view(heads, head_width, width)
         value_bias = self.cross_attn.in_proj_bias[2 * width :].float().view(heads, 1, head_width)
         gamma, beta = self.input_ln.weight.float(), self.input_ln.bias.float()
-        per_head = (normalised * gamma).view(heads, -1, width)
+        per_head = (normalised * gamma).view(normalised.shape[0], heads, -1, width)
         # sum_n alpha_n v_n = W_v (gamma * mean normalised + beta) + b_v, since the weights sum to one
         return per_head @ value_weight.transpose(1, 2) + (value_weight @ beta).unsqueeze(1) + value_bias
 
@@ -349,118 +350,127 @@ class Perceiver(nn.Module):
 
 
 class _KeyStream:
-    """Online softmax of one subject's score queries over all R*T keys, chunk by chunk of regions.
+    """Online softmax of a batch's score queries over all R*T keys, chunk by chunk of regions.
 
-    Scores are laid out (N, r*T) for a chunk of r regions (N = H * R queries), so that building them and
-    reducing them are single matrix products:
-    numerator = QB tiled + [QM | -shift | QA_chunk] @ [windows ; sigma ; region one-hot]   (= S - shift*sigma)
-    weights   = exp(numerator / sigma + log(1/sigma))                                  (= p / sigma)
-    sums      = weights @ [windows | sigma | region one-hot | sigma * one-hot]
+    A chunk of r regions is laid out key-major, (B*r, T, N) for N = H * R queries, so that building and
+    reducing it are batched matrix products over the B*r (subject, region) pairs, whose inner sizes are a
+    few window columns and the T frames. With everything divided by sigma beforehand,
+    exponent  = [w / sigma | 1 / sigma | 1 | -log sigma] @ [QM' ; QA'_r ; -shift' ; 1] + QB' / sigma
+              = score - shift - log sigma
+    weights   = exp(exponent)                                                  (= p / sigma)
+    sums      = [w | 1 | sigma]' @ weights     (window sums, sum_t p / sigma, sum_t p = region mass)
+    and the time sums are the weights summed over the chunk's regions.
     """
 
     def __init__(self, qp: torch.Tensor, terms: _Terms, *, need_weights: bool) -> None:
-        self.terms = terms
         self.need_weights = need_weights
-        regions, frames, kernel = terms.windows.shape
-        self.regions, self.frames, self.kernel = regions, frames, kernel
-        self.qa = qp @ terms.a.T  # (N, R)
-        self.qb = qp @ terms.b.T  # (N, T)
-        self.qm = qp @ terms.m  # (N, K)
-        self.windows = terms.windows.reshape(regions * frames, kernel)  # (R*T, K)
-        self.sigma = terms.sigma.reshape(regions * frames)
-        self.inv_sigma = self.sigma.reciprocal()
-        self.log_inv_sigma = self.inv_sigma.log()
+        batch, regions, frames, kernel = terms.windows.shape
+        self.batch, self.regions, self.frames, self.kernel = batch, regions, frames, kernel
+        self.qa_t = (terms.a @ qp.transpose(1, 2)).contiguous()  # (B, R, N)
+        self.qb_t = (terms.b @ qp.transpose(1, 2)).unsqueeze(1)  # (B, 1, T, N)
+        self.qm_t = terms.m.T @ qp.transpose(1, 2)  # (B, K, N)
+        sigma = terms.sigma.unsqueeze(-1)  # (B, R, T, 1)
+        self.sigma = sigma
+        self.inv_sigma = sigma.reciprocal()
+        ones = torch.ones_like(sigma)
+        # (B, R, T, K + 3): the key side of the exponents; (B, R, T, K + 2): that of the reductions
+        self.score_columns = torch.cat([terms.windows * self.inv_sigma, self.inv_sigma, ones, -sigma.log()], dim=-1)
+        self.sum_columns = torch.cat([terms.windows, ones, sigma], dim=-1)
+        self.buffer: torch.Tensor | None = None  # the chunk's exponents without autograd, set by run()
 
-    def run(self, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def run(self, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Stream all keys; see :meth:`Perceiver._attend_fast`.
 
         Returns
         -------
-        mean_normalised : Tensor, shape (N, D)
-            sum_rt alpha_rt P z_rt / sigma_rt.
-        region_weights : Tensor, shape (N, R), or None
+        sums : Tensor, shape (B, N, R + T + K)
+            sum_t alpha_rt / sigma_rt, sum_r alpha_rt / sigma_rt and sum_rt alpha_rt w_rt / sigma_rt.
+        region_weights : Tensor, shape (B, N, R)
             sum_t alpha_rt.
-        time_weights : Tensor, shape (N, T), or None
-            sum_r alpha_rt.
+        time_weights : Tensor, shape (B, N, T), or None
+            sum_r alpha_rt, when weights are needed.
         """
-        terms, kernel, frames = self.terms, self.kernel, self.frames
-        n_queries = self.qa.shape[0]
-        step = max(1, min(self.regions, chunk_elements // (n_queries * frames)))
-        one_hot = torch.eye(step, dtype=self.qa.dtype, device=self.qa.device).repeat_interleave(frames, dim=1)
-        self.one_hot = one_hot  # (step, step*T)
-        self.qb_tiled = self.qb.repeat(1, step)  # (N, step*T)
+        batch, frames, kernel = self.batch, self.frames, self.kernel
+        n_queries = self.qa_t.shape[-1]
+        step = max(1, min(self.regions, chunk_elements // (batch * n_queries * frames)))
+        self.buffer = None if torch.is_grad_enabled() else self.qa_t.new_empty(batch * step * frames * n_queries)
 
         shift: torch.Tensor | None = None
-        window_sum = self.qa.new_zeros(n_queries, kernel)
-        time_sum = self.qa.new_zeros(n_queries, frames)
-        time_mass = self.qa.new_zeros(n_queries, frames) if self.need_weights else None
-        total = self.qa.new_zeros(n_queries)
-        region_sum = self.qa.new_empty(n_queries, self.regions)
-        region_mass = self.qa.new_empty(n_queries, self.regions) if self.need_weights else None
-        region_shift = self.qa.new_empty(n_queries, self.regions)
+        window_sum = self.qa_t.new_zeros(batch, kernel, n_queries)
+        time_sum = self.qa_t.new_zeros(batch, frames, n_queries)
+        time_mass = self.qa_t.new_zeros(batch, frames, n_queries) if self.need_weights else None
+        region_sums: list[torch.Tensor] = []
+        region_masses: list[torch.Tensor] = []
+        region_shifts: list[torch.Tensor] = []
         for start in range(0, self.regions, step):
             stop = min(self.regions, start + step)
             if shift is None:
                 shift = self._chunk_max(start, stop)
             weights, sums = self._chunk(shift, start, stop)
-            mass = sums[:, kernel]
+            mass = sums[:, :, kernel + 1].sum(1)  # (B, N)
             if not bool(torch.isfinite(mass).all()) or float(mass.detach().max()) > _MAX_CHUNK_MASS:
                 new_shift = torch.maximum(shift, self._chunk_max(start, stop))
-                rescale = torch.exp(shift - new_shift)
-                for accumulator in (window_sum, time_sum, time_mass):
-                    if accumulator is not None:
-                        accumulator *= rescale[:, None]
-                total *= rescale
+                rescale = torch.exp(shift - new_shift).unsqueeze(1)  # (B, 1, N)
+                window_sum = window_sum * rescale
+                time_sum = time_sum * rescale
+                if time_mass is not None:
+                    time_mass = time_mass * rescale
                 shift = new_shift
                 weights, sums = self._chunk(shift, start, stop)
-                mass = sums[:, kernel]
             count = stop - start
-            window_sum += sums[:, :kernel]
-            total += mass
-            region_sum[:, start:stop] = sums[:, kernel + 1 : kernel + 1 + count]
-            region_shift[:, start:stop] = shift[:, None]
-            per_region = weights.view(n_queries, count, frames)
-            time_sum += per_region.sum(1)
-            if region_mass is not None and time_mass is not None:
-                region_mass[:, start:stop] = sums[:, kernel + 1 + count :]
-                time_mass += (per_region * terms.sigma[start:stop]).sum(1)
+            window_sum += sums[:, :, :kernel].sum(1)
+            region_sums.append(sums[:, :, kernel])  # (B, r, N)
+            region_masses.append(sums[:, :, kernel + 1])
+            region_shifts.append(shift.unsqueeze(1).expand(batch, count, n_queries))
+            time_sum += weights[:, 0] if count == 1 else weights.sum(1)
+            if time_mass is not None:
+                time_mass += (weights * self.sigma[:, start:stop]).sum(1)
         assert shift is not None  # at least one region
-        correction = torch.exp(region_shift - shift[:, None])
-        scale = total.reciprocal()[:, None]
-        normalised = ((region_sum * correction) @ terms.a + time_sum @ terms.b + window_sum @ terms.m.T) * scale
-        normalised = normalised - normalised.mean(dim=-1, keepdim=True)
-        if region_mass is None or time_mass is None:
-            return normalised, None, None
-        return normalised, region_mass * correction * scale, time_mass * scale
+        correction = torch.exp(torch.cat(region_shifts, dim=1) - shift.unsqueeze(1))  # (B, R, N)
+        region_sum = torch.cat(region_sums, dim=1) * correction
+        region_mass = torch.cat(region_masses, dim=1) * correction
+        scale = region_mass.sum(1, keepdim=True).reciprocal()  # 1 / total, (B, 1, N)
+        # (B, R + T + K, N) -> (B, N, R + T + K)
+        sums = (torch.cat([region_sum, time_sum, window_sum], dim=1) * scale).transpose(1, 2)
+        time_weights = None if time_mass is None else (time_mass * scale).transpose(1, 2)
+        return sums, (region_mass * scale).transpose(1, 2), time_weights
 
-    def _numerators(self, start: int, stop: int, shift: torch.Tensor | None) -> torch.Tensor:
-        """qp . z_rt (minus shift * sigma_rt when a shift is given) for regions start..stop, (N, r*T)."""
-        count, frames = stop - start, self.frames
-        keys = slice(start * frames, stop * frames)
-        left = [self.qm, self.qa[:, start:stop]]
-        right = [self.windows[keys].T, self.one_hot[:count, : count * frames]]
-        if shift is not None:
-            left.append(-shift[:, None])
-            right.append(self.sigma[None, keys])
-        return torch.addmm(self.qb_tiled[:, : count * frames], torch.cat(left, dim=1), torch.cat(right, dim=0))
+    def _exponents(self, start: int, stop: int, shift: torch.Tensor | None) -> torch.Tensor:
+        """score - shift - log sigma for regions start..stop, or the bare scores without a shift, (B, r, T, N)."""
+        batch, count, kernel, frames = self.batch, stop - start, self.kernel, self.frames
+        n_queries = self.qa_t.shape[-1]
+        if shift is None:  # zero rows for the shift and the log sigma
+            tail = self.qa_t.new_zeros(batch, 2, n_queries)
+        else:
+            tail = torch.stack([-shift, torch.ones_like(shift)], dim=1)
+        # (B, r, K + 3, N) -> (B*r, K + 3, N)
+        query_rows = torch.cat(
+            [
+                self.qm_t.unsqueeze(1).expand(batch, count, kernel, n_queries),
+                self.qa_t[:, start:stop].unsqueeze(2),
+                tail.unsqueeze(1).expand(batch, count, 2, n_queries),
+            ],
+            dim=2,
+        ).reshape(batch * count, kernel + 3, n_queries)
+        keys = self.score_columns[:, start:stop].reshape(batch * count, frames, kernel + 3)
+        inv_sigma = self.inv_sigma[:, start:stop]
+        if self.buffer is None:  # autograd: out of place
+            exponents = torch.bmm(keys, query_rows).view(batch, count, frames, n_queries)
+            return torch.addcmul(exponents, self.qb_t, inv_sigma)
+        exponents = self.buffer[: batch * count * frames * n_queries].view(batch * count, frames, n_queries)
+        torch.bmm(keys, query_rows, out=exponents)
+        exponents = exponents.view(batch, count, frames, n_queries)
+        return torch.addcmul(exponents, self.qb_t, inv_sigma, out=exponents)
 
     def _chunk_max(self, start: int, stop: int) -> torch.Tensor:
-        """Exact maximum score per query over regions start..stop, (N,)."""
-        keys = slice(start * self.frames, stop * self.frames)
-        return (self._numerators(start, stop, None) * self.inv_sigma[keys]).amax(dim=1)
+        """Exact maximum score per query over regions start..stop, (B, N)."""
+        return self._exponents(start, stop, None).flatten(1, 2).amax(dim=1)
 
     def _chunk(self, shift: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights exp(score - shift) / sigma (N, r*T) and their reductions (N, K + 1 + r [+ r])."""
-        count, frames = stop - start, self.frames
-        keys = slice(start * frames, stop * frames)
-        weights = self._numerators(start, stop, shift)
-        if torch.is_grad_enabled() and weights.requires_grad:  # training: out-of-place for autograd
-            weights = torch.addcmul(self.log_inv_sigma[keys], weights, self.inv_sigma[keys]).exp()
-        else:  # inference: in place, no extra buffers
-            torch.addcmul(self.log_inv_sigma[keys], weights, self.inv_sigma[keys], out=weights)
-            weights.exp_()
-        one_hot = self.one_hot[:count, : count * frames].T  # (r*T, r)
-        columns = [self.windows[keys], self.sigma[keys, None], one_hot]
-        if self.need_weights:
-            columns.append(one_hot * self.sigma[keys, None])
-        return weights, weights @ torch.cat(columns, dim=1)
+        """Weights exp(score - shift) / sigma, (B, r, T, N), and their reductions, (B, r, K + 2, N)."""
+        batch, count, frames = self.batch, stop - start, self.frames
+        exponents = self._exponents(start, stop, shift)
+        weights = exponents.exp() if self.buffer is None else exponents.exp_()
+        keys = self.sum_columns[:, start:stop].reshape(batch * count, frames, self.kernel + 2)
+        sums = torch.bmm(keys.transpose(1, 2), weights.view(batch * count, frames, -1))  # (B*r, K + 2, N)
+        return weights, sums.view(batch, count, self.kernel + 2, -1)

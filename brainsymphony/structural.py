@@ -32,11 +32,24 @@ def signed_softmax(scores: torch.Tensor) -> torch.Tensor:
     Tensor, shape (..., N, N)
         Signed weights; their absolute values sum to slightly less than 1 per row.
     """
+    numerators, denominators = _signed_terms(scores, reuse=False)
+    return numerators / denominators
+
+
+def _signed_terms(scores: torch.Tensor, *, reuse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerators sign(S) exp(|S| - m), (..., N, N), and denominators, (..., N, 1), of :func:`signed_softmax`.
+
+    Without autograd the exponentials are computed in place, and ``reuse=True`` lets ``scores`` be overwritten.
+    """
     magnitude = scores.abs()
     row_max = magnitude.amax(dim=-1, keepdim=True)
-    exponent = torch.exp(magnitude - row_max)
-    denominator = exponent.sum(dim=-1, keepdim=True) + _DENOMINATOR_FLOOR * torch.exp(-row_max)
-    return torch.sign(scores) * exponent / denominator
+    floor = _DENOMINATOR_FLOOR * torch.exp(-row_max)
+    if torch.is_grad_enabled() and scores.requires_grad:  # training: out of place for autograd
+        exponent = torch.exp(magnitude - row_max)
+        return torch.sign(scores) * exponent, exponent.sum(dim=-1, keepdim=True) + floor
+    exponent = magnitude.sub_(row_max).exp_()
+    denominators = exponent.sum(dim=-1, keepdim=True) + floor
+    return exponent.mul_(scores.sign_() if reuse else scores.sign()), denominators
 
 
 def attention_weightings(sc: torch.Tensor, config: BrainSymphonyConfig) -> list[torch.Tensor]:
@@ -149,16 +162,18 @@ class SignedAttentionLayer(nn.Module):
             return t.view(batch, regions, self.heads, head_width).transpose(1, 2)
 
         q, k, v = split(self.q_linear(x)), split(self.k_linear(x)), split(self.v_linear(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(head_width)  # (B, H, R, R)
-        attention = signed_softmax(scores * weightings[0].unsqueeze(1))
-        for weighting in weightings[1:]:
-            attention = attention + signed_softmax(scores * weighting.unsqueeze(1))
-        if len(weightings) > 1:
-            attention = attention / len(weightings)
-        mixed = (attention @ v).transpose(1, 2).reshape(batch, regions, width)
+        # every weighting at once, 1 / sqrt(d_h) folded in: (B, W, R, R) -> (B, W, 1, R, R)
+        weighting = (torch.stack(weightings, dim=1) / math.sqrt(head_width)).unsqueeze(2)
+        scores = (q @ k.transpose(-1, -2)).unsqueeze(1) * weighting  # (B, W, H, R, R)
+        numerators, denominators = _signed_terms(scores, reuse=True)
+        # the row normalisation commutes with the product by V: divide the (B, W, H, R, d_h) result instead
+        mixed = ((numerators @ v.unsqueeze(1)) / denominators).mean(dim=1)
+        mixed = mixed.transpose(1, 2).reshape(batch, regions, width)
         x = self.layer_norm1(x + self.out_linear(mixed))
         x = self.layer_norm2(x + self.dropout(self.ffn(x)))
-        return x, attention if need_weights else None
+        if not need_weights:
+            return x, None
+        return x, (numerators / denominators).mean(dim=1)
 
 
 @dataclass
