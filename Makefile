@@ -46,9 +46,8 @@ demo: install
 		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS) --streamlines $(STREAMLINES)
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age -w $(DEMO_WORK)
 	@echo
-	@echo "Demo finished. Probe of age from the embeddings (out-of-fold):"
-	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO_OUT)/group/desc-bsym_probes.json'))['age']; print('  Pearson r {pearson_r:.2f}, Spearman rho {spearman_rho:.2f}, MSE {mse:.1f} (variance of age {mse_of_mean:.1f}), n={n}'.format(**m))"
-	@echo "Outputs: $(DEMO_OUT)   group tables: $(DEMO_OUT)/group"
+	@$(BIN)/bsym demo $(DEMO) --check --outputs $(DEMO_OUT)
+	@echo "Demo finished. Outputs: $(DEMO_OUT)   group tables and probe report: $(DEMO_OUT)/group"
 	@echo "Reports:"; ls -1 $(DEMO_OUT)/sub-*.html | sed 's/^/  /'
 
 clean:

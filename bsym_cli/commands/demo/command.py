@@ -16,11 +16,26 @@ import click
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo study in DIRECTORY.")
-def demo(directory: Path, participants: int, seed: int, overwrite: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Build nothing: compare bsym-app's outputs on the demo in DIRECTORY with its ground truth (exit 1 if "
+    "a stage is off).",
+)
+@click.option(
+    "--outputs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --check: bsym-app's output folder (default DIRECTORY/bids/derivatives/bsym).",
+)
+def demo(directory: Path, participants: int, seed: int, overwrite: bool, check: bool, outputs: Path | None) -> None:
     """Build a small simulated study in DIRECTORY: raw BIDS, fMRIPrep derivatives, atlas and ground truth.
 
-    Writes DIRECTORY/bids (with derivatives/fmriprep), DIRECTORY/atlases and DIRECTORY/truth.
+    Writes DIRECTORY/bids (with derivatives/fmriprep), DIRECTORY/atlases and DIRECTORY/truth. With --check,
+    compares a finished run's outputs with that truth instead (docs/demo.md).
     """
+    if check:
+        _check(directory, outputs)
+        return
     from bsym_cli.commands.demo.study import DemoSettings, build_demo
 
     if not logging.getLogger().handlers:
@@ -39,3 +54,19 @@ def demo(directory: Path, participants: int, seed: int, overwrite: bool) -> None
 
     click.echo(f"  template          {lay_out_from_wheels()}")
     click.echo(study.participants.to_string(index=False))
+
+
+def _check(directory: Path, outputs: Path | None) -> None:
+    from bsym_cli.commands.demo.checks import check_demo
+    from bsym_cli.utils.errors import BsymError
+
+    results = check_demo(directory, outputs)
+    click.echo(f"Checks of the demo in {directory} against its ground truth ({directory / 'truth'}):")
+    for result in results:
+        click.echo(f"  {result}")
+    failed = [r.stage for r in results if r.passed is False]
+    if failed:
+        raise BsymError(
+            f"Demo check failed for {', '.join(failed)}: the outputs do not match the simulated truth. See the "
+            "lines above, and the participant reports (sub-*.html) and logs in the output folder."
+        )
