@@ -36,35 +36,33 @@ def baseline_features(
     -------
     dict
         Name -> (N, F) features, or a one-line reason it is skipped. Edges missing in any row (a parcel
-        below the coverage threshold) are left out of the edge sets.
+        below the coverage threshold) are left out of the edge sets, and so are SC edges without streamlines
+        in any row: an edge seen in a few participants only is a near-constant column that standardises to
+        huge values (out-of-fold errors of 1e12 on the demo), while the consensus edges carry the signal.
     """
     sets: dict[str, np.ndarray | str] = {}
+    full: dict[str, np.ndarray] = {}
     for name, matrices in (("FC edges", fc), ("SC edges", sc)):
         missing = [who for who, m in zip(participants, matrices, strict=True) if m is None]
         if missing:
             sets[name] = f"no {name.split()[0]} for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
             continue
         stacked = np.stack([edges(m) for m in matrices if m is not None])
-        sets[name] = stacked[:, np.isfinite(stacked).all(axis=0)]
+        full[name] = stacked
+        keep = np.isfinite(stacked).all(axis=0)
+        if name == "SC edges":  # an edge tracked in only some participants standardises to outliers
+            keep &= (stacked != 0).all(axis=0)
+        sets[name] = stacked[:, keep]
     fc_edges, sc_edges = sets["FC edges"], sets["SC edges"]
     if isinstance(fc_edges, np.ndarray) and isinstance(sc_edges, np.ndarray):
         sets["FC and SC edges"] = np.hstack([fc_edges, sc_edges])
     else:
         sets["FC and SC edges"] = next(s for s in (fc_edges, sc_edges) if isinstance(s, str))
     summaries = []
-    if isinstance(fc_edges, np.ndarray):
-        summaries.append(fc_edges.mean(axis=1))
-    if isinstance(sc_edges, np.ndarray):
-        summaries += [np.abs(sc_edges).mean(axis=1), (sc_edges != 0).mean(axis=1)]
+    if "FC edges" in full:
+        summaries.append(np.nanmean(full["FC edges"], axis=1))
+    if "SC edges" in full:
+        sc_all = np.nan_to_num(full["SC edges"])
+        summaries += [np.abs(sc_all).mean(axis=1), (sc_all != 0).mean(axis=1)]
     sets["global summaries"] = np.stack(summaries, axis=1) if summaries else "no connectomes"
     return {name: sets[name] for name in BASELINES}
-
-
-def summary_names(features: dict[str, np.ndarray | str]) -> list[str]:
-    """Column names of the ``global summaries`` set built by :func:`baseline_features`."""
-    names = []
-    if isinstance(features.get("FC edges"), np.ndarray):
-        names.append("mean FC")
-    if isinstance(features.get("SC edges"), np.ndarray):
-        names += ["mean |SC|", "SC density"]
-    return names

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Smallest column spread used in standardising, as a share of the median column's spread (see _Split.build).
+SPREAD_FLOOR = 0.01
+
 
 @dataclass
 class _Split:
@@ -28,11 +31,19 @@ class _Split:
 
     @classmethod
     def build(cls, features: np.ndarray, train: np.ndarray, test: np.ndarray) -> _Split:
-        """Standardise with the training rows (population std; constant columns scaled by 1)."""
+        """Standardise with the training rows (population std; constant columns scaled by 1).
+
+        A column whose training spread is below :data:`SPREAD_FLOOR` of the median column's is divided by that
+        floor instead: StandardScaler would divide by a near-zero spread and turn rounding-level differences
+        (an edge with one streamline in every training participant) into test values of 1e6.
+        """
         x_train, x_test = features[train], features[test]
         mean = x_train.mean(axis=0)
         scale = x_train.std(axis=0)
-        scale[scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
+        constant = scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+        varying = scale[~constant]
+        floor = SPREAD_FLOOR * float(np.median(varying)) if varying.size else 0.0
+        scale = np.where(constant, 1.0, np.maximum(scale, floor))
         x_train = (x_train - mean) / scale
         x_test = (x_test - mean) / scale
         eigenvalues, eigenvectors = np.linalg.eigh(x_train @ x_train.T)

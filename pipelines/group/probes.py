@@ -26,7 +26,15 @@ from pipelines.group.significance import (
 from pipelines.heads import LinearHead
 
 MIN_SUBJECTS = 6
-ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+#: Ridge penalties per feature: the grid is these times F, since the kernel X X' of F standardised features grows
+#: with F. A fixed grid leaves 100,000 connectome edges almost unregularised (out-of-fold errors of 1e10 on the
+#: demo's SC edges), while 128 embedding features get 0.0128 ... 12,800.
+ALPHAS_PER_FEATURE = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+
+
+def alpha_grid(n_features: int) -> tuple[float, ...]:
+    """The ridge penalties searched for ``n_features`` standardised features."""
+    return tuple(a * n_features for a in ALPHAS_PER_FEATURE)
 
 
 @dataclass
@@ -62,7 +70,7 @@ def target_task(values: np.ndarray) -> Literal["regression", "classification"]:
     return "regression"
 
 
-def _estimator(task: str, seed: int, inner_folds: int):
+def _estimator(task: str, seed: int, inner_folds: int, n_features: int):
     from sklearn.linear_model import Ridge, RidgeClassifier
     from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -71,11 +79,11 @@ def _estimator(task: str, seed: int, inner_folds: int):
     grid: dict[str, tuple[float, ...]]
     if task == "regression":
         model = make_pipeline(StandardScaler(), Ridge())
-        grid = {"ridge__alpha": ALPHAS}
+        grid = {"ridge__alpha": alpha_grid(n_features)}
         cv = KFold(inner_folds, shuffle=True, random_state=seed)
     else:
         model = make_pipeline(StandardScaler(), RidgeClassifier())
-        grid = {"ridgeclassifier__alpha": ALPHAS}
+        grid = {"ridgeclassifier__alpha": alpha_grid(n_features)}
         cv = StratifiedKFold(inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(model, grid, cv=cv)
 
@@ -137,7 +145,9 @@ def score_probe(
         outer, inner = (StratifiedKFold(k, shuffle=True, random_state=seed) for k in (outer_folds, inner_folds))
     else:
         outer, inner = (KFold(k, shuffle=True, random_state=seed) for k in (outer_folds, inner_folds))
-    ridge = NestedRidge(x, alphas=ALPHAS, outer=outer, inner=inner, labels=y if task == "classification" else None)
+    ridge = NestedRidge(
+        x, alphas=alpha_grid(x.shape[1]), outer=outer, inner=inner, labels=y if task == "classification" else None
+    )
     if task == "regression":
         oof = ridge.predict(y)
         metrics = _metrics(task, y, oof, None)
@@ -180,7 +190,7 @@ def run_probe(
         x, target, name=name, seed=seed, outer_folds=outer_folds, inner_folds=inner_folds, permutations=permutations
     )
     y = np.asarray(target, dtype=str if scored.task == "classification" else np.float64)
-    final = _estimator(scored.task, seed, scored.inner_folds).fit(x, y)
+    final = _estimator(scored.task, seed, scored.inner_folds, x.shape[1]).fit(x, y)
     head = _to_head(
         final.best_estimator_,
         scored.task,

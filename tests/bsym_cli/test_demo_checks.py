@@ -77,6 +77,7 @@ def test_check_command_exits_1_naming_the_stages_that_are_off(fmri_study):
     lines = result.stdout.splitlines()
     assert lines[1].startswith("  PASS  fMRI") and lines[2].startswith("  FAIL  dMRI   no streamline-count")
     assert lines[3].startswith("  FAIL  model  no reconstruction table")
+    assert lines[4].startswith("        model  identifiability: not measured (no model outputs in out)")
     assert "Demo check failed for dMRI, model" in result.stderr
 
 

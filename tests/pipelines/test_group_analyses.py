@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.errors import InputDataError
 from pipelines.group.networks import identify_networks, plot_contingency
-from pipelines.group.probes import ALPHAS, _estimator, run_probe, score_probe, target_task
+from pipelines.group.probes import _estimator, alpha_grid, run_probe, score_probe, target_task
 from pipelines.group.significance import smallest_detectable_r
 from pipelines.heads import load_head, save_head
 
@@ -94,12 +94,13 @@ def test_kernel_form_gives_scikit_learns_nested_cross_validation(kind):
     splitter = (KFold if task == "regression" else StratifiedKFold)(scored.outer_folds, shuffle=True, random_state=2)
     expected = np.empty(29, dtype=y.dtype)
     for train, test in splitter.split(x, y):
-        expected[test] = _estimator(task, 2, scored.inner_folds).fit(x[train], y[train]).predict(x[test])
+        estimator = _estimator(task, 2, scored.inner_folds, x.shape[1])
+        expected[test] = estimator.fit(x[train], y[train]).predict(x[test])
     if task == "regression":
         np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
     else:
         assert (ours == expected).all()
-    assert ALPHAS[0] < ALPHAS[-1]
+    assert alpha_grid(37)[0] == pytest.approx(0.0037)
 
 
 def test_permutation_p_and_interval_separate_a_planted_effect_from_noise():
@@ -115,3 +116,13 @@ def test_permutation_p_and_interval_separate_a_planted_effect_from_noise():
     assert again == planted  # seeded shuffles and resamples
     assert smallest_detectable_r(8) == pytest.approx(0.621, abs=1e-3)
     assert smallest_detectable_r(40) == pytest.approx(0.264, abs=1e-3)
+
+
+def test_a_nearly_constant_column_does_not_blow_up_the_predictions():
+    """An edge with one streamline in all participants but one: volumes make it differ only at 1e-9."""
+    x, _, rng = _features(n=24)
+    x[:, 0] = 1.0 + 1e-9 * rng.standard_normal(24)
+    x[5, 0] = 3.0
+    age = 40 + 8 * x[:, 2] + 4 * rng.standard_normal(24)
+    predicted = score_probe(x, age, name="age", seed=0, permutations=0).predictions
+    assert np.abs(predicted - age.mean()).max() < 5 * age.std()  # without the spread floor: about 1e8

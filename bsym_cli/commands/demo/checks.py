@@ -54,11 +54,15 @@ class CheckResult:
         return f"{verdict}  {self.stage:<6} {self.line}"
 
 
-def check_demo(root: str | Path, outputs: str | Path | None = None) -> list[CheckResult]:
-    """Run every check on the demo study at ``root`` and its outputs (default ``root/bids/derivatives/bsym``)."""
+def check_demo(
+    root: str | Path, outputs: str | Path | None = None, work: str | Path | None = None
+) -> list[CheckResult]:
+    """Run every check on the demo study at ``root``, its outputs (default ``root/bids/derivatives/bsym``) and
+    work directory (default ``root/work``, for the cached model inputs of the identifiability check)."""
     root = Path(root)
     truth = root / "truth"
     outputs = Path(outputs) if outputs else root / "bids" / "derivatives" / "bsym"
+    work = Path(work) if work else root / "work"
     for folder in (truth, outputs):
         if not folder.is_dir():
             raise MissingInputError(
@@ -72,6 +76,7 @@ def check_demo(root: str | Path, outputs: str | Path | None = None) -> list[Chec
         check_fmri(outputs, truth, participants, _atlas_names(root)),
         check_dwi(outputs, truth, participants),
         check_model(outputs, participants),
+        check_identifiability(outputs, work, participants),
         *check_probes(outputs),
     ]
 
@@ -224,6 +229,74 @@ def check_model(outputs: Path, participants: list[str]) -> CheckResult:
     if missing:
         line += f"; missing: {', '.join(missing)}"
     return CheckResult("model", line, passed, values)
+
+
+def check_identifiability(outputs: Path, work: Path, participants: list[str]) -> CheckResult:
+    """Subject features of each participant's first and second half of windows: own halves against others.
+
+    Embeds the model inputs the participant level cached in ``work`` with the bundle the run used (the shipped
+    one; other bundles are not reloaded), from the series alone (functional) and with the connectome (fused;
+    both halves share it, so fused identification is expected). A participant is identified when its second
+    half correlates best with its own first half (:func:`_identification`).
+    """
+    from brainsymphony import load_bundle
+    from bsym_cli.levels.model_stage import DEFAULT_BUNDLE, default_bundle_path
+    from pipelines.model.embed import embed_participant
+    from pipelines.model.inputs import cache_path, load_model_inputs
+
+    sidecar = _first(outputs / participants[0], "**/model/*_desc-bsym_features.json")
+    bundle = json.loads(sidecar.read_text()).get("Bundle") if sidecar else None
+    inputs = [load_model_inputs(p) for sub in participants if (p := cache_path(work, sub[4:], sub)).exists()]
+    usable = [i for i in inputs if i.windows is not None and len(i.windows) >= 2]
+    path = default_bundle_path()
+    if sidecar is None:
+        reason = f"no model outputs in {outputs}"
+    elif bundle != DEFAULT_BUNDLE or path is None:
+        reason = f"the run used the bundle {bundle!r}; only the shipped {DEFAULT_BUNDLE!r} is reloaded"
+    elif len(usable) < 2:
+        reason = f"{len(usable)} participant(s) in {work} have two or more windows to split into halves"
+    else:
+        reason = ""
+    if reason or path is None:
+        return CheckResult("model", f"identifiability: not measured ({reason})", None)
+    model, _ = load_bundle(path)
+    model.eval()
+    scores = {}
+    for kind, with_sc in (("functional", False), ("fused", True)):
+        halves = []
+        for run in usable:
+            assert run.windows is not None  # usable
+            middle = len(run.windows) // 2
+            for part in (run.windows[:middle], run.windows[middle:]):
+                found = embed_participant(
+                    model, part, run.sc if with_sc else None, attention=False, reconstruction_folds=0
+                )
+                halves.append(found.subject_vector()[kind])
+        scores[kind] = _identification(np.stack(halves))
+    windows = min(len(run.windows) for run in usable if run.windows is not None) // 2
+    line = f"identifiability ({len(usable)} participants, halves of >= {windows} window(s); chance 1 identified): " + (
+        "; ".join(
+            f"{kind} features of a participant's two halves correlate r {own:.2f} against {others:.2f} across "
+            f"participants, {identified} identified"
+            for kind, (own, others, identified) in scores.items()
+        )
+    )
+    line += " (the fused halves share one connectome)"
+    values = {kind: dict(zip(("own_r", "other_r", "identified"), found, strict=True)) for kind, found in scores.items()}
+    return CheckResult("model", line, None, values)
+
+
+def _identification(halves: np.ndarray) -> tuple[float, float, int]:
+    """Halves (2P, D), a participant's first then second: mean own r, mean other r, participants identified.
+
+    The vectors are centred on the mean of all halves, so what all participants share does not count.
+    """
+    vectors = halves - halves.mean(axis=0)
+    count = len(vectors) // 2
+    similarity = np.corrcoef(vectors[0::2], vectors[1::2])[:count, count:]  # (first halves, second halves)
+    own = float(np.diag(similarity).mean())
+    others = float(similarity[~np.eye(count, dtype=bool)].mean())
+    return own, others, int((similarity.argmax(axis=0) == np.arange(count)).sum())
 
 
 def check_probes(outputs: Path) -> list[CheckResult]:

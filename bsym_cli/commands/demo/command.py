@@ -27,14 +27,27 @@ import click
     type=click.Path(file_okay=False, path_type=Path),
     help="With --check: bsym-app's output folder (default DIRECTORY/bids/derivatives/bsym).",
 )
-def demo(directory: Path, participants: int, seed: int, overwrite: bool, check: bool, outputs: Path | None) -> None:
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --check: bsym-app's work folder, for the identifiability check (default DIRECTORY/work).",
+)
+def demo(
+    directory: Path,
+    participants: int,
+    seed: int,
+    overwrite: bool,
+    check: bool,
+    outputs: Path | None,
+    work: Path | None,
+) -> None:
     """Build a small simulated study in DIRECTORY: raw BIDS, fMRIPrep derivatives, atlas and ground truth.
 
     Writes DIRECTORY/bids (with derivatives/fmriprep), DIRECTORY/atlases and DIRECTORY/truth. With --check,
     compares a finished run's outputs with that truth instead (docs/demo.md).
     """
     if check:
-        _check(directory, outputs)
+        _check(directory, outputs, work)
         return
     from bsym_cli.commands.demo.study import DemoSettings, build_demo
 
@@ -56,11 +69,11 @@ def demo(directory: Path, participants: int, seed: int, overwrite: bool, check: 
     click.echo(study.participants.to_string(index=False))
 
 
-def _check(directory: Path, outputs: Path | None) -> None:
+def _check(directory: Path, outputs: Path | None, work: Path | None) -> None:
     from bsym_cli.commands.demo.checks import check_demo
     from bsym_cli.utils.errors import BsymError
 
-    results = check_demo(directory, outputs)
+    results = check_demo(directory, outputs, work)
     click.echo(f"Checks of the demo in {directory} against its ground truth ({directory / 'truth'}):")
     for result in results:
         click.echo(f"  {result}")
