@@ -89,6 +89,13 @@ def _atlas_names(root: Path) -> list[str]:
     return pd.read_csv(tables[0], sep="\t").sort_values("index")["name"].tolist()
 
 
+def _judged(stage: str, line: str, passed: bool, values: dict, missing: list[str]) -> CheckResult:
+    """A judged check; participants without outputs are listed and fail it."""
+    if missing:
+        line += f"; missing: {', '.join(missing)}"
+    return CheckResult(stage, line, passed and not missing, values)
+
+
 def _first(folder: Path, pattern: str) -> Path | None:
     found = sorted(folder.glob(pattern))
     return found[0] if found else None
@@ -134,7 +141,7 @@ def check_fmri(outputs: Path, truth: Path, participants: list[str], names: list[
         "own_match": float(np.min(own)),
         "missing": missing,
     }
-    passed = not missing and values["median_r"] >= FMRI_MEDIAN_R and values["own_match"] >= FMRI_OWN_MATCH
+    passed = values["median_r"] >= FMRI_MEDIAN_R and values["own_match"] >= FMRI_OWN_MATCH
     line = (
         f"parcel series vs truth ({len(medians)} participants): median r {values['median_r']:.2f}, worst parcel "
         f"{values['worst_r']:.2f}; {values['parcels_r_0.9']} of {len(names)} parcels at r >= {FMRI_GOOD_R} "
@@ -142,9 +149,7 @@ def check_fmri(outputs: Path, truth: Path, participants: list[str], names: list[
         f"{100 * values['own_match']:.0f}% (needs median r >= {FMRI_MEDIAN_R}, own match >= "
         f"{100 * FMRI_OWN_MATCH:.0f}%)"
     )
-    if missing:
-        line += f"; missing: {', '.join(missing)}"
-    return CheckResult("fMRI", line, passed, values)
+    return _judged("fMRI", line, passed, values, missing)
 
 
 def check_dwi(outputs: Path, truth: Path, participants: list[str]) -> CheckResult:
@@ -183,9 +188,7 @@ def check_dwi(outputs: Path, truth: Path, participants: list[str]) -> CheckResul
         "missing": missing,
     }
     passed = (
-        not missing
-        and summary["worst_median_rank"] <= DWI_TOP_SHARE * pairs
-        and summary["worst_share"] >= DWI_CHANCE_FACTOR * chance
+        summary["worst_median_rank"] <= DWI_TOP_SHARE * pairs and summary["worst_share"] >= DWI_CHANCE_FACTOR * chance
     )
     line = (
         f"{len(planted)} planted tracts ({len(median_ranks)} participants): median rank "
@@ -194,9 +197,7 @@ def check_dwi(outputs: Path, truth: Path, participants: list[str]) -> CheckResul
         f"chance {100 * chance:.2f}%) (needs median rank in the top {100 * DWI_TOP_SHARE:g}% and "
         f">= {DWI_CHANCE_FACTOR:g}x chance)"
     )
-    if missing:
-        line += f"; missing: {', '.join(missing)}"
-    return CheckResult("dMRI", line, passed, summary)
+    return _judged("dMRI", line, passed, summary, missing)
 
 
 def check_model(outputs: Path, participants: list[str]) -> CheckResult:
@@ -219,16 +220,14 @@ def check_model(outputs: Path, participants: list[str]) -> CheckResult:
         "regions_above_baseline": float(np.median(above)),
         "missing": missing,
     }
-    passed = not missing and values["median_r2"] > MODEL_MEDIAN_R2
+    passed = values["median_r2"] > MODEL_MEDIAN_R2
     line = (
         f"masked-region reconstruction ({len(medians)} participants): median R^2 {values['median_r2']:.2f} "
         f"(worst participant {values['worst_median_r2']:.2f}) against 0 for each region's own mean; "
         f"{100 * values['regions_above_baseline']:.0f}% of regions beat that baseline (needs median R^2 > "
         f"{MODEL_MEDIAN_R2:g})"
     )
-    if missing:
-        line += f"; missing: {', '.join(missing)}"
-    return CheckResult("model", line, passed, values)
+    return _judged("model", line, passed, values, missing)
 
 
 def check_identifiability(outputs: Path, work: Path, participants: list[str]) -> CheckResult:
