@@ -311,7 +311,7 @@ def check_probes(outputs: Path) -> list[CheckResult]:
         if metric == "pearson_r" and needed > PROBE_USEFUL_R:
             line = (
                 f"{target}: n = {n} is too few participants for a probe to mean anything (only r > {needed:.2f} "
-                f"could reach p < 0.05); see docs/demo.md for the n at which the planted effect shows"
+                f"could reach p < 0.05); rerun with more participants (make demo PARTICIPANTS=24)"
             )
         else:
             scores = [("embeddings", metrics)] + [
