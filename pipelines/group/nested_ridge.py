@@ -19,6 +19,21 @@ import numpy as np
 SPREAD_FLOOR = 0.01
 
 
+def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales (F,) of training rows (N, F): population std, constant columns scaled by 1.
+
+    A column whose spread is below :data:`SPREAD_FLOOR` of the median column's is divided by that floor
+    instead: StandardScaler would divide by a near-zero spread and turn rounding-level differences (an edge
+    with one streamline in every training participant) into test values of 1e6.
+    """
+    mean = x_train.mean(axis=0)
+    scale = x_train.std(axis=0)
+    constant = scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    varying = scale[~constant]
+    floor = SPREAD_FLOOR * float(np.median(varying)) if varying.size else 0.0
+    return mean, np.where(constant, 1.0, np.maximum(scale, floor))
+
+
 @dataclass
 class _Split:
     """One split's kernel eigenvectors and test kernel: predict(Y) for every alpha."""
@@ -31,21 +46,10 @@ class _Split:
 
     @classmethod
     def build(cls, features: np.ndarray, train: np.ndarray, test: np.ndarray) -> _Split:
-        """Standardise with the training rows (population std; constant columns scaled by 1).
-
-        A column whose training spread is below :data:`SPREAD_FLOOR` of the median column's is divided by that
-        floor instead: StandardScaler would divide by a near-zero spread and turn rounding-level differences
-        (an edge with one streamline in every training participant) into test values of 1e6.
-        """
-        x_train, x_test = features[train], features[test]
-        mean = x_train.mean(axis=0)
-        scale = x_train.std(axis=0)
-        constant = scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
-        varying = scale[~constant]
-        floor = SPREAD_FLOOR * float(np.median(varying)) if varying.size else 0.0
-        scale = np.where(constant, 1.0, np.maximum(scale, floor))
-        x_train = (x_train - mean) / scale
-        x_test = (x_test - mean) / scale
+        """Standardise with the training rows (:func:`standardisation`), then factor the training kernel."""
+        mean, scale = standardisation(features[train])
+        x_train = (features[train] - mean) / scale
+        x_test = (features[test] - mean) / scale
         eigenvalues, eigenvectors = np.linalg.eigh(x_train @ x_train.T)
         return cls(
             train=train,
@@ -110,20 +114,65 @@ class NestedRidge:
         y = np.asarray(targets, dtype=np.float64)
         matrix = y.reshape(self.n, -1)
         problems = matrix.shape[1] if y.ndim < 3 else y.shape[1]
-        outputs = matrix.shape[1] // problems
         out = np.empty_like(matrix)
+        columns = np.arange(matrix.shape[1])
         for outer, inner in self.folds:
-            score = np.zeros((len(self.alphas), problems))
-            for split in inner:
-                truth = matrix[split.test].reshape(len(split.test), problems, outputs)
-                predicted = split.predict(matrix, self.alphas).reshape(len(self.alphas), *truth.shape)
-                if select == "accuracy":
-                    score += (predicted.argmax(-1) == truth.argmax(-1)).mean(axis=1)
-                else:
-                    residual = ((predicted - truth) ** 2).sum(axis=1)[..., 0]
-                    total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)[..., 0]
-                    score += 1.0 - residual / np.where(total > 0, total, np.inf)
-            best = np.repeat(np.argmax(score, axis=0), outputs)  # first of equal means, as GridSearchCV
-            columns = np.arange(matrix.shape[1])
+            best = _best_alphas(inner, matrix, self.alphas, problems, select)
             out[outer.test] = outer.predict(matrix, self.alphas)[best, :, columns].T
         return out.reshape(y.shape)
+
+
+def _best_alphas(
+    splits: list[_Split], matrix: np.ndarray, alphas: np.ndarray, problems: int, select: str
+) -> np.ndarray:
+    """Index into ``alphas`` of each column of ``matrix`` (N, P*K): the best mean inner score of its problem."""
+    outputs = matrix.shape[1] // problems
+    score = np.zeros((len(alphas), problems))
+    for split in splits:
+        truth = matrix[split.test].reshape(len(split.test), problems, outputs)
+        predicted = split.predict(matrix, alphas).reshape(len(alphas), *truth.shape)
+        if select == "accuracy":
+            score += (predicted.argmax(-1) == truth.argmax(-1)).mean(axis=1)
+        else:
+            residual = ((predicted - truth) ** 2).sum(axis=1)[..., 0]
+            total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)[..., 0]
+            score += 1.0 - residual / np.where(total > 0, total, np.inf)
+    return np.repeat(np.argmax(score, axis=0), outputs)  # first of equal means, as GridSearchCV
+
+
+@dataclass
+class RidgeFit:
+    """Ridge refit on all rows: ``weight @ ((x - mean) / scale) + bias`` gives the K outputs."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    weight: np.ndarray  # (K, F)
+    bias: np.ndarray  # (K,)
+    alpha: float
+
+
+def fit_ridge(
+    features: np.ndarray, targets: np.ndarray, *, alphas: tuple[float, ...], inner, labels=None, select: str = "r2"
+) -> RidgeFit:
+    """Choose alpha by the ``inner`` folds on all rows (as GridSearchCV's refit), then fit on all rows.
+
+    Parameters
+    ----------
+    features : ndarray, shape (N, F)
+    targets : ndarray, shape (N, K)
+        One problem of K outputs (K one-vs-rest columns for a classification).
+    alphas, inner, labels, select
+        As :class:`NestedRidge` and :meth:`NestedRidge.predict`.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64).reshape(len(x), -1)
+    grid = np.asarray(alphas, dtype=np.float64)
+    strata = np.zeros(len(x)) if labels is None else np.asarray(labels)
+    splits = [_Split.build(x, fit, score) for fit, score in inner.split(x, strata)]
+    alpha = float(grid[_best_alphas(splits, y, grid, 1, select)[0]])
+    mean, scale = standardisation(x)
+    standard = (x - mean) / scale
+    offset = y.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(standard @ standard.T)
+    dual = eigenvectors @ ((eigenvectors.T @ (y - offset)) / (np.clip(eigenvalues, 0.0, None) + alpha)[:, None])
+    return RidgeFit(mean=mean, scale=scale, weight=(standard.T @ dual).T, bias=offset, alpha=alpha)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from pipelines.errors import InputDataError
-from pipelines.group.nested_ridge import NestedRidge
+from pipelines.group.nested_ridge import NestedRidge, fit_ridge
 from pipelines.group.significance import (
     PERMUTATIONS,
     bootstrap_interval,
@@ -68,24 +68,6 @@ def target_task(values: np.ndarray) -> Literal["regression", "classification"]:
     if values.dtype.kind in "iu" and len(unique) <= 10:
         return "classification"
     return "regression"
-
-
-def _estimator(task: str, seed: int, inner_folds: int, n_features: int):
-    from sklearn.linear_model import Ridge, RidgeClassifier
-    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    grid: dict[str, tuple[float, ...]]
-    if task == "regression":
-        model = make_pipeline(StandardScaler(), Ridge())
-        grid = {"ridge__alpha": alpha_grid(n_features)}
-        cv = KFold(inner_folds, shuffle=True, random_state=seed)
-    else:
-        model = make_pipeline(StandardScaler(), RidgeClassifier())
-        grid = {"ridgeclassifier__alpha": alpha_grid(n_features)}
-        cv = StratifiedKFold(inner_folds, shuffle=True, random_state=seed)
-    return GridSearchCV(model, grid, cv=cv)
 
 
 def score_probe(
@@ -189,14 +171,30 @@ def run_probe(
     scored = score_probe(
         x, target, name=name, seed=seed, outer_folds=outer_folds, inner_folds=inner_folds, permutations=permutations
     )
-    y = np.asarray(target, dtype=str if scored.task == "classification" else np.float64)
-    final = _estimator(scored.task, seed, scored.inner_folds, x.shape[1]).fit(x, y)
-    head = _to_head(
-        final.best_estimator_,
-        scored.task,
-        name,
-        feature_names,
-        {"metrics": scored.metrics, "seed": seed, "n_subjects": len(y), "best_params": final.best_params_},
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    classification = scored.task == "classification"
+    y = np.asarray(target, dtype=str if classification else np.float64)
+    classes = np.unique(y) if classification else np.array([])
+    splitter = StratifiedKFold if classification else KFold
+    fit = fit_ridge(
+        x,
+        _one_vs_rest(y, classes) if classification else y[:, None],
+        alphas=alpha_grid(x.shape[1]),
+        inner=splitter(scored.inner_folds, shuffle=True, random_state=seed),
+        labels=y if classification else None,
+        select="accuracy" if classification else "r2",
+    )
+    head = LinearHead(
+        target=name,
+        task=scored.task,
+        features=list(feature_names),
+        mean=fit.mean,
+        scale=fit.scale,
+        weight=fit.weight,
+        bias=fit.bias,
+        classes=[str(c) for c in classes],
+        metadata={"metrics": scored.metrics, "seed": seed, "n_subjects": len(y), "best_params": {"alpha": fit.alpha}},
     )
     return ProbeResult(target=name, task=scored.task, predictions=scored.predictions, metrics=scored.metrics, head=head)
 
@@ -248,29 +246,3 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | Non
         "auc": float(auc),
         "chance_accuracy": float(counts.max() / counts.sum()),
     }
-
-
-def _to_head(
-    pipeline, task: Literal["regression", "classification"], name: str, feature_names: list[str], metadata: dict
-) -> LinearHead:
-    scaler, model = pipeline[0], pipeline[-1]
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    if task == "regression":
-        weight, bias, classes = model.coef_[None, :], np.atleast_1d(model.intercept_), []
-    else:
-        weight, bias = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
-        classes = [str(c) for c in model.classes_]
-        if len(classes) == 2:  # sklearn keeps one row for two classes; softmax over [-z/2, z/2] is the same
-            weight = np.vstack([-weight[0] / 2, weight[0] / 2])
-            bias = np.array([-bias[0] / 2, bias[0] / 2])
-    return LinearHead(
-        target=name,
-        task=task,
-        features=list(feature_names),
-        mean=scaler.mean_,
-        scale=scale,
-        weight=np.asarray(weight, float),
-        bias=np.asarray(bias, float),
-        classes=classes,
-        metadata=metadata,
-    )

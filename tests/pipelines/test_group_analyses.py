@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.errors import InputDataError
 from pipelines.group.networks import identify_networks, plot_contingency
-from pipelines.group.probes import _estimator, alpha_grid, run_probe, score_probe, target_task
+from pipelines.group.probes import alpha_grid, run_probe, score_probe, target_task
 from pipelines.group.significance import smallest_detectable_r
 from pipelines.heads import load_head, save_head
 
@@ -76,6 +76,25 @@ def test_network_identification_recovers_planted_networks(tmp_path: Path):
     assert figure.read_text().startswith("<?xml")
 
 
+def _estimator(task: str, seed: int, inner_folds: int, n_features: int):
+    """scikit-learn's nested probe that :mod:`pipelines.group.nested_ridge` computes in kernel form."""
+    from sklearn.linear_model import Ridge, RidgeClassifier
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task == "regression":
+        model, name, cv = Ridge(), "ridge", KFold(inner_folds, shuffle=True, random_state=seed)
+    else:
+        model, name, cv = (
+            RidgeClassifier(),
+            "ridgeclassifier",
+            StratifiedKFold(inner_folds, shuffle=True, random_state=seed),
+        )
+    grid = {f"{name}__alpha": alpha_grid(n_features)}
+    return GridSearchCV(make_pipeline(StandardScaler(), model), grid, cv=cv)
+
+
 @pytest.mark.parametrize("kind", ["regression", "two classes", "three classes"])
 def test_kernel_form_gives_scikit_learns_nested_cross_validation(kind):
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -100,6 +119,16 @@ def test_kernel_form_gives_scikit_learns_nested_cross_validation(kind):
         np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
     else:
         assert (ours == expected).all()
+    # the head refit on all rows is scikit-learn's refit too
+    head = run_probe(x, y, name="y", feature_names=[str(i) for i in range(37)], seed=2, permutations=0).head
+    refit = _estimator(task, 2, scored.inner_folds, x.shape[1]).fit(x, y)
+    assert head.metadata["best_params"]["alpha"] == pytest.approx(
+        refit.best_params_[f"{refit.estimator.steps[-1][0]}__alpha"]
+    )
+    if task == "regression":
+        np.testing.assert_allclose(head.predict(x), refit.predict(x), rtol=1e-9, atol=1e-9)
+    else:
+        assert (head.predict(x) == refit.predict(x)).all()
     assert alpha_grid(37)[0] == pytest.approx(0.0037)
 
 
