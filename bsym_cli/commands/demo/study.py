@@ -34,10 +34,17 @@ from simulation.bold import paint_bold
 from simulation.confounds import confounds_table, simulate_motion
 from simulation.dwi import radial_diffusivity_for_age, simulate_dwi
 from simulation.simulate import coupling_for_age, simulate_bold, simulate_connectome
-from simulation.tracts import Tract, choose_tracts
+from simulation.tracts import Tract, choose_tracts, tracts_by_group
 from simulation.transforms import write_itk_affine_h5
 
 LOGGER = logging.getLogger("bsym.demo")
+
+#: Association tracts that join other parcel pairs in the ``rewired`` group: a planted change of topology
+#: (which pairs connect), where age changes only scales (coupling, diffusivity).
+REWIRED_TRACTS = 8
+#: The demo's two groups, alternating over participants (sub-01 reference, sub-02 rewired, ...).
+GROUPS = ("reference", "rewired")
+COLUMNS = ["participant_id", "age", "sex", "group"]
 
 BOLD_STEP_MM = 4
 DWI_STEP_MM = 3
@@ -156,9 +163,23 @@ def build_demo(root: str | Path, settings: DemoSettings | None = None, *, overwr
     study_seq, *participant_seqs = np.random.SeedSequence(settings.seed).spawn(1 + settings.participants)
     atlas = build_demo_atlas()
     is_thalamus = atlas.table["name"].str.contains("_THA_").to_numpy()
-    tracts = choose_tracts(atlas.centroids, atlas.hemispheres, is_thalamus, np.random.default_rng(study_seq))
-    LOGGER.info("Atlas %s (%d regions); %d planted tracts", ATLAS_LABEL, len(atlas.table), len(tracts))
-    study = DemoStudy(root=root, participants=pd.DataFrame(columns=["participant_id", "age", "sex"]))
+    tracts = choose_tracts(
+        atlas.centroids,
+        atlas.hemispheres,
+        is_thalamus,
+        np.random.default_rng(study_seq),
+        n_association=24 + REWIRED_TRACTS,
+    )
+    by_group = tracts_by_group(tracts, REWIRED_TRACTS)
+    LOGGER.info(
+        "Atlas %s (%d regions); %d planted tracts per participant, %d of them rewired in group %r",
+        ATLAS_LABEL,
+        len(atlas.table),
+        len(by_group["reference"]),
+        REWIRED_TRACTS,
+        GROUPS[1],
+    )
+    study = DemoStudy(root=root, participants=pd.DataFrame(columns=COLUMNS))
     study.files.append(write_demo_atlas(study.atlas_dir, atlas))
     rows = []
     # Many small linear-algebra calls: threaded BLAS only contends on small machines.
@@ -166,9 +187,12 @@ def build_demo(root: str | Path, settings: DemoSettings | None = None, *, overwr
         for number, seq in enumerate(participant_seqs, start=1):
             label = f"{number:02d}"
             LOGGER.info("Simulating sub-%s (%d/%d)", label, number, settings.participants)
-            rows.append(_write_participant(study, label, atlas, tracts, settings, np.random.default_rng(seq)))
-    study.participants = pd.DataFrame(rows, columns=["participant_id", "age", "sex"])
-    _write_dataset_files(study, atlas, tracts, settings)
+            group = GROUPS[(number - 1) % len(GROUPS)]
+            rows.append(
+                _write_participant(study, label, group, atlas, by_group[group], settings, np.random.default_rng(seq))
+            )
+    study.participants = pd.DataFrame(rows, columns=COLUMNS)
+    _write_dataset_files(study, atlas, tracts, by_group, settings)
     LOGGER.info("Demo study written to %s (%d files)", root, len(study.files))
     return study
 
@@ -261,11 +285,12 @@ def _link_or_copy(study: DemoStudy, source: Path, target: Path) -> Path:
 def _write_participant(
     study: DemoStudy,
     label: str,
+    group: str,
     atlas: DemoAtlas,
     tracts: list[Tract],
     settings: DemoSettings,
     rng: np.random.Generator,
-) -> tuple[str, float, str]:
+) -> tuple[str, float, str, str]:
     sub = f"sub-{label}"
     age = round(float(rng.uniform(*AGE_RANGE)), 1)
     sex = str(rng.choice(["F", "M"]))
@@ -337,6 +362,8 @@ def _write_participant(
             "participant_id": sub,
             "age": age,
             "sex": sex,
+            "group": group,
+            "dwi_tract_indices": [[int(indices[a]), int(indices[b])] for a, b in pairs],
             "coupling": coupling,
             "coupling_for_age": coupling_for_age(age),
             "model_noise": model_noise,
@@ -356,7 +383,7 @@ def _write_participant(
             "timeseries_rows": "atlas indices 1-450 in order (atlases/ table)",
         },
     )
-    return sub, age, sex
+    return sub, age, sex, group
 
 
 def _write_func(
@@ -450,7 +477,13 @@ def _write_t1w(study: DemoStudy, sub: str, pose: np.ndarray, rng: np.random.Gene
     )
 
 
-def _write_dataset_files(study: DemoStudy, atlas: DemoAtlas, tracts: list[Tract], settings: DemoSettings) -> None:
+def _write_dataset_files(
+    study: DemoStudy,
+    atlas: DemoAtlas,
+    tracts: list[Tract],
+    by_group: dict[str, list[Tract]],
+    settings: DemoSettings,
+) -> None:
     generated = {
         "Name": "bsym demo",
         "Version": __version__,
@@ -480,6 +513,14 @@ def _write_dataset_files(study: DemoStudy, atlas: DemoAtlas, tracts: list[Tract]
                 "Units": "year",
             },
             "sex": {"Description": "Sex (random, no planted effect)", "Levels": {"F": "female", "M": "male"}},
+            "group": {
+                "Description": f"Simulated group (planted: {REWIRED_TRACTS} white-matter tracts join other parcel "
+                "pairs in the rewired group, a change of topology)",
+                "Levels": {
+                    "reference": "the reference tracts",
+                    "rewired": f"{REWIRED_TRACTS} association tracts moved to other parcel pairs",
+                },
+            },
         },
     )
     _json(
@@ -514,6 +555,7 @@ def _write_dataset_files(study: DemoStudy, atlas: DemoAtlas, tracts: list[Tract]
                     "indices": [indices[a], indices[b]],
                     "names": [names[a], names[b]],
                     "kind": t.kind,
+                    "groups": [group for group in GROUPS if any(t is kept for kept in by_group[group])],
                     "length_mm": round(t.length_mm, 1),
                     "control_points_mm": t.control_points.round(2).tolist(),
                 }
@@ -535,8 +577,9 @@ def _readme(settings: DemoSettings) -> str:
         "from a stochastic Hopf network on a distance-rule connectome, convolved with a canonical HRF and "
         "painted into the Schaefer400Tian450 atlas (atlases/; its subcortex is synthetic) with motion, "
         "physiological noise and drift. DWI fibres follow tracts planted between connected parcels. Age "
-        "lowers the network coupling and raises white-matter radial diffusivity. The raw BOLD is the same "
-        "data as the fMRIPrep derivative. Ground truth: ../truth/.\n"
+        "lowers the network coupling and raises white-matter radial diffusivity. Participants alternate "
+        f"between two groups; in the rewired group {REWIRED_TRACTS} tracts join other parcel pairs. The raw "
+        "BOLD is the same data as the fMRIPrep derivative. Ground truth: ../truth/.\n"
     )
 
 
@@ -546,9 +589,11 @@ Ground truth of the bsym demo study (not part of any BIDS dataset).
 sub-XX_timeseries.npy  float32 (450, n_volumes): parcel signals before painting, rows in atlas index order
                        (1-450), columns = every BOLD volume including the non-steady-state ones.
 sub-XX_sc.npy          float32 (450, 450): the structural connectome the simulation used (max 1).
-sub-XX_params.json     age, sex, coupling, noise, TR, motion, DWI head pose (scanner_mm = pose @ mni_mm;
-                       the DWI and T1w affines are pose @ their MNI grid affine), diffusivities.
-dwi_tracts.json        the planted tracts: atlas indices and names of both ends, kind, Bezier control points.
+sub-XX_params.json     age, sex, group, the atlas indices of its planted tracts, coupling, noise, TR, motion,
+                       DWI head pose (scanner_mm = pose @ mni_mm; the DWI and T1w affines are pose @ their
+                       MNI grid affine), diffusivities.
+dwi_tracts.json        the planted tracts: atlas indices and names of both ends, kind, the groups that have
+                       it, Bezier control points.
 """
 
 
