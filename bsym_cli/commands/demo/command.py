@@ -65,7 +65,7 @@ def demo(
     click.echo(f"  ground truth      {study.truth_dir}")
     from bsym_cli.commands.templates import lay_out_from_wheels
 
-    click.echo(f"  template          {lay_out_from_wheels()}")
+    click.echo(f"  template          {lay_out_from_wheels()[0]}")
     click.echo(study.participants.to_string(index=False))
 
 
