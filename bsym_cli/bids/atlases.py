@@ -13,7 +13,9 @@ Entities are read in any order, so datasets written with ``res-`` before ``atlas
 
 XCP-D's layout (``atlas-<A>/atlas-<A>_space-<T>[_res-<r>]_dseg.nii.gz`` + ``atlas-<A>/atlas-<A>_dseg.tsv``)
 is read as well. An atlas is looked up in ``--atlas-dataset``, then ``$BSYM_ATLAS_DIR``, then the copy
-baked into the container (``$BSYM_BAKED_ATLAS_DIR``, default ``/opt/bsym/atlases``).
+baked into the container (``$BSYM_BAKED_ATLAS_DIR``, default ``/opt/bsym/atlases``). Last, the Schaefer
+parcellations come from TemplateFlow: ``Schaefer<N>Parcels<K>Networks`` is TemplateFlow's
+``atlas-Schaefer2018_desc-<N>Parcels<K>Networks``, in every template of :data:`TEMPLATES` that has it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pipelines.atomic import atomic_path, copy_file, locked, write_json, write_t
 DEFAULT_ATLAS = "Schaefer400Tian450"
 TEMPLATES = ("MNI152NLin6Asym", "MNI152NLin2009cAsym")
 _ENTITY = re.compile(r"(?:^|_)(tpl|space|res|atlas)-([a-zA-Z0-9]+)")
+#: Atlas labels read from TemplateFlow's Schaefer2018 parcellations (N parcels, K networks).
+TEMPLATEFLOW_SCHAEFER = re.compile(r"Schaefer(\d+)Parcels(7|17)Networks")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,44 @@ def _scan(root: Path, label: str) -> Atlas | None:
     return Atlas(label=label, images=images, table=read_labels_table(table_file), table_file=table_file, root=root)
 
 
+def _from_templateflow(label: str) -> Atlas | None:
+    """Atlas ``Schaefer<N>Parcels<K>Networks`` from TemplateFlow; None for other labels or when TemplateFlow
+    lists no such file; exit 66 naming a file that TemplateFlow lists but that has not been fetched."""
+    from bsym_cli.bids.templates import fetch_hint, fetched
+
+    match = TEMPLATEFLOW_SCHAEFER.fullmatch(label)
+    if match is None:
+        return None
+    query = {"atlas": "Schaefer2018", "desc": f"{match[1]}Parcels{match[2]}Networks", "suffix": "dseg"}
+    images: dict[str, dict[str, Path]] = {}
+    tables: list[Path] = []
+    unfetched: dict[str, Path] = {}
+    for template in TEMPLATES:
+        present, absent = fetched(template, **query)
+        for path in present:
+            if path.name.endswith(".tsv"):
+                tables.append(path)
+            else:
+                images.setdefault(template, {})[dict(_ENTITY.findall(path.name)).get("res", "")] = path
+        if absent:
+            unfetched[template] = absent[0]
+    if not (images and tables):
+        if unfetched:
+            template, path = next(iter(unfetched.items()))
+            raise MissingInputError(
+                f"Atlas '{label}' is TemplateFlow's {query['atlas']} {query['desc']}, and {path} has not been "
+                f"fetched; {fetch_hint(template, query)}."
+            )
+        return None
+    table = pd.read_csv(tables[0], sep="\t").rename(columns={"label": "name"})
+    table = table[["index", "name"]].astype({"index": int, "name": str})
+    # Schaefer names read <K>Networks_<hemisphere>_<network>_...
+    table["network"] = [name.split("_")[2] if name.count("_") >= 3 else "n/a" for name in table["name"]]
+    return Atlas(
+        label=label, images=images, table=table.sort_values("index"), table_file=tables[0], root=tables[0].parent
+    )
+
+
 def check_atlas_labels(atlas: Atlas) -> None:
     """Refuse (exit 65) an atlas image holding labels that its labels table lacks.
 
@@ -208,12 +250,15 @@ def resolve_atlas(label: str = DEFAULT_ATLAS, *, atlas_dataset: str | Path | Non
     if atlas_dataset and not Path(atlas_dataset).is_dir():
         raise MissingInputError(f"--atlas-dataset {atlas_dataset}: no such folder.")
     for root in roots:
-        if root.is_dir():
-            found = _scan(root, label)
-            if found is not None:
-                check_atlas_labels(found)
-                return found
-    searched = ", ".join(str(r) for r in roots)
+        found = _scan(root, label) if root.is_dir() else None
+        if found is not None:
+            check_atlas_labels(found)
+            return found
+    found = _from_templateflow(label)
+    if found is not None:
+        check_atlas_labels(found)
+        return found
+    searched = ", ".join(str(r) for r in roots) + (", TemplateFlow" if TEMPLATEFLOW_SCHAEFER.fullmatch(label) else "")
     hint = ""
     if label == DEFAULT_ATLAS:
         hint = (
@@ -225,7 +270,7 @@ def resolve_atlas(label: str = DEFAULT_ATLAS, *, atlas_dataset: str | Path | Non
         f"tpl-<T>/tpl-<T>_atlas-{label}_dseg.nii.gz for T in {', '.join(TEMPLATES)} "
         f"(at least the BOLD's template) and tpl-<T>_atlas-{label}_dseg.tsv "
         f"(index, name, network). Point --atlas-dataset or $BSYM_ATLAS_DIR to a BIDS atlas dataset holding "
-        f"them.{hint}"
+        f"them, or use a TemplateFlow Schaefer parcellation (--atlas Schaefer400Parcels7Networks).{hint}"
     )
 
 
@@ -304,9 +349,10 @@ def write_atlas_dataset(
 def _copied_description(atlas: Atlas) -> str:
     """README of a copied atlas dataset: the source's own README, or a note naming the source dataset."""
     source = atlas.root / "README.md"
+    source_name = f"TemplateFlow's {atlas.root.name}" if atlas.root.name.startswith("tpl-") else f"'{atlas.root.name}'"
     note = (
         f"Atlas {atlas.label} ({len(atlas.indices)} regions) as bsym-app used it, copied from the atlas dataset "
-        f"'{atlas.root.name}'. The labels table lists each region's index and name; the sidecar says which "
+        f"{source_name}. The labels table lists each region's index and name; the sidecar says which "
         "template the images are in."
     )
     return (source.read_text().rstrip() + "\n\n" + note) if source.is_file() else note

@@ -31,7 +31,7 @@ def templateflow_home(environ: MutableMapping[str, str] | None = None) -> Path:
     return Path(env["TEMPLATEFLOW_HOME"])
 
 
-def _fetch_hint(template: str, query: dict, source: str | None = None) -> str:
+def fetch_hint(template: str, query: dict, source: str | None = None) -> str:
     arguments = ", ".join([repr(template), *(f"{k}={v!r}" for k, v in query.items())])
     arguments += f", **{{'from': {source!r}}}" if source else ""
     return (
@@ -46,6 +46,13 @@ def _local(template: str, query: dict) -> list[Path]:
     from templateflow import api
 
     return sorted(Path(p) for p in api.ls(template, **query))
+
+
+def fetched(template: str, **query) -> tuple[list[Path], list[Path]]:
+    """TemplateFlow's files of ``template`` matching ``query``: those on disk, and those listed but not fetched."""
+    listed = _local(template, query)
+    present = [p for p in listed if p.is_file() and p.stat().st_size > 0]
+    return present, [p for p in listed if p not in present]
 
 
 def template_file(template: str, **query) -> Path:
@@ -67,7 +74,7 @@ def template_file(template: str, **query) -> Path:
         )
     path = matches[0]
     if not path.is_file() or path.stat().st_size == 0:
-        raise MissingInputError(f"TemplateFlow file {path} has not been fetched; {_fetch_hint(template, query)}.")
+        raise MissingInputError(f"TemplateFlow file {path} has not been fetched; {fetch_hint(template, query)}.")
     return path
 
 
@@ -83,7 +90,7 @@ def template_transform(source: str, target: str) -> Path | None:
         return None
     path = matches[0]
     if not path.is_file() or path.stat().st_size == 0:
-        hint = _fetch_hint(target, query, source)
+        hint = fetch_hint(target, query, source)
         raise MissingInputError(f"TemplateFlow transform {path} has not been fetched; {hint}.")
     return path
 
@@ -93,4 +100,7 @@ APP_FILES: tuple[tuple[str, dict], ...] = (
     (REGISTRATION_TEMPLATE, REGISTRATION_QUERY),
     ("MNI152NLin2009cAsym", {"suffix": "xfm", "extension": ".h5", "mode": "image", "from": "MNI152NLin6Asym"}),
     ("MNI152NLin6Asym", {"suffix": "xfm", "extension": ".h5", "mode": "image", "from": "MNI152NLin2009cAsym"}),
+    # --atlas Schaefer400Parcels7Networks (bsym_cli.bids.atlases); other Schaefer sizes: bsym templates --atlas
+    ("MNI152NLin6Asym", {"atlas": "Schaefer2018", "desc": "400Parcels7Networks"}),
+    ("MNI152NLin2009cAsym", {"atlas": "Schaefer2018", "desc": "400Parcels7Networks"}),
 )

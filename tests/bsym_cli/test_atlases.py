@@ -85,3 +85,51 @@ def test_copy_into_sourcedata_keeps_every_template(tmp_path: Path):
     assert sorted(again.images) == ["MNI152NLin2009cAsym", "MNI152NLin6Asym"]
     assert again.labels_sha256 == resolve_atlas("Toy", atlas_dataset=tmp_path / "a").labels_sha256
     assert (out / "dataset_description.json").exists()
+
+
+def test_schaefer_comes_from_templateflow_when_no_atlas_dataset_has_it(tmp_path: Path, monkeypatch):
+    # The session's TEMPLATEFLOW_HOME holds Schaefer-400 7 networks under TemplateFlow's names (tests/conftest.py).
+    monkeypatch.delenv("BSYM_ATLAS_DIR", raising=False)
+    monkeypatch.setenv("BSYM_BAKED_ATLAS_DIR", str(tmp_path / "none"))
+    atlas = resolve_atlas("Schaefer400Parcels7Networks")
+    assert atlas.images["MNI152NLin6Asym"]["01"].name == (
+        "tpl-MNI152NLin6Asym_res-01_atlas-Schaefer2018_desc-400Parcels7Networks_dseg.nii.gz"
+    )
+    assert atlas.indices == list(range(1, 401))
+    assert (atlas.names[0], atlas.networks[0], atlas.networks[-1]) == ("7Networks_LH_Vis_1", "Vis", "Default")
+    # An atlas dataset with that label still comes first; the copy in sourcedata resolves to the same labels.
+    copied = copy_atlas_dataset(atlas, tmp_path / "out/sourcedata/atlases")
+    assert resolve_atlas("Schaefer400Parcels7Networks", atlas_dataset=copied).root == copied
+    assert resolve_atlas("Schaefer400Parcels7Networks", atlas_dataset=copied).labels_sha256 == atlas.labels_sha256
+    assert "TemplateFlow's tpl-MNI152NLin6Asym" in (copied / "README.md").read_text()
+
+
+def test_a_templateflow_atlas_not_fetched_exits_66_saying_how_to_fetch_it(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("BSYM_ATLAS_DIR", raising=False)
+    monkeypatch.setenv("BSYM_BAKED_ATLAS_DIR", str(tmp_path / "none"))
+    with pytest.raises(MissingInputError) as info:
+        resolve_atlas("Schaefer200Parcels17Networks")  # listed by TemplateFlow's skeleton, never fetched here
+    message = str(info.value)
+    assert info.value.code == ExitCode.MISSING_INPUT
+    assert "atlas-Schaefer2018_desc-200Parcels17Networks" in message and "has not been fetched" in message
+    assert "bsym templates" in message
+    with pytest.raises(MissingInputError, match="searched: .*TemplateFlow"):
+        resolve_atlas("Schaefer400Parcels9Networks")  # no such parcellation: the usual message
+
+
+def test_templates_command_lays_out_the_wheel_files_and_checks_atlas_labels():
+    from click.testing import CliRunner
+
+    from bsym_cli.commands.templates import schaefer_files, templates
+
+    result = CliRunner().invoke(templates, ["--from-wheels"])
+    assert result.exit_code == 0, result.output
+    assert "tpl-MNI152NLin6Asym_res-01_atlas-Schaefer2018_desc-400Parcels7Networks_dseg.nii.gz" in result.output
+    assert "tpl-MNI152NLin6Asym_atlas-Schaefer2018_desc-400Parcels7Networks_dseg.tsv" in result.output
+    query = {"atlas": "Schaefer2018", "desc": "100Parcels17Networks"}
+    assert schaefer_files("Schaefer100Parcels17Networks") == [
+        ("MNI152NLin6Asym", query),
+        ("MNI152NLin2009cAsym", query),
+    ]
+    with pytest.raises(OptionError, match="Schaefer<N>Parcels<K>Networks"):
+        schaefer_files("Schaefer400")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bsym_cli.commands.demo.study import DemoSettings, build_demo
-from bsym_cli.utils.errors import OutputError
+from bsym_cli.utils.errors import OptionError, OutputError
 from simulation.simulate import coupling_for_age, simulate_bold, simulate_connectome
 
 # Small, deliberately unequal sizes: 3 dummy + 50 steady volumes at TR 1.3 s, 2 + 12 DWI volumes.
@@ -281,3 +281,23 @@ def test_bold_shape_and_coupling_raises_correlation():
     )
     assert coupling_for_age(20.0) == pytest.approx(0.9) and coupling_for_age(80.0) == pytest.approx(0.36)
     assert strong > weak + 0.05
+
+
+def test_sizes_small_is_the_default_and_full_is_a_real_acquisition():
+    assert DemoSettings.of_size("small", participants=3) == DemoSettings(participants=3)
+    full = DemoSettings.of_size("full", seed=2)
+    assert (full.bold_step_mm, full.dwi_step_mm, full.n_frames, full.n_directions, full.n_b0) == (2, 2, 400, 64, 8)
+    with pytest.raises(OptionError, match="Grid steps"):
+        DemoSettings(bold_step_mm=5).validate()
+
+
+@pytest.mark.slow  # one full-size participant: about 1.5 GB of BOLD painted at 2 mm
+def test_a_full_size_participant_has_real_grids_and_schemes(tmp_path):
+    build_demo(tmp_path, DemoSettings.of_size("full", participants=1))
+    prep = tmp_path / "bids/derivatives/fmriprep/sub-01/func"
+    bold = nib.load(next(prep.glob("*_res-2_desc-preproc_bold.nii.gz")))
+    assert bold.shape == (91, 109, 91, 404) and bold.header.get_zooms() == pytest.approx((2, 2, 2, 0.8))
+    dwi = nib.load(tmp_path / "bids/sub-01/dwi/sub-01_dwi.nii.gz")
+    assert dwi.shape == (91, 109, 91, 72) and dwi.header.get_zooms()[:3] == pytest.approx((2, 2, 2))
+    bvals = np.loadtxt(tmp_path / "bids/sub-01/dwi/sub-01_dwi.bval")
+    assert (bvals == 0).sum() == 8 and (bvals > 0).sum() == 64

@@ -15,6 +15,14 @@ import click
     "--participants", type=click.IntRange(1, 999), default=8, show_default=True, help="Number of participants."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option(
+    "--size",
+    type=click.Choice(["small", "full"]),
+    default="small",
+    show_default=True,
+    help="small: 4 mm BOLD (300 volumes) and 3 mm DWI (32 directions), a participant in a minute or two; full: "
+    "2 mm BOLD (400 volumes, TR 0.8 s) and 2 mm DWI (64 directions + 8 b0), the size of a real acquisition.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing demo study in DIRECTORY.")
 @click.option(
     "--check",
@@ -36,6 +44,7 @@ def demo(
     directory: Path,
     participants: int,
     seed: int,
+    size: str,
     overwrite: bool,
     check: bool,
     outputs: Path | None,
@@ -55,7 +64,8 @@ def demo(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("bsym").setLevel(logging.INFO)
     start = time.perf_counter()
-    study = build_demo(directory, DemoSettings(participants=participants, seed=seed), overwrite=overwrite)
+    settings = DemoSettings.of_size(size, participants=participants, seed=seed)
+    study = build_demo(directory, settings, overwrite=overwrite)
     inodes = {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size for p in study.files}  # hard links once
     size_mb = sum(inodes.values()) / 1e6
     click.echo(f"Wrote {len(study.files)} files ({size_mb:.0f} MB) in {time.perf_counter() - start:.0f} s:")
@@ -65,7 +75,7 @@ def demo(
     click.echo(f"  ground truth      {study.truth_dir}")
     from bsym_cli.commands.templates import lay_out_from_wheels
 
-    click.echo(f"  template          {lay_out_from_wheels()}")
+    click.echo(f"  template          {lay_out_from_wheels()[0]}")
     click.echo(study.participants.to_string(index=False))
 
 

@@ -3,7 +3,7 @@
 Layout written under ``root``::
 
     bids/                      raw BIDS (T1w, resting-state BOLD, DWI per participant; participants.tsv)
-    bids/derivatives/fmriprep/ preprocessed BOLD in MNI152NLin6Asym at 4 mm, mask, boldref, confounds
+    bids/derivatives/fmriprep/ preprocessed BOLD in MNI152NLin6Asym (4 mm; 2 mm at full size), mask, boldref, confounds
     atlases/                   BIDS atlas dataset with Schaefer400Tian450 (see :mod:`simulation.atlas`)
     truth/                     parcel signals, connectomes, parameters and planted tracts
 
@@ -46,8 +46,6 @@ REWIRED_TRACTS = 8
 GROUPS = ("reference", "rewired")
 COLUMNS = ["participant_id", "age", "sex", "group"]
 
-BOLD_STEP_MM = 4
-DWI_STEP_MM = 3
 T1W_STEP_MM = 2
 BIDS_VERSION = "1.10.0"
 FMRIPREP_VERSION = "24.1.1"
@@ -76,6 +74,8 @@ class DemoSettings:
         DWI scheme: gradient directions at b = 1000 and b0 volumes.
     dwi_snr : float
         SNR of white-matter b0.
+    bold_step_mm, dwi_step_mm : int
+        Voxel size of the BOLD and DWI grids, in mm (MNI152 grids of FSL's 182 x 218 x 182 mm box).
     """
 
     participants: int = 8
@@ -86,6 +86,13 @@ class DemoSettings:
     n_directions: int = 32
     n_b0: int = 6
     dwi_snr: float = 25.0
+    bold_step_mm: int = 4
+    dwi_step_mm: int = 3
+
+    @classmethod
+    def of_size(cls, size: str, **settings) -> DemoSettings:
+        """Settings of ``size`` (a key of :data:`SIZES`), with ``settings`` (participants, seed) on top."""
+        return cls(**{**SIZES[size], **settings})
 
     def validate(self) -> None:
         """Refuse settings that cannot make a study, saying which option to change."""
@@ -93,11 +100,21 @@ class DemoSettings:
             raise OptionError(f"--participants must be between 1 and 999, got {self.participants}.")
         if not 0.3 <= self.t_r <= 5.0:
             raise OptionError(f"The repetition time must be between 0.3 and 5 s, got {self.t_r}.")
+        if self.bold_step_mm not in (1, 2, 3, 4) or self.dwi_step_mm not in (1, 2, 3, 4):
+            raise OptionError(f"Grid steps must be 1-4 mm, got {self.bold_step_mm} and {self.dwi_step_mm}.")
         if self.n_frames < 20 or self.n_dummy < 0 or self.n_directions < 6 or self.n_b0 < 1:
             raise OptionError(
                 f"Demo sizes too small: n_frames={self.n_frames} (>= 20), n_dummy={self.n_dummy} (>= 0), "
                 f"n_directions={self.n_directions} (>= 6), n_b0={self.n_b0} (>= 1)."
             )
+
+
+#: ``bsym demo --size``: ``small`` runs a participant in a minute or two on 2 cores; ``full`` is an acquisition
+#: of real size (2 mm BOLD, 400 volumes at TR 0.8 s; 2 mm DWI, 64 directions + 8 b0) on the MNI152 grid.
+SIZES: dict[str, dict] = {
+    "small": {},
+    "full": {"t_r": 0.8, "n_frames": 400, "bold_step_mm": 2, "dwi_step_mm": 2, "n_directions": 64, "n_b0": 8},
+}
 
 
 @dataclass
@@ -304,7 +321,7 @@ def _write_participant(
     signals = simulate_bold(sc, t_r=t_r, n_frames=n_volumes, coupling=coupling, rng=rng, noise=model_noise)
     severity = float(rng.uniform(0.3, 1.5))
     motion, jerks = simulate_motion(n_volumes, t_r, rng, severity=severity)
-    bold_anatomy = anatomy_on_grid(BOLD_STEP_MM)
+    bold_anatomy = anatomy_on_grid(settings.bold_step_mm)
     indices = atlas.table["index"].to_numpy()
     bold = paint_bold(
         signals, bold_anatomy, indices, t_r=t_r, motion=motion, jerks=jerks, n_dummy=settings.n_dummy, rng=rng
@@ -320,7 +337,7 @@ def _write_participant(
     )
     _write_func(study, sub, bold, bold_anatomy, table, metadata, settings)
 
-    dwi_anatomy = anatomy_on_grid(DWI_STEP_MM)
+    dwi_anatomy = anatomy_on_grid(settings.dwi_step_mm)
     dwi = simulate_dwi(
         dwi_anatomy,
         tracts,
@@ -398,7 +415,7 @@ def _write_func(
     t_r = settings.t_r
     affine = anatomy.grid.affine
     prep_dir = study.fmriprep_dir / sub / "func"
-    stem = f"{sub}_task-{TASK}_space-{TEMPLATE}_res-{BOLD_STEP_MM}"
+    stem = f"{sub}_task-{TASK}_space-{TEMPLATE}_res-{settings.bold_step_mm}"
     preproc = _save_nifti(
         study, prep_dir / f"{stem}_desc-preproc_bold.nii.gz", bold, affine, dtype=np.int16, t_r=t_r, xform_code=4
     )
@@ -572,9 +589,9 @@ def _readme(settings: DemoSettings) -> str:
         "bsym-app demo study (simulated, not real data)\n\n"
         f"{settings.participants} participants made by `bsym demo` (seed {settings.seed}). Each has a T1w "
         f"(2 mm), a resting-state BOLD run (TR {settings.t_r:g} s, {settings.n_dummy} non-steady-state + "
-        f"{settings.n_frames} volumes, 4 mm MNI152NLin6Asym grid) and a single-shell DWI "
-        f"({settings.n_b0} b0 + {settings.n_directions} directions at b=1000, 3 mm). Parcel signals come "
-        "from a stochastic Hopf network on a distance-rule connectome, convolved with a canonical HRF and "
+        f"{settings.n_frames} volumes, {settings.bold_step_mm} mm MNI152NLin6Asym grid) and a single-shell DWI "
+        f"({settings.n_b0} b0 + {settings.n_directions} directions at b=1000, {settings.dwi_step_mm} mm). Parcel "
+        "signals come from a stochastic Hopf network on a distance-rule connectome, convolved with a canonical HRF and "
         "painted into the Schaefer400Tian450 atlas (atlases/; its subcortex is synthetic) with motion, "
         "physiological noise and drift. DWI fibres follow tracts planted between connected parcels. Age "
         "lowers the network coupling and raises white-matter radial diffusivity. Participants alternate "
