@@ -156,19 +156,15 @@ def combine_atlases(schaefer: np.ndarray, tian: np.ndarray) -> tuple[np.ndarray,
     return labels, overlap
 
 
-def network_of(name: str) -> str:
-    """Network of a Schaefer 7-network label (``7Networks_LH_Vis_1`` -> ``Vis``)."""
-    parts = name.split("_")
-    return parts[2] if len(parts) > 3 and parts[0].endswith("Networks") else "n/a"
-
-
 def labels_table(tian_names: list[str], schaefer_names: list[str]) -> str:
     """The atlas TSV (``index``, ``name``, ``network``): 50 Tian names then 400 Schaefer names."""
+    from bsym_cli.bids.atlases import schaefer_network
+
     if len(tian_names) != N_SUBCORTEX or len(schaefer_names) != N_CORTEX:
         raise ValueError(f"expected {N_SUBCORTEX} + {N_CORTEX} names, got {len(tian_names)} + {len(schaefer_names)}")
     rows = ["index\tname\tnetwork"]
     rows += [f"{i}\t{name}\tSubcortex" for i, name in enumerate(tian_names, start=1)]
-    rows += [f"{i}\t{name}\t{network_of(name)}" for i, name in enumerate(schaefer_names, start=N_SUBCORTEX + 1)]
+    rows += [f"{i}\t{name}\t{schaefer_network(name)}" for i, name in enumerate(schaefer_names, start=N_SUBCORTEX + 1)]
     return "\n".join(rows) + "\n"
 
 

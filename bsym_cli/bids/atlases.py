@@ -157,6 +157,12 @@ def _scan(root: Path, label: str) -> Atlas | None:
     return Atlas(label=label, images=images, table=read_labels_table(table_file), table_file=table_file, root=root)
 
 
+def schaefer_network(name: str) -> str:
+    """Network of a Schaefer region name (``7Networks_LH_Vis_1`` -> ``Vis``); ``n/a`` for other names."""
+    parts = name.split("_")
+    return parts[2] if len(parts) > 3 and parts[0].endswith("Networks") else "n/a"
+
+
 def _from_templateflow(label: str) -> Atlas | None:
     """Atlas ``Schaefer<N>Parcels<K>Networks`` from TemplateFlow; None for other labels or when TemplateFlow
     lists no such file; exit 66 naming a file that TemplateFlow lists but that has not been fetched."""
@@ -187,12 +193,9 @@ def _from_templateflow(label: str) -> Atlas | None:
             )
         return None
     table = pd.read_csv(tables[0], sep="\t").rename(columns={"label": "name"})
-    table = table[["index", "name"]].astype({"index": int, "name": str})
-    # Schaefer names read <K>Networks_<hemisphere>_<network>_...
-    table["network"] = [name.split("_")[2] if name.count("_") >= 3 else "n/a" for name in table["name"]]
-    return Atlas(
-        label=label, images=images, table=table.sort_values("index"), table_file=tables[0], root=tables[0].parent
-    )
+    table = table[["index", "name"]].astype({"index": int, "name": str}).sort_values("index", ignore_index=True)
+    table["network"] = table["name"].map(schaefer_network)
+    return Atlas(label=label, images=images, table=table, table_file=tables[0], root=tables[0].parent)
 
 
 def check_atlas_labels(atlas: Atlas) -> None:
