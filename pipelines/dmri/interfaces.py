@@ -41,6 +41,7 @@ class _PrepareDwiInput(BaseInterfaceInputSpec):
     bvec_file = File(exists=True, mandatory=True, desc="b-vectors (FSL)")
     mask_file = traits.Any(None, desc="brain mask on the DWI grid; None or '' computes one")
     denoise = traits.Bool(False, usedefault=True, desc="MP-PCA denoising")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads; does not change the result")
 
 
 class _PrepareDwiOutput(TraitedSpec):
@@ -64,7 +65,7 @@ class PrepareDwi(SimpleInterface):
         folder = Path(runtime.cwd)
         self._results["dwi_file"] = self.inputs.dwi_file
         if self.inputs.denoise:
-            dwi = denoise_dwi(dwi, mask)
+            dwi = denoise_dwi(dwi, mask, n_threads=self.inputs.omp_nthreads)
             self._results["dwi_file"] = _save(dwi, img.affine, folder / "desc-denoised_dwi.nii.gz")
         self._results["mask_file"] = _save(mask.astype(np.uint8), img.affine, folder / "desc-brain_mask.nii.gz")
         self._results["b0_file"] = _save(mean_b0(dwi, gtab), img.affine, folder / "desc-meanb0_dwi.nii.gz")

@@ -115,7 +115,12 @@ def init_dmri_wf(
     inputnode = pe.Node(IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
 
-    prepare = pe.Node(PrepareDwi(denoise=denoise), name="prepare_dwi", mem_gb=mem_gb)
+    prepare = pe.Node(
+        PrepareDwi(denoise=denoise, omp_nthreads=omp_nthreads),
+        name="prepare_dwi",
+        n_procs=omp_nthreads if denoise else 1,
+        mem_gb=mem_gb,
+    )
     fods = pe.Node(FitFods(omp_nthreads=omp_nthreads), name="fit_fods", n_procs=omp_nthreads, mem_gb=mem_gb)
     tracking = pe.Node(
         Track(
