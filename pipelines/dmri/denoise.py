@@ -45,11 +45,11 @@ def denoise_dwi(dwi: np.ndarray, mask: np.ndarray, *, n_threads: int = 1) -> np.
     """
     data = np.ascontiguousarray(dwi, dtype=np.float32)
     mask = np.asarray(mask, bool)
-    with _one_thread_each(), torch.inference_mode():
+    with _one_thread_each(), torch.inference_mode():  # every torch call inside: see _one_thread_each
         weight, weighted = _patch_estimates(torch.from_numpy(data), mask, PATCH_RADIUS, n_threads)
-    covered = (weight > 0).numpy().reshape(mask.shape) & mask
-    estimate = (weighted / weight.clamp_min(1e-30)[:, None]).numpy().reshape(data.shape)
-    return np.where(covered[..., None], estimate.clip(min=0), data).astype(np.float32)
+        covered = (weight > 0).numpy().reshape(mask.shape) & mask
+        estimate = (weighted / weight.clamp_min(1e-30)[:, None]).numpy().reshape(data.shape)
+        return np.where(covered[..., None], estimate.clip(min=0), data).astype(np.float32)
 
 
 def _patch_estimates(
@@ -118,6 +118,11 @@ def _noise_variance(eigenvalues: torch.Tensor, samples: int) -> torch.Tensor:
 
 @contextmanager
 def _one_thread_each():
+    """Torch's own thread pool off while inside.
+
+    Nipype's MultiProc workers are forked from a process that may have used torch's OpenMP pool already; a
+    forked child that enters that pool hangs. Torch calls made with one thread never enter it.
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

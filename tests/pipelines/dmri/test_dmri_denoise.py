@@ -36,3 +36,24 @@ def test_the_batched_mppca_computes_what_dipy_computes():
     # where no patch reaches (near the grid's edge), the data are kept, not DIPY's NaN
     edge = noisy.mask & ~reached
     np.testing.assert_array_equal(ours[edge], noisy.dwi[edge])
+
+
+def _denoise_in_child(_: int) -> float:
+    noisy = crossing_phantom(shape=(13, 12, 11), snr=15, seed=4)
+    return float(denoise_dwi(noisy.dwi, noisy.mask, n_threads=2).mean())
+
+
+def test_denoising_runs_in_a_worker_forked_after_torch_used_its_threads():
+    """Nipype's MultiProc forks its workers from bsym-app, which has used torch's OpenMP pool by then."""
+    import multiprocessing
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # the parent's pool is started
+        with multiprocessing.get_context("fork").Pool(1) as pool:  # leaving it kills a hung worker
+            assert pool.apply_async(_denoise_in_child, (0,)).get(timeout=60) > 0
+    finally:
+        torch.set_num_threads(before)
