@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +16,22 @@ from pipelines.errors import InputDataError, MissingInputError
 #: for cluster plugins, whose polls query the scheduler (``squeue``).
 POLL_SLEEP_S = 0.05
 CLUSTER_POLL_SLEEP_S = 3.0
+#: Seconds between the resource monitor's samples of a node's memory and CPU use.
+RESOURCE_MONITOR_S = 0.5
 
 
 def configure_nipype(
-    *, crashdump_dir: str | Path | None = None, stop_on_first_crash: bool = False, verbose: bool = False
+    *,
+    crashdump_dir: str | Path | None = None,
+    stop_on_first_crash: bool = False,
+    verbose: bool = False,
+    resource_monitor: bool = False,
 ) -> None:
     """Set Nipype's global configuration for one bsym run (no telemetry, fast polling, crash folder).
 
-    Nipype's own messages are shown from WARNING up, or from INFO up with ``verbose`` (``-vv``).
+    Nipype's own messages are shown from WARNING up, or from INFO up with ``verbose`` (``-vv``). With
+    ``resource_monitor``, every node's result file records its peak memory (``runtime.mem_peak_gb``) and CPU
+    use, sampled every :data:`RESOURCE_MONITOR_S` seconds.
     """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from nipype import config, logging
@@ -29,7 +40,9 @@ def configure_nipype(
     config.set("execution", "stop_on_first_crash", str(stop_on_first_crash).lower())
     config.set("execution", "crashfile_format", "txt")
     config.set("execution", "remove_unnecessary_outputs", "false")
-    config.set("monitoring", "enabled", "false")
+    config.resource_monitor = resource_monitor  # the property, so Nipype's cached answer follows
+    if resource_monitor:
+        config.set("execution", "resource_monitor_frequency", str(RESOURCE_MONITOR_S))
     level = "INFO" if verbose else "WARNING"
     for logger in ("workflow_level", "interface_level", "utils_level"):
         config.set("logging", logger, level)
@@ -47,7 +60,12 @@ def run_workflow(
     plugin: str | None = None,
     plugin_args: dict | None = None,
 ) -> Any:
-    """Run ``workflow`` with MultiProc (``nprocs`` > 1), Linear, or a named plugin; return the exec graph."""
+    """Run ``workflow`` with MultiProc (``nprocs`` > 1), Linear, or a named plugin; return the exec graph.
+
+    With the resource monitor on, the graph runs from inside ``workflow.base_dir``: Nipype's monitor leaves a
+    ``.proc-<pid>_...`` file of samples per step in the current directory, which belongs with the work files,
+    not wherever the user started bsym-app.
+    """
     from nipype import config
 
     args = dict(plugin_args or {})
@@ -60,7 +78,36 @@ def run_workflow(
             if mem_gb:
                 args.setdefault("memory_gb", mem_gb)
             args.setdefault("raise_insufficient", False)
-    return workflow.run(plugin=plugin, plugin_args=args)
+    if not config.resource_monitor or workflow.base_dir is None:
+        return in_fresh_thread(workflow.run, plugin=plugin, plugin_args=args)
+    Path(workflow.base_dir).mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(workflow.base_dir):
+        return in_fresh_thread(workflow.run, plugin=plugin, plugin_args=args)
+
+
+def in_fresh_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function`` in a new thread; return what it returns, raise what it raises.
+
+    Nipype's MultiProc forks its workers from the thread that runs the graph. GNU OpenMP keeps a thread pool
+    per thread that has opened a parallel region, and a child forked from such a thread hangs in its first
+    parallel region (DIPY's tracking, torch). bsym-app's main thread opens them: it loads the weights and runs
+    the model stage of the participant before. A thread that never has forks clean workers.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="nipype-graph", daemon=True)
+    thread.start()
+    while thread.is_alive():  # short joins, so the main thread still takes Ctrl-C
+        thread.join(0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def set_crash_folder(workflow: Any, folder: str | Path) -> None:

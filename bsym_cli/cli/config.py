@@ -128,6 +128,7 @@ class ResourcesConfig(_Section):
     nprocs: int = Field(None, ge=1, validate_default=True)
     omp_nthreads: int = Field(None, ge=1, validate_default=True)
     mem_gb: float | None = Field(None, gt=0)
+    resource_monitor: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -209,6 +209,14 @@ OPTIONS: tuple[Option, ...] = (
         type=float,
         metavar="GB",
     ),
+    Option(
+        ("--resource-monitor",),
+        "Record each step's peak memory and CPU use in its Nipype result file (work folder); `bsym bench "
+        "participant` reads them.",
+        "Performance",
+        "resources.resource_monitor",
+        flag=True,
+    ),
     Option(("--device",), "Where the network runs.", "Performance", "model.device", show_default=True),
     Option(
         ("--batch-size",),

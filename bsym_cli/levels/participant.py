@@ -154,7 +154,12 @@ def run_workflows(
         return []
     if graph.manifest_dir.exists():
         shutil.rmtree(graph.manifest_dir)  # a manifest is only trusted from this run
-    configure_nipype(crashdump_dir=log_dir, stop_on_first_crash=ex.stop_on_first_crash, verbose=ex.verbosity >= 2)
+    configure_nipype(
+        crashdump_dir=log_dir,
+        stop_on_first_crash=ex.stop_on_first_crash,
+        verbose=ex.verbosity >= 2,
+        resource_monitor=res.resource_monitor,
+    )
     set_crash_folder(graph.workflow, log_dir)
     log.info(
         "%s: running %d fMRI and %d dMRI workflow(s) with %d process(es)",

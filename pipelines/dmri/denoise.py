@@ -118,10 +118,11 @@ def _noise_variance(eigenvalues: torch.Tensor, samples: int) -> torch.Tensor:
 
 @contextmanager
 def _one_thread_each():
-    """Torch's own thread pool off while inside.
+    """Torch's own thread pool off while inside: the chunks are shared between threads instead.
 
-    Nipype's MultiProc workers are forked from a process that may have used torch's OpenMP pool already; a
-    forked child that enters that pool hangs. Torch calls made with one thread never enter it.
+    Small batched eigen-decompositions split poorly between OpenMP threads (0.30 ms per patch with two, against
+    0.18 ms with two single-threaded workers), and torch calls made with one thread never open an OpenMP
+    pool, which a process forked later from this thread would inherit broken.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,6 +8,11 @@ from bsym_cli.cli.tools import LazyGroup
 
 BENCHES = {
     "model": ("bsym_cli.commands.bench.model", "model", "BrainSymphony throughput, memory, efficiency, bf16."),
+    "participant": (
+        "bsym_cli.commands.bench.participant",
+        "participant",
+        "One participant, stage by stage, vs NiftiLabelsMasker and MRtrix3.",
+    ),
     "parcellation": ("bsym_cli.commands.bench.parcellation", "parcellation", "Parcel means vs NiftiLabelsMasker."),
     "tractography": ("bsym_cli.commands.bench.tractography", "tractography", "DIPY tracking vs MRtrix3 tckgen."),
 }
