@@ -103,8 +103,21 @@ def fit_fods(
     csd = ConstrainedSphericalDeconvModel(gtab, response, sh_order_max=order)
     parallel = {"engine": "joblib", "n_jobs": int(n_jobs)} if n_jobs > 1 else {}
     sh = csd.fit(data, mask=mask, **parallel).shm_coeff.astype(np.float32)
+    if parallel:
+        _stop_joblib_workers()
     evals, s0 = response
     return FodFit(sh=sh, fa=fa, model="csd", sh_order=order, response=(*(float(v) for v in evals), float(s0)))
+
+
+def _stop_joblib_workers() -> None:
+    """Stop joblib's idle worker processes now.
+
+    They would otherwise live on for joblib's idle timeout (300 s), holding their copies of the DWI, and a
+    Nipype worker that exits waits for its children: the graph's end was held up by 90 s at full size.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
 
 
 def _response_voxels(fa: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -101,6 +101,11 @@ def test_parallel_csd_fit_equals_the_serial_fit():
     serial = fit_fods(small.dwi, gtab, small.mask)
     parallel = fit_fods(small.dwi, gtab, small.mask, n_jobs=2)
     np.testing.assert_allclose(parallel.sh, serial.sh, rtol=1e-5, atol=1e-6)
+    # its worker processes are gone (a Nipype worker that exits waits for them); the resource trackers stay
+    import psutil
+
+    workers = [p for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+    assert workers == []
 
 
 def test_endpoints_only_keeps_the_same_ends_and_the_mean_length(phantom, csd):
