@@ -147,7 +147,7 @@ def run_participant_bench(
         reference += mrtrix
     else:
         counts = None
-        report["mrtrix_missing"] = MRTRIX_HINT
+        report["mrtrix_missing"] = MRTRIX_HINT if use_mrtrix else "MRtrix3 skipped (--no-mrtrix)."
     total = sum(stage.wall_s for stage in reference)
     peak = max(stage.peak_gb or 0.0 for stage in reference)
     reference.insert(0, Stage("reference tools", "whole participant (sum)", total, peak))
