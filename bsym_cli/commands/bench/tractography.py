@@ -185,14 +185,15 @@ def _side(fit_s: float, track_s: float, n_kept: int, counts: np.ndarray, phantom
 
 def _planted_top_fraction(counts: np.ndarray, phantom) -> float:
     """Share of the distinct planted parcel pairs found among the same number of strongest edges."""
+    from bsym_cli.commands.bench.participant import top_edge_recall
+
     index = {label: i for i, label in enumerate(phantom.labels)}
-    planted = {(index[a], index[b]) for a, b in phantom.planted_pairs if a != b and a in index and b in index}
-    if not planted:
-        return float("nan")
-    upper = np.triu(counts, 1)
-    top = np.argsort(upper, axis=None)[::-1][: len(planted)]
-    found = {tuple(sorted(p)) for p in zip(*np.unravel_index(top, counts.shape), strict=True)}
-    return round(len(found & {tuple(sorted(p)) for p in planted}) / len(planted), 3)
+    planted = {
+        (min(index[a], index[b]), max(index[a], index[b]))
+        for a, b in phantom.planted_pairs
+        if a != b and a in index and b in index
+    }
+    return round(top_edge_recall(counts, planted), 3) if planted else float("nan")
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
