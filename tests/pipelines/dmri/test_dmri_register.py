@@ -53,16 +53,23 @@ def _agreement(result, mask, truth):
     return float((atlas[mask] == truth[mask]).mean())
 
 
-def test_affine_registration_recovers_the_shift_and_rotation(head):
-    folder, b0, mask, truth = head
-    result = register_atlas(
+def _register_head(head, method: str, **options):
+    """The head's 8-octant atlas onto its shifted, rotated b0 by ``method``."""
+    folder, b0, mask, _ = head
+    return register_atlas(
         template_file=folder / "tpl.nii.gz",
         atlas_file=folder / "atlas.nii.gz",
         b0_img=b0,
         mask=mask,
         labels=list(range(1, 9)),
-        method="affine",
+        method=method,
+        **options,
     )
+
+
+def test_affine_registration_recovers_the_shift_and_rotation(head):
+    _, b0, mask, truth = head
+    result = _register_head(head, "affine")
     assert _agreement(result, mask, truth) > 0.95
     assert result.metrics["DiceBrain"] > 0.97
     assert result.metrics["RegionsPresent"] == result.metrics["RegionsTotal"] == 8
@@ -71,19 +78,15 @@ def test_affine_registration_recovers_the_shift_and_rotation(head):
 
 
 def test_syn_after_affine_keeps_the_labels_in_place(head):
-    folder, b0, mask, truth = head
-    result = register_atlas(
-        template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0, mask=mask, method="syn"
-    )
+    _, _, mask, truth = head
+    result = _register_head(head, "syn")
     assert _agreement(result, mask, truth) > 0.95
     assert result.metrics["Method"] == "syn" and result.metrics["DiceBrain"] > 0.97
 
 
 def test_no_registration_only_resamples_and_leaves_the_misalignment(head):
-    folder, b0, mask, truth = head
-    result = register_atlas(
-        template_file=folder / "tpl.nii.gz", atlas_file=folder / "atlas.nii.gz", b0_img=b0, mask=mask, method="none"
-    )
+    _, _, mask, truth = head
+    result = _register_head(head, "none")
     assert result.metrics["Affine"] == np.eye(4).tolist()
     assert _agreement(result, mask, truth) < 0.8
 
@@ -197,18 +200,10 @@ def test_t1w_registration_recovers_the_shift_and_rotation_of_the_same_head(head,
     """``t1w``: the labels go through the anatomy's template-to-T1w file, then a rigid T1w-to-b0 fit."""
     import nitransforms as nt
 
-    folder, b0, mask, truth = head
+    _, _, mask, truth = head
     identity = tmp_path / "from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.txt"
     nt.linear.Affine(np.eye(4)).to_filename(identity, fmt="itk")  # the T1w is the template's head here
-    result = register_atlas(
-        template_file=folder / "tpl.nii.gz",
-        atlas_file=folder / "atlas.nii.gz",
-        b0_img=b0,
-        mask=mask,
-        labels=list(range(1, 9)),
-        method="t1w",
-        transforms=[identity],
-    )
+    result = _register_head(head, "t1w", transforms=[identity])
     assert _agreement(result, mask, truth) > 0.95
     assert result.metrics["DiceBrain"] > 0.97
     rotation = np.asarray(result.metrics["Affine"])[:3, :3]
