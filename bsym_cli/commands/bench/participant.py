@@ -173,7 +173,8 @@ def nipype_stages(work: Path, started: float, wall_s: float) -> list[Stage]:
 
     stages, first, last = [], None, None
     for result in sorted(work.glob("**/result_*.pklz")):
-        runtime = getattr(loadpkl(result), "runtime", None)
+        loaded = loadpkl(result)
+        runtime = getattr(loaded, "runtime", None)
         if runtime is None or not hasattr(runtime, "startTime"):
             continue
         begin, end = (
@@ -185,8 +186,9 @@ def nipype_stages(work: Path, started: float, wall_s: float) -> list[Stage]:
         kind = workflow.split("_")[0] if workflow.split("_")[0] in ("fmri", "dmri") else workflow
         peak = getattr(runtime, "mem_peak_gb", None)
         peak = None if peak is None else float(peak)
+        if getattr(loaded.interface, "__module__", "").startswith("nipype.interfaces.utility"):
+            continue  # Merge, IdentityInterface: wiring, not a step (still in the graph's first and last times)
         stages.append(Stage("bsym-app", f"{kind}: {result.parent.name}", float(runtime.duration), peak))
-    stages = [s for s in stages if s.wall_s >= 0.05]  # identity and bookkeeping nodes
     stages.sort(key=lambda s: -s.wall_s)
     if first is not None and last is not None:
         stages.insert(0, Stage("bsym-app", "start-up, inputs, atlas (before the graph)", first - started, None))
