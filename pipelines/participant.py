@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     DynamicTraitedSpec,
-    SimpleInterface,
     TraitedSpec,
     isdefined,
     traits,
@@ -24,9 +22,10 @@ from nipype.interfaces.io import add_traits
 from nipype.pipeline import engine as pe
 
 from pipelines.atomic import write_text
+from pipelines.fingerprint import CodeInputSpec, FingerprintedInterface
 
 
-class _RecordInputSpec(DynamicTraitedSpec, BaseInterfaceInputSpec):
+class _RecordInputSpec(DynamicTraitedSpec, CodeInputSpec):
     manifest = traits.Str(mandatory=True, desc="JSON file to write (absolute path)")
 
 
@@ -34,9 +33,10 @@ class _RecordOutputSpec(TraitedSpec):
     manifest = traits.Str(desc="the JSON file written")
 
 
-class RecordOutputs(SimpleInterface):
+class RecordOutputs(FingerprintedInterface):
     """Write the values of its dynamic inputs (file paths) to a JSON manifest."""
 
+    implementation = ("pipelines.atomic",)
     input_spec = _RecordInputSpec
     output_spec = _RecordOutputSpec
 

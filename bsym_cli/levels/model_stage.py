@@ -26,8 +26,18 @@ from bsym_cli.levels.participant import ModelContract, RunResult
 from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import is_temporary
+from pipelines.fingerprint import code_fingerprint
 from pipelines.model.features import feature_names, feature_values
 from pipelines.model.scaling import scaling_used
+
+#: Modules whose code computes the model outputs (with what they import): an edit reruns the model stage.
+MODEL_CODE = (
+    "brainsymphony.bundle",
+    "pipelines.heads",
+    "pipelines.model.features",
+    "pipelines.model.maps",
+    "pipelines.model.stage",
+)
 
 DEFAULT_BUNDLE = "bsym-demo-sim"
 
@@ -282,7 +292,8 @@ def model_record(
     """What a participant's model outputs are computed from: input content, settings and weights.
 
     Recorded as ``ComputedFrom`` in the feature row's sidecar; the model stage is skipped on a rerun only
-    when the record it would write equals the one on disk.
+    when the record it would write equals the one on disk. ``CodeSHA256`` fingerprints the code of
+    :data:`MODEL_CODE` (``pipelines/fingerprint.py``), so an upgrade that changes it reruns the stage.
 
     Parameters
     ----------
@@ -310,6 +321,7 @@ def model_record(
         "Scaling": model.scaling if windows is None else scaling_used(model.scaling, has_study=False),
         "Seed": config.workflow.seed,
         "Version": __version__,
+        "CodeSHA256": code_fingerprint(*MODEL_CODE),
         # the demo-weights warning goes into the sidecars: when it comes or goes, they are rewritten
         **({"Warning": weights.warning} if weights.warning else {}),
     }

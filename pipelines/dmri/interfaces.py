@@ -9,9 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     File,
-    SimpleInterface,
     TraitedSpec,
     isdefined,
     traits,
@@ -33,9 +31,10 @@ from pipelines.dmri.reconstruct import FodFit, fit_fods
 from pipelines.dmri.register import register_atlas
 from pipelines.dmri.track import TrackingParameters, load_streamlines, save_streamlines, track
 from pipelines.dmri.tractogram import save_trx
+from pipelines.fingerprint import CodeInputSpec, FingerprintedInterface
 
 
-class _PrepareDwiInput(BaseInterfaceInputSpec):
+class _PrepareDwiInput(CodeInputSpec):
     dwi_file = File(exists=True, mandatory=True, desc="4D DWI")
     bval_file = File(exists=True, mandatory=True, desc="b-values (FSL)")
     bvec_file = File(exists=True, mandatory=True, desc="b-vectors (FSL)")
@@ -50,9 +49,10 @@ class _PrepareDwiOutput(TraitedSpec):
     b0_file = File(exists=True, desc="mean b0, float32")
 
 
-class PrepareDwi(SimpleInterface):
+class PrepareDwi(FingerprintedInterface):
     """Check the gradient table, make or check the brain mask, optionally denoise, average the b0s."""
 
+    implementation = ("pipelines.dmri.gradients", "pipelines.dmri.mask", "pipelines.dmri.denoise")
     input_spec = _PrepareDwiInput
     output_spec = _PrepareDwiOutput
 
@@ -72,7 +72,7 @@ class PrepareDwi(SimpleInterface):
         return runtime
 
 
-class _FitFodsInput(BaseInterfaceInputSpec):
+class _FitFodsInput(CodeInputSpec):
     dwi_file = File(exists=True, mandatory=True)
     bval_file = File(exists=True, mandatory=True)
     bvec_file = File(exists=True, mandatory=True)
@@ -86,9 +86,10 @@ class _FitFodsOutput(TraitedSpec):
     model_file = File(exists=True, desc="JSON: model, sh_order, response")
 
 
-class FitFods(SimpleInterface):
+class FitFods(FingerprintedInterface):
     """CSD (or tensor peaks when the directions are too few) in every mask voxel."""
 
+    implementation = ("pipelines.dmri.gradients", "pipelines.dmri.reconstruct")
     input_spec = _FitFodsInput
     output_spec = _FitFodsOutput
 
@@ -106,7 +107,7 @@ class FitFods(SimpleInterface):
         return runtime
 
 
-class _TrackInput(BaseInterfaceInputSpec):
+class _TrackInput(CodeInputSpec):
     fod_file = File(exists=True, mandatory=True)
     fa_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
@@ -129,9 +130,10 @@ class _TrackOutput(TraitedSpec):
     tracking_file = File(exists=True, desc="JSON: parameters, seeds, time")
 
 
-class Track(SimpleInterface):
+class Track(FingerprintedInterface):
     """Probabilistic tracking from white-matter seeds."""
 
+    implementation = ("pipelines.dmri.reconstruct", "pipelines.dmri.track")
     input_spec = _TrackInput
     output_spec = _TrackOutput
 
@@ -187,7 +189,7 @@ _TRACKING_FIELDS = {
 }
 
 
-class _RegisterAtlasInput(BaseInterfaceInputSpec):
+class _RegisterAtlasInput(CodeInputSpec):
     b0_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     template_file = File(exists=True, desc="template of the atlas's space (not needed for method 'none')")
@@ -204,9 +206,10 @@ class _RegisterAtlasOutput(TraitedSpec):
     metrics_file = File(exists=True, desc="JSON registration metrics")
 
 
-class RegisterAtlas(SimpleInterface):
+class RegisterAtlas(FingerprintedInterface):
     """Register the template to the mean b0, warp the atlas, draw the quality figure."""
 
+    implementation = ("pipelines.dmri.register", "pipelines.dmri.figures")
     input_spec = _RegisterAtlasInput
     output_spec = _RegisterAtlasOutput
 
@@ -249,7 +252,7 @@ class RegisterAtlas(SimpleInterface):
         return runtime
 
 
-class _ConnectomeInput(BaseInterfaceInputSpec):
+class _ConnectomeInput(CodeInputSpec):
     streamlines_file = File(exists=True, mandatory=True)
     atlas_dwi = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
@@ -266,9 +269,10 @@ class _ConnectomeOutput(TraitedSpec):
     metadata = File(exists=True, desc="JSON for the sidecars")
 
 
-class Connectome(SimpleInterface):
+class Connectome(FingerprintedInterface):
     """Endpoint counts, parcel volumes and the signed connectome, as relmat TSVs plus metadata."""
 
+    implementation = ("pipelines.dmri.track", "pipelines.dmri.connectome")
     input_spec = _ConnectomeInput
     output_spec = _ConnectomeOutput
 
@@ -306,7 +310,7 @@ class Connectome(SimpleInterface):
         return runtime
 
 
-class _SaveTractogramInput(BaseInterfaceInputSpec):
+class _SaveTractogramInput(CodeInputSpec):
     streamlines_file = File(exists=True, mandatory=True)
     reference_file = File(exists=True, mandatory=True, desc="image on the DWI grid")
 
@@ -315,9 +319,10 @@ class _SaveTractogramOutput(TraitedSpec):
     tractogram = File(exists=True, desc=".trx tractogram, RAS mm")
 
 
-class SaveTractogram(SimpleInterface):
+class SaveTractogram(FingerprintedInterface):
     """Write the streamlines as a TRX file (``--save-tractogram``)."""
 
+    implementation = ("pipelines.dmri.track", "pipelines.dmri.tractogram")
     input_spec = _SaveTractogramInput
     output_spec = _SaveTractogramOutput
 

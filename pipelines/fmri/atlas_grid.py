@@ -19,6 +19,7 @@ from nibabel.spatialimages import SpatialImage
 
 from pipelines.atomic import atomic_path
 from pipelines.errors import InputDataError
+from pipelines.fingerprint import code_fingerprint
 from pipelines.images import load_image
 from pipelines.transforms import through_transforms
 
@@ -86,8 +87,9 @@ def atlas_on_grid(
     Returns
     -------
     Path
-        ``<cache_dir>/atlas-<hash>_grid-<hash>_dseg.nii.gz``, int32 labels on the reference grid. When the
-        atlas is already on that grid it is still copied there as int32, so callers see one format.
+        ``<cache_dir>/atlas-<hash>_grid-<hash>_code-<hash>_dseg.nii.gz``, int32 labels on the reference grid
+        (the last hash is this module's code fingerprint: an upgrade does not reuse an older cached atlas). When
+        the atlas is already on that grid it is still copied there as int32, so callers see one format.
     """
     atlas_dseg, reference_img = Path(atlas_dseg), Path(reference_img)
     reference = load_image(reference_img)
@@ -100,7 +102,8 @@ def atlas_on_grid(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     via = "".join(f"_via-{_file_digest(Path(t))}" for t in transforms)
-    target = cache_dir / f"atlas-{_file_digest(atlas_dseg)}{via}_grid-{_grid_digest(shape, affine)}_dseg.nii.gz"
+    grid, code = _grid_digest(shape, affine), code_fingerprint(__name__)
+    target = cache_dir / f"atlas-{_file_digest(atlas_dseg)}{via}_grid-{grid}_code-{code}_dseg.nii.gz"
     with FileLock(str(target) + ".lock"):
         if not target.exists():
             atlas = load_image(atlas_dseg)

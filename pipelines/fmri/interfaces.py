@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
     Bunch,
     File,
-    SimpleInterface,
     TraitedSpec,
     isdefined,
     traits,
@@ -23,6 +21,7 @@ from nipype.interfaces.base import (
 
 from pipelines.atomic import write_text
 from pipelines.errors import InputDataError
+from pipelines.fingerprint import CodeInputSpec, FingerprintedInterface
 from pipelines.fmri.atlas_grid import atlas_on_grid
 from pipelines.fmri.denoise import STRATEGIES, denoise
 from pipelines.fmri.model_input import prepare_model_input, save_model_input
@@ -31,7 +30,7 @@ from pipelines.fmri.tables import pearson_relmat, write_coverage_tsv, write_relm
 from pipelines.images import load_image
 
 
-class _AtlasOnGridInputSpec(BaseInterfaceInputSpec):
+class _AtlasOnGridInputSpec(CodeInputSpec):
     atlas_dseg = File(exists=True, mandatory=True, desc="atlas label image in the BOLD's template space")
     reference = File(exists=True, mandatory=True, desc="image on the target grid (BOLD or mask)")
     cache_dir = traits.Str(desc="folder of cached atlases; default: this node's folder")
@@ -42,9 +41,10 @@ class _AtlasOnGridOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="int32 atlas on the reference grid")
 
 
-class AtlasOnGrid(SimpleInterface):
+class AtlasOnGrid(FingerprintedInterface):
     """Nearest-neighbour atlas on the BOLD grid, cached per grid (:func:`~pipelines.fmri.atlas_grid.atlas_on_grid`)."""
 
+    implementation = ("pipelines.fmri.atlas_grid",)
     input_spec = _AtlasOnGridInputSpec
     output_spec = _AtlasOnGridOutputSpec
 
@@ -57,7 +57,7 @@ class AtlasOnGrid(SimpleInterface):
         return runtime
 
 
-class _ParcellateInputSpec(BaseInterfaceInputSpec):
+class _ParcellateInputSpec(CodeInputSpec):
     bold_file = File(exists=True, mandatory=True, desc="4D BOLD series")
     mask_file = File(exists=True, mandatory=True, desc="brain mask on the BOLD grid")
     atlas_file = File(exists=True, mandatory=True, desc="atlas on the BOLD grid")
@@ -69,9 +69,10 @@ class _ParcellateOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="parcels.npz: means (T, R), coverage (R,)")
 
 
-class ParcellateBold(SimpleInterface):
+class ParcellateBold(FingerprintedInterface):
     """Parcel means and coverage of a BOLD run (:func:`~pipelines.fmri.parcellate.parcel_means`)."""
 
+    implementation = ("pipelines.fmri.parcellate",)
     input_spec = _ParcellateInputSpec
     output_spec = _ParcellateOutputSpec
 
@@ -89,7 +90,7 @@ class ParcellateBold(SimpleInterface):
         return runtime
 
 
-class _DenoiseInputSpec(BaseInterfaceInputSpec):
+class _DenoiseInputSpec(CodeInputSpec):
     in_file = File(exists=True, mandatory=True, desc="parcels.npz")
     bold_file = File(exists=True, mandatory=True, desc="the BOLD series (TR fallback from its header)")
     confounds_file = File(exists=True, desc="fMRIPrep confounds TSV")
@@ -110,9 +111,10 @@ class _DenoiseOutputSpec(TraitedSpec):
     metadata = File(exists=True, desc="denoising metadata JSON")
 
 
-class DenoiseParcels(SimpleInterface):
+class DenoiseParcels(FingerprintedInterface):
     """Coverage threshold, dummy scans, confound regression, censoring, band-pass (:func:`denoise`)."""
 
+    implementation = ("pipelines.fmri.denoise",)
     input_spec = _DenoiseInputSpec
     output_spec = _DenoiseOutputSpec
 
@@ -160,7 +162,7 @@ class DenoiseParcels(SimpleInterface):
         return runtime
 
 
-class _WindowsInputSpec(BaseInterfaceInputSpec):
+class _WindowsInputSpec(CodeInputSpec):
     in_file = File(exists=True, mandatory=True, desc="denoised.npz")
     labels = traits.List(traits.Int, mandatory=True, desc="atlas indices")
     target_t_r = traits.Float(mandatory=True, desc="the checkpoint's TR, in s")
@@ -173,9 +175,10 @@ class _WindowsOutputSpec(TraitedSpec):
     metadata = File(exists=True, desc="windowing metadata JSON")
 
 
-class CutModelWindows(SimpleInterface):
+class CutModelWindows(FingerprintedInterface):
     """Censored-frame filling, resampling to the target TR, windows (:func:`prepare_model_input`)."""
 
+    implementation = ("pipelines.fmri.model_input",)
     input_spec = _WindowsInputSpec
     output_spec = _WindowsOutputSpec
 
@@ -213,7 +216,7 @@ class CutModelWindows(SimpleInterface):
         return runtime
 
 
-class _TablesInputSpec(BaseInterfaceInputSpec):
+class _TablesInputSpec(CodeInputSpec):
     in_file = File(exists=True, mandatory=True, desc="denoised.npz")
     labels = traits.List(traits.Int, mandatory=True, desc="atlas indices")
     names = traits.List(traits.Str, mandatory=True, desc="parcel names")
@@ -227,9 +230,10 @@ class _TablesOutputSpec(TraitedSpec):
     metadata = File(exists=True, desc="merged metadata JSON")
 
 
-class WriteParcelTables(SimpleInterface):
+class WriteParcelTables(FingerprintedInterface):
     """Timeseries, relmat and coverage TSVs plus the merged metadata JSON of a run."""
 
+    implementation = ("pipelines.fmri.tables",)
     input_spec = _TablesInputSpec
     output_spec = _TablesOutputSpec
 

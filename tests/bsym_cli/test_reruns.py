@@ -31,6 +31,7 @@ from tests import memory
 from tests.bsym_cli.conftest import _bundle
 
 APP = Path(sys.executable).with_name("bsym-app")
+ROOT = Path(__file__).parents[2]
 STALL = Path(__file__).with_name("stall")
 OUT = Path("bids/derivatives/bsym")
 FMRIPREP = Path("bids/derivatives/fmriprep")
@@ -67,9 +68,14 @@ PORTABLE_NUMERICS = {
 FMRI_ONLY = ["--skip", "dmri", "model"]
 
 
-def bsym_app(study: Path, *args: str, stall: str | None = None, wait: bool = True):
-    """Run ``bsym-app`` from ``study`` in a clean environment (no cache variables of this test process)."""
+def bsym_app(study: Path, *args: str, stall: str | None = None, wait: bool = True, code: Path | None = None):
+    """Run ``bsym-app`` from ``study`` in a clean environment (no cache variables of this test process).
+
+    ``code``: a folder of the project's packages to run instead of the installed ones (an upgrade).
+    """
     env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES} | PORTABLE_NUMERICS
+    if code:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     if stall:
         env.update(
             PYTHONPATH=os.pathsep.join(filter(None, [str(STALL), env.get("PYTHONPATH")])),
@@ -107,6 +113,11 @@ def snapshot(study: Path, prefix: str = "") -> dict[str, str]:
         data = path.read_bytes().replace(str(study).encode(), b"<study>")
         digests[relative] = hashlib.sha256(data).hexdigest()
     return digests
+
+
+def computed_from(study: Path) -> dict:
+    """The model stage's record of what sub-01's outputs were computed from."""
+    return json.loads((study / OUT / "sub-01/model/sub-01_desc-bsym_features.json").read_text())["ComputedFrom"]
 
 
 def leftovers(study: Path) -> list[Path]:
@@ -206,11 +217,40 @@ def test_changed_setting_recomputes_the_model_stage_and_going_back_restores_the_
         "sub-01/model/sub-01_atlas-Schaefer400Tian450_desc-functional_embedding.tsv",
     ):
         assert now[name] != reference[name], name
-    record = json.loads((study / OUT / "sub-01/model/sub-01_desc-bsym_features.json").read_text())["ComputedFrom"]
+    record = computed_from(study)
     assert set(record) >= {"ModelInputsSHA256", "BundleSHA256", "Scaling", "Seed"}
     back = bsym_app(study, *RUN, *ONE)
     assert back.returncode == 0 and "up to date" not in back.stderr
     assert snapshot(study) == reference
+
+
+def test_upgraded_code_reruns_the_steps_it_changes_and_keeps_the_rest(study, reference, tmp_path):
+    """An upgrade edits the registration module and the Perceiver: a rerun into the same -w redoes
+    registration and what follows it, and the model stage, but not the BOLD steps or the FOD fit."""
+    assert bsym_app(study, *RUN, *ONE).returncode == 0
+    before = computed_from(study)
+    work = study / "work/sub-01"
+    stamps = {path: path.stat().st_mtime_ns for path in work.rglob("result_*.pklz")}
+    upgraded = tmp_path / "upgraded"
+    for package in ("bsym_cli", "pipelines", "brainsymphony"):
+        shutil.copytree(ROOT / package, upgraded / package, ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    for module in ("pipelines/dmri/register.py", "brainsymphony/perceiver.py"):
+        with (upgraded / module).open("a") as file:
+            file.write("\n# edited by an upgrade\n")
+
+    rerun = bsym_app(study, *RUN, *ONE, code=upgraded)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "model outputs are up to date" not in rerun.stderr
+    redone = {
+        path.name.removeprefix("result_").removesuffix(".pklz")
+        for path, stamp in stamps.items()
+        if path.stat().st_mtime_ns != stamp
+    }
+    assert {"register_atlas", "connectome"} <= redone
+    assert not redone & {"atlas_grid", "parcellate", "denoise", "windows", "tables", "prepare_dwi", "fit_fods", "track"}
+    now = snapshot(study)
+    assert {name: now[name] for name in PINNED_OUTPUTS} == {name: reference[name] for name in PINNED_OUTPUTS}
+    assert computed_from(study)["CodeSHA256"] != before["CodeSHA256"]
 
 
 def test_rerun_without_a_head_removes_the_old_predictions(study, source):

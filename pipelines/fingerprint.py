@@ -1,0 +1,156 @@
+"""Fingerprints of the code behind a step, so that a rerun after an upgrade recomputes what the upgrade changed.
+
+Nipype reuses a node's cached result when the hash of its inputs is unchanged, and a module constant (a
+registration stage list, a step length) is not an input. Every bsym interface is therefore a
+:class:`FingerprintedInterface`: its hashed ``code`` input is :func:`code_fingerprint` of the modules it runs
+(their source, the source of every ``pipelines`` and ``brainsymphony`` module they import, transitively, and
+the versions of the libraries those import) and of the interface class itself. Editing the tracker reruns
+tracking and what follows from it; the BOLD steps stay cached.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
+
+#: Packages whose source is part of a fingerprint; any other import contributes its installed version.
+OWN_PACKAGES = ("pipelines", "brainsymphony")
+
+
+def code_fingerprint(*modules: str) -> str:
+    """sha256 of the source of ``modules`` and of the own modules they import, plus their libraries' versions.
+
+    Parameters
+    ----------
+    modules : str
+        Dotted names of ``pipelines`` or ``brainsymphony`` modules.
+
+    Returns
+    -------
+    str
+        16 hex digits; a comment edited in any of the modules changes it too.
+    """
+    sources, libraries = _closure(tuple(sorted(modules)))
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + sources[name] + b"\0")
+    for library in sorted(libraries):
+        digest.update(f"{library}=={_version(library)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+class CodeInputSpec(BaseInterfaceInputSpec):
+    """Input spec with the hashed ``code`` input that :class:`FingerprintedInterface` fills in."""
+
+    code = traits.Str(desc="fingerprint of the code the step runs, set by the interface: a change reruns the step")
+
+
+class FingerprintedInterface(SimpleInterface):
+    """A ``SimpleInterface`` whose ``code`` input fingerprints :attr:`implementation` and its own class source.
+
+    Subclasses name the modules they call in ``implementation`` and use an input spec derived from
+    :class:`CodeInputSpec`.
+    """
+
+    implementation: tuple[str, ...] = ()
+
+    def __init__(self, **inputs: Any) -> None:
+        super().__init__(**inputs)
+        self.inputs.code = _interface_fingerprint(self.implementation, inspect.getsource(type(self)))
+
+
+@lru_cache
+def _interface_fingerprint(implementation: tuple[str, ...], class_source: str) -> str:
+    """:func:`code_fingerprint` of an interface's implementation modules, with the class's own source."""
+    digest = hashlib.sha256(code_fingerprint(*implementation).encode())
+    digest.update(class_source.encode())
+    return digest.hexdigest()[:16]
+
+
+@lru_cache
+def _closure(modules: tuple[str, ...]) -> tuple[dict[str, bytes], frozenset[str]]:
+    """Sources of ``modules`` and the own modules they import (name -> bytes), and the libraries they import."""
+    outside = [name for name in modules if name.split(".")[0] not in OWN_PACKAGES]
+    if outside:
+        raise ValueError(f"fingerprints cover the modules of {OWN_PACKAGES}, not {outside}")
+    sources: dict[str, bytes] = {}
+    libraries: set[str] = set()
+    pending = list(modules)
+    while pending:
+        name = pending.pop()
+        if name in sources:
+            continue
+        path = _source_path(name)
+        if path is None:
+            raise ValueError(f"no source file for module {name!r}")
+        sources[name] = path.read_bytes()
+        for imported in _imports(sources[name], name, is_package=path.name == "__init__.py"):
+            top = imported.split(".")[0]
+            if top in OWN_PACKAGES:
+                pending.extend(_own_modules(imported))
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                libraries.add(top)
+    return sources, frozenset(libraries)
+
+
+def _imports(source: bytes, module: str, *, is_package: bool) -> list[str]:
+    """Absolute names imported by a module's source, ``from a import b`` given as both ``a`` and ``a.b``."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.append(base)
+            names.extend(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _own_modules(name: str) -> list[str]:
+    """The module ``name`` names: itself, or its longest prefix with a source file (``a.b.func`` gives ``a.b``)."""
+    parts = name.split(".")
+    prefixes = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
+    return next(([prefix] for prefix in prefixes if _source_path(prefix)), [])
+
+
+@lru_cache
+def _source_path(name: str) -> Path | None:
+    """Source file of an importable module, or None for a name that is not a module (a function, a class)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+@lru_cache
+def _distributions() -> dict[str, list[str]]:
+    """Top-level package -> the distributions that install it."""
+    return dict(importlib.metadata.packages_distributions())
+
+
+def _version(library: str) -> str:
+    """Installed version of the distribution(s) providing top-level package ``library``, or '' when unknown."""
+    distributions = _distributions().get(library, [])
+    versions = []
+    for distribution in sorted(set(distributions)):
+        try:
+            versions.append(importlib.metadata.version(distribution))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ",".join(versions)

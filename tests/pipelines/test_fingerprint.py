@@ -1,0 +1,136 @@
+"""Code fingerprints: an edit of a step's code (or of what it imports) reruns its cached Nipype node."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+from nipype.interfaces.base import File, TraitedSpec, traits
+from nipype.pipeline import engine as pe
+
+from pipelines import fingerprint
+from pipelines.fingerprint import CodeInputSpec, FingerprintedInterface, code_fingerprint
+
+INTERFACE_MODULES = ("pipelines.dmri.interfaces", "pipelines.fmri.interfaces", "pipelines.participant")
+
+
+@pytest.fixture
+def toy_package(tmp_path: Path, monkeypatch) -> Path:
+    """``toypkg``: ``step`` imports ``constants`` (absolute) and ``helpers`` (relative); ``other`` stands alone."""
+    package = tmp_path / "toypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "constants.py").write_text("STEP = 0.25\n")
+    (package / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    (package / "other.py").write_text("UNUSED = 1\n")
+    (package / "step.py").write_text(
+        "import numpy as np\n\nfrom toypkg.constants import STEP\n\nfrom .helpers import double\n\n\n"
+        "def run(x):\n    return double(np.asarray(x) * STEP)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(fingerprint, "OWN_PACKAGES", (*fingerprint.OWN_PACKAGES, "toypkg"))
+    _forget()
+    yield package
+    _forget()
+    for name in [m for m in sys.modules if m.split(".")[0] == "toypkg"]:
+        del sys.modules[name]
+
+
+def _forget() -> None:
+    fingerprint._closure.cache_clear()
+    fingerprint._source_path.cache_clear()
+    importlib.invalidate_caches()
+
+
+def test_fingerprint_follows_the_modules_a_step_imports_and_nothing_else(toy_package):
+    sources, libraries = fingerprint._closure(("toypkg.step",))
+    assert sorted(sources) == ["toypkg.constants", "toypkg.helpers", "toypkg.step"]
+    assert libraries == {"numpy"}
+    before = code_fingerprint("toypkg.step")
+
+    (toy_package / "other.py").write_text("UNUSED = 2\n")
+    _forget()
+    assert code_fingerprint("toypkg.step") == before
+
+    (toy_package / "constants.py").write_text("STEP = 0.1\n")
+    _forget()
+    after_constant = code_fingerprint("toypkg.step")
+    assert after_constant != before
+
+    (toy_package / "helpers.py").write_text("def double(x):\n    return x + x\n")
+    _forget()
+    assert code_fingerprint("toypkg.step") not in (before, after_constant)
+
+
+def test_fingerprint_includes_the_versions_of_the_libraries_imported(toy_package, monkeypatch):
+    before = code_fingerprint("toypkg.step")
+    monkeypatch.setattr(fingerprint, "_version", lambda library: "99.0" if library == "numpy" else "")
+    _forget()
+    assert code_fingerprint("toypkg.step") != before
+
+
+def test_a_module_outside_the_own_packages_or_a_misspelled_one_is_refused():
+    with pytest.raises(ValueError, match="not \\['json.decoder'\\]"):
+        code_fingerprint("json.decoder")
+    with pytest.raises(ValueError, match="no source file for module 'pipelines.dmri.regster'"):
+        code_fingerprint("pipelines.dmri.regster")
+
+
+class _CountInput(CodeInputSpec):
+    value = traits.Int(mandatory=True)
+
+
+class _CountOutput(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class _Count(FingerprintedInterface):
+    """Append a line to a file beside the node folder each time it really runs."""
+
+    implementation = ("pipelines.atomic",)
+    input_spec = _CountInput
+    output_spec = _CountOutput
+
+    def _run_interface(self, runtime):
+        out = Path(runtime.cwd) / "value.txt"
+        out.write_text(str(self.inputs.value))
+        with (Path(runtime.cwd).parent.parent / "runs.log").open("a") as log:
+            log.write(f"{self.inputs.value}\n")
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+def test_a_changed_code_fingerprint_reruns_the_cached_node_and_an_unchanged_one_does_not(tmp_path):
+    def run(code: str | None = None) -> None:
+        node = pe.Node(_Count(value=3), name="count", base_dir=str(tmp_path / "work"))
+        if code is not None:
+            node.inputs.code = code
+        node.run()
+
+    run()
+    run()
+    assert (tmp_path / "runs.log").read_text() == "3\n", "the same code reuses the cache"
+    run(code="0123456789abcdef")  # what an upgrade of pipelines.atomic or of _Count would do
+    assert (tmp_path / "runs.log").read_text() == "3\n3\n"
+    assert len(_Count().inputs.code) == 16 and _Count().inputs.code != "0123456789abcdef"
+
+
+def test_every_pipeline_interface_fingerprints_the_modules_it_calls():
+    """A new interface that is not a FingerprintedInterface would keep stale results after an upgrade."""
+    from nipype.interfaces.base import BaseInterface
+
+    found = []
+    for module_name in INTERFACE_MODULES:
+        module = importlib.import_module(module_name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseInterface) and cls.__module__ == module_name:
+                found.append(cls)
+                assert issubclass(cls, FingerprintedInterface), cls
+                assert cls.implementation, f"{cls.__name__} names no implementation module"
+                assert len(cls().inputs.code) == 16
+    assert len(found) >= 12
+    codes = {cls.__name__: cls().inputs.code for cls in found}
+    assert len(set(codes.values())) == len(codes), codes
