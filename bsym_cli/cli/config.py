@@ -112,12 +112,13 @@ class WorkflowConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The network: weights, heads, scaling, device."""
+    """The network: weights, heads, scaling, device, precision."""
 
     weights: AbsolutePath | None = None
     heads: tuple[AbsolutePath, ...] = ()
     scaling: Literal["subject", "checkpoint", "study"] = "subject"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int = Field(8, ge=1)
     targets: tuple[str, ...] = ()
 

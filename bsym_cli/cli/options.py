@@ -219,6 +219,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(("--device",), "Where the network runs.", "Performance", "model.device", show_default=True),
     Option(
+        ("--precision",),
+        "Arithmetic of the network: fp32, or bf16 autocast (embeddings within a cosine of 0.9999 of fp32's). "
+        "auto: bf16 on CPUs with AMX, where it is faster, fp32 elsewhere (README.md, Performance). The precision "
+        "used is recorded in the feature sidecar (ComputedFrom).",
+        "Performance",
+        "model.precision",
+        show_default=True,
+    ),
+    Option(
         ("--batch-size",),
         "Windows per forward pass.",
         "Performance",

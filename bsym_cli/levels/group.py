@@ -137,10 +137,11 @@ def run_group(config: Config) -> None:
 
 def _rescale_study(config: Config, table: pd.DataFrame, group: Path) -> pd.DataFrame | None:
     """Replace the embedding columns by a re-embedding with study-wide scaling (None on non-zero ranks)."""
-    from bsym_cli.levels.runtime import resolve_device
+    from bsym_cli.levels.runtime import resolve_device, resolve_precision
     from bsym_cli.levels.study import study_embeddings
 
-    result = study_embeddings(config, table, resolve_device(config.model.device))
+    device = resolve_device(config.model.device)
+    result = study_embeddings(config, table, device, precision=resolve_precision(config.model.precision, device))
     if result is None:
         return None
     study, statistics = result

@@ -167,8 +167,12 @@ def run_model_stage(
     device: str,
     *,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Path]:
-    """Scale, embed and write one participant's model outputs; return the written paths."""
+    """Scale, embed and write one participant's model outputs; return the written paths.
+
+    ``precision`` is the resolved ``--precision`` (``"fp32"`` or ``"bf16"``).
+    """
     from pipelines.model.inputs import cache_path, participant_inputs, save_model_inputs
     from pipelines.model.stage import run_model
 
@@ -246,7 +250,9 @@ def run_model_stage(
             "group level re-embeds everyone with the study's.",
             part.label,
         )
-    record = model_record(config, weights, windows=inputs.windows, sc=inputs.sc, labels=atlas.indices)
+    record = model_record(
+        config, weights, windows=inputs.windows, sc=inputs.sc, labels=atlas.indices, precision=precision
+    )
     features = features_path(config.execution.output_dir, part)
     if not config.execution.overwrite and _recorded(features) == record:
         log.info(
@@ -263,11 +269,12 @@ def run_model_stage(
         t_r=meta.tr,
     )
     log.info(
-        "%s: embedding %d window(s)%s on %s",
+        "%s: embedding %d window(s)%s on %s (%s)",
         part.label,
         0 if inputs.windows is None else len(inputs.windows),
         " with the connectome" if inputs.sc is not None else "",
         device,
+        precision,
     )
     result = run_model(
         weights.model,
@@ -276,6 +283,7 @@ def run_model_stage(
         checkpoint=checkpoint,
         batch_size=batch_size or config.model.batch_size,
         device=device,
+        precision=precision,
         seed=config.workflow.seed,
     )
     scaling: dict[str, Any] = {"Scaling": result.scaling or config.model.scaling}
@@ -287,7 +295,13 @@ def run_model_stage(
 
 
 def model_record(
-    config: Config, weights: Weights, *, windows: np.ndarray | None, sc: np.ndarray | None, labels: list[int]
+    config: Config,
+    weights: Weights,
+    *,
+    windows: np.ndarray | None,
+    sc: np.ndarray | None,
+    labels: list[int],
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """What a participant's model outputs are computed from: input content, settings and weights.
 
@@ -303,6 +317,8 @@ def model_record(
         Signed connectome.
     labels : list of int
         Atlas indices, in region order.
+    precision : {"fp32", "bf16"}
+        The resolved ``--precision``.
     """
     from bsym_cli import __version__
 
@@ -320,6 +336,7 @@ def model_record(
         "HeadsSHA256": [_content_sha256(h) for h in model.heads],
         "Scaling": model.scaling if windows is None else scaling_used(model.scaling, has_study=False),
         "Seed": config.workflow.seed,
+        "Precision": precision,
         "Version": __version__,
         "CodeSHA256": code_fingerprint(*MODEL_CODE),
         # the demo-weights warning goes into the sidecars: when it comes or goes, they are rewritten

@@ -43,11 +43,12 @@ def run(config: Config) -> None:
 
 def run_participants(config: Config) -> None:
     """Process every selected participant; raise a :class:`BsymError` if any failed."""
-    from bsym_cli.levels.runtime import resolve_device
+    from bsym_cli.levels.runtime import resolve_device, resolve_precision
 
     ex, wf = config.execution, config.workflow
     log = get_logger()
     device = None if "model" in wf.skip else resolve_device(config.model.device)
+    precision = "fp32" if device is None else resolve_precision(config.model.precision, device)
     study = discover(config)
     participants = validate(study, denoise_strategy=wf.denoise_strategy)
     atlas = resolve_atlas(wf.atlas, atlas_dataset=wf.atlas_dataset)
@@ -82,7 +83,9 @@ def run_participants(config: Config) -> None:
                 dump_config(config, log_dir)
                 graph = build_graph(config, part, atlas, contract, memory)
                 if not ex.reports_only:
-                    process_participant(config, part, graph, atlas, writer, log_dir, weights, device, memory)
+                    process_participant(
+                        config, part, graph, atlas, writer, log_dir, weights, device, memory, precision=precision
+                    )
                 methods[part.label] = graph.methods
                 report = _report(config, part, participants, atlas, weights, methods)
             log.info("%s: report %s", part.label, report)
@@ -151,11 +154,15 @@ def process_participant(
     weights: Weights | None,
     device: str | None,
     memory: MemoryPlan,
+    *,
+    precision: str = "fp32",
 ) -> None:
     """Run the workflows of one participant, write their outputs, then the model stage."""
     runs = run_workflows(config, part, graph, atlas, writer, log_dir, memory)
     if weights is not None:
-        run_model_stage(config, part, atlas, writer, runs, weights, device, batch_size=memory.batch_size)
+        run_model_stage(
+            config, part, atlas, writer, runs, weights, device, batch_size=memory.batch_size, precision=precision
+        )
 
 
 def _report(

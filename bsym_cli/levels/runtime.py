@@ -7,6 +7,7 @@ library is imported. Call, in this order and before importing torch, nilearn, di
     redirect_caches(config.execution.work_dir)
     set_threads(config.resources.omp_nthreads)
     device = resolve_device(config.model.device)
+    precision = resolve_precision(config.model.precision, device)
 """
 
 from __future__ import annotations
@@ -178,3 +179,19 @@ def resolve_device(requested: str) -> str:
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). {GPU_HELP}"
         )
     return value
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """Turn ``--precision`` into ``"fp32"`` or ``"bf16"`` on ``device`` (``brainsymphony/precision.py``).
+
+    Raises
+    ------
+    OptionError
+        Exit code 64: bf16 asked for on a GPU without bf16 support.
+    """
+    from brainsymphony.precision import resolve_precision as resolve
+
+    try:
+        return resolve(requested, device)
+    except ValueError as error:
+        raise OptionError(f"--precision {requested}: {error}") from None

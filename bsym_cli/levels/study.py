@@ -59,13 +59,16 @@ def _leave_group(dist) -> None:
     dist.destroy_process_group()
 
 
-def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """Re-embed every participant of ``table`` with study-wide scaling statistics.
+def study_embeddings(
+    config: Config, table: pd.DataFrame, device: str, *, precision: str = "fp32"
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Re-embed every participant of ``table`` with study-wide scaling statistics, in ``precision`` (resolved).
 
     Returns (features, statistics) on rank 0 — ``features`` has the columns of the participant feature rows,
     ``statistics`` one row per region (``index``, ``median``, ``iqr``) — and None on other ranks.
     """
     from brainsymphony import load_bundle
+    from brainsymphony.precision import autocast
     from bsym_cli.levels.model_stage import weights_path
     from pipelines.model.embed import embed_many
     from pipelines.model.features import feature_values
@@ -99,10 +102,10 @@ def study_embeddings(config: Config, table: pd.DataFrame, device: str) -> tuple[
             median, iqr, _ = select_statistics(data.windows, "study", study=(stats["median"], stats["iqr"]))
             scaled = scale_windows(data.windows, median, iqr)[0]
         inputs.append((scaled, data.sc))
-    log.info("Study scaling: rank %d/%d embeds %d participant(s) on %s", rank, world, len(mine), device)
-    results = dict(
-        zip(mine, embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device), strict=True)
-    )
+    log.info("Study scaling: rank %d/%d embeds %d participant(s) on %s (%s)", rank, world, len(mine), device, precision)
+    with autocast(precision, device):
+        embedded = embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device)
+    results = dict(zip(mine, embedded, strict=True))
     if dist is not None:
         gathered = [None] * world if rank == 0 else None
         dist.gather_object(results, gathered, dst=0)

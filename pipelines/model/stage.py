@@ -42,6 +42,7 @@ def run_model(
     study: tuple[np.ndarray, np.ndarray] | None = None,
     batch_size: int = 8,
     device: str = "cpu",
+    precision: str = "fp32",
     seed: int = 0,
 ) -> ModelRun:
     """Scale and embed one participant.
@@ -58,6 +59,8 @@ def run_model(
     batch_size : int
         Windows per forward pass.
     device : str
+    precision : {"fp32", "bf16"}
+        bf16 runs the network under autocast (``brainsymphony/precision.py``).
     seed : int
         Seed of the masked-region grouping.
 
@@ -65,11 +68,14 @@ def run_model(
     -------
     ModelRun
     """
+    from brainsymphony.precision import autocast
+
     n_regions = len(inputs.labels)
     scaled, used, incomplete = None, None, np.zeros(n_regions, bool)
     if inputs.windows is not None:
         median, iqr, used = select_statistics(inputs.windows, scaling, checkpoint=checkpoint, study=study)
         scaled, available = scale_windows(inputs.windows, median, iqr)
         incomplete = np.asarray(~available.all(axis=0))
-    embedding = embed_participant(model, scaled, inputs.sc, batch_size=batch_size, device=device, seed=seed)
+    with autocast(precision, device):
+        embedding = embed_participant(model, scaled, inputs.sc, batch_size=batch_size, device=device, seed=seed)
     return ModelRun(embedding=embedding, scaling=used, incomplete=incomplete)

@@ -325,3 +325,36 @@ def test_study_scaling_leaves_the_process_group_before_returning(study, tmp_path
         assert rank.returncode == 0, stderr[-2000:]
         assert "group alive False" in stdout
     assert "rows 6" in outputs[0][0] and "rows None" in outputs[1][0]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.nan_to_num(np.ravel(a).astype(np.float64)), np.nan_to_num(np.ravel(b).astype(np.float64))
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_bf16_precision_keeps_every_output_within_cosine_0999_of_fp32_and_is_recorded(study, tmp_path):
+    from brainsymphony.precision import resolve_precision
+
+    bf16 = tmp_path / "bf16"
+    args = [*study["args"][:1], bf16, *study["args"][2:-1], tmp_path / "w", "--participant-label", "01"]
+    assert run_app(*args, "--precision", "bf16") == 0
+    fp32_model, bf16_model = study["out"] / "sub-01/model", bf16 / "sub-01/model"
+    for name in (
+        "atlas-Schaefer400Tian450_desc-functional_embedding",
+        "desc-bsym_features",
+        "desc-bsym_reconstruction",
+    ):
+        fp32_table, bf16_table = (pd.read_csv(m / f"sub-01_{name}.tsv", sep="\t") for m in (fp32_model, bf16_model))
+        numbers = [c for c in fp32_table.select_dtypes("number").columns if c not in ("index", "n_windows")]
+        assert not np.array_equal(fp32_table[numbers], bf16_table[numbers]), f"{name}: bf16 was not used"
+        assert _cosine(fp32_table[numbers], bf16_table[numbers]) >= 0.999, name
+    attention = "sub-01_atlas-Schaefer400Tian450_desc-bsym_attention.h5"
+    with h5py.File(fp32_model / attention) as fp32_maps, h5py.File(bf16_model / attention) as bf16_maps:
+        for key in ("spatial", "temporal", "perceiver_region", "perceiver_time"):
+            assert _cosine(fp32_maps[key][()], bf16_maps[key][()]) >= 0.999, key
+
+    def recorded(model: Path) -> str:
+        return json.loads((model / "sub-01_desc-bsym_features.json").read_text())["ComputedFrom"]["Precision"]
+
+    assert recorded(bf16_model) == "bf16"
+    assert recorded(fp32_model) == resolve_precision("auto", "cpu")  # fp32 unless this CPU has AMX

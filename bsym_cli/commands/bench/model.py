@@ -115,6 +115,7 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
 
     from brainsymphony import BrainSymphonyConfig
     from brainsymphony.flops import PUBLISHED_REFERENCE_FLOPS, reference_flops
+    from brainsymphony.precision import resolve_precision
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -138,7 +139,17 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
             )
             if "min_cosine_to_fp32" in result:
                 line += f", cosine to fp32 {result['min_cosine_to_fp32']:.5f} (target >= {TARGET_BF16_COSINE})"
+                fp32 = next(
+                    (r for r in report["runs"] if (r["device"], r["batch"], r["precision"]) == (device, batch, "fp32")),
+                    None,
+                )
+                if fp32 is not None:
+                    result["speedup_over_fp32"] = result["subjects_per_s"] / fp32["subjects_per_s"]
+                    line += f", {result['speedup_over_fp32']:.2f}x fp32"
             click.echo(line)
+        auto = resolve_precision("auto", device)
+        report[f"precision_auto_{device}"] = auto
+        click.echo(f"  bsym-app --precision auto uses {auto} on this {device}")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")

@@ -1,0 +1,57 @@
+"""Inference precision: float32, or bfloat16 autocast on the hardware where it is faster.
+
+Measured with ``bsym bench model`` at batch 4 (README.md, "Performance"): bf16 autocast is slower than fp32 on
+AVX2 CPUs (0.4x), no faster on CPUs with AVX-512 BF16 but no AMX (1.04x), and slower on an H200 (0.76x; the
+model is launch-bound there), each at a cosine of at least 0.99998 to fp32. The Perceiver's softmax stream
+stays in fp32 under autocast (``brainsymphony/perceiver.py``), so only the matrix products of the other
+blocks gain, and they gain where the CPU multiplies bf16 in tiles (AMX). ``auto`` therefore means bf16 on CPUs
+with AMX and fp32 everywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+#: Values of ``--precision``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(requested: str, device: str | torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` for a ``--precision`` value on ``device``.
+
+    Raises
+    ------
+    ValueError
+        An unknown value, or bf16 on a CUDA device without bf16 support.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    kind = torch.device(device).type
+    if requested == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
+    if requested != "auto":
+        return requested
+    return "bf16" if kind == "cpu" and cpu_has_amx() else "fp32"
+
+
+def autocast(precision: str, device: str | torch.device) -> AbstractContextManager:
+    """The autocast context of a resolved precision (no change for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+@lru_cache
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bf16 tiles (the ``amx_bf16`` flag); False where it cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "amx_bf16" in flags
