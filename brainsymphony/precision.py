@@ -1,11 +1,11 @@
 """Inference precision: float32, or bfloat16 autocast on the hardware where it is faster.
 
-Measured with ``bsym bench model`` at batch 4 (README.md, "Performance"): bf16 autocast is slower than fp32 on
-AVX2 CPUs (0.4x), no faster on CPUs with AVX-512 BF16 but no AMX (1.04x), and slower on an H200 (0.76x; the
-model is launch-bound there), each at a cosine of at least 0.99998 to fp32. The Perceiver's softmax stream
-stays in fp32 under autocast (``brainsymphony/perceiver.py``), so only the matrix products of the other
-blocks gain, and they gain where the CPU multiplies bf16 in tiles (AMX). ``auto`` therefore means bf16 on CPUs
-with AMX and fp32 everywhere else.
+Measured with ``bsym bench model`` at batch 4 (README.md, "Performance"), each at a cosine of at least 0.99998
+to fp32: bf16 autocast ran at 0.4x fp32 on an AVX2 CPU, 1.04-1.13x on 2 cores with AVX-512 BF16 but no AMX,
+1.36x on a 16-core server CPU, and 0.76x on an H200 (the model is launch-bound there). The Perceiver's softmax
+stream stays in fp32 under autocast (``brainsymphony/perceiver.py``), so only the matrix products of the other
+blocks can gain, and they gain most where the CPU multiplies bf16 in tiles (AMX). ``auto`` therefore means
+bf16 on CPUs with AMX and fp32 everywhere else; ``bsym bench model`` prints what it picks and what bf16 gains.
 """
 
 from __future__ import annotations
