@@ -11,6 +11,7 @@ import pytest
 from nipype.interfaces.utility import Function
 from nipype.pipeline import engine as pe
 
+from pipelines.dmri.track import TrackingParameters
 from pipelines.dmri.workflow import OUTPUT_FIELDS, init_dmri_wf
 from pipelines.engine import configure_nipype
 from pipelines.errors import InputDataError
@@ -88,7 +89,13 @@ def test_metadata_records_transform_seed_and_tracking(phantom_run):
     assert meta["SignedTransform"] == "log10_count_per_volume"
     assert meta["StreamlineCount"] == 1200
     assert meta["Seed"] == 5
-    assert meta["Tracking"]["StepSizeMm"] == 1.0 and meta["Tracking"]["MaxAngleDeg"] == 30.0
+    defaults = TrackingParameters()
+    recorded = meta["Tracking"]
+    assert (recorded["StepSizeMm"], recorded["MaxAngleDeg"], recorded["StopFAThreshold"]) == (
+        defaults.step_size,
+        defaults.max_angle,
+        defaults.stop_fa,
+    )
     assert meta["Tracking"]["StreamlinesKept"] == 1200 and meta["Tracking"]["Complete"] is True
     assert meta["Reconstruction"]["Model"] == "csd" and meta["Reconstruction"]["SHOrder"] == 6
     assert meta["Registration"]["Method"] == "none" and meta["Registration"]["DiceBrain"] is None
