@@ -95,8 +95,8 @@ def _closure(modules: tuple[str, ...]) -> tuple[dict[str, bytes], frozenset[str]
         sources[name] = path.read_bytes()
         for imported in _imports(sources[name], name, is_package=path.name == "__init__.py"):
             top = imported.split(".")[0]
-            if top in OWN_PACKAGES:
-                pending.extend(_own_modules(imported))
+            if top in OWN_PACKAGES and (module := _module_named(imported)):
+                pending.append(module)
             elif top not in sys.stdlib_module_names and top != "__future__":
                 libraries.add(top)
     return sources, frozenset(libraries)
@@ -119,11 +119,11 @@ def _imports(source: bytes, module: str, *, is_package: bool) -> list[str]:
     return names
 
 
-def _own_modules(name: str) -> list[str]:
+def _module_named(name: str) -> str | None:
     """The module ``name`` names: itself, or its longest prefix with a source file (``a.b.func`` gives ``a.b``)."""
     parts = name.split(".")
     prefixes = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
-    return next(([prefix] for prefix in prefixes if _source_path(prefix)), [])
+    return next((prefix for prefix in prefixes if _source_path(prefix)), None)
 
 
 @lru_cache
