@@ -3,9 +3,10 @@
 Nipype reuses a node's cached result when the hash of its inputs is unchanged, and a module constant (a
 registration stage list, a step length) is not an input. Every bsym interface is therefore a
 :class:`FingerprintedInterface`: its hashed ``code`` input is :func:`code_fingerprint` of the modules it runs
-(their source, the source of every ``pipelines`` and ``brainsymphony`` module they import, transitively, and
-the versions of the libraries those import) and of the interface class itself. Editing the tracker reruns
-tracking and what follows from it; the BOLD steps stay cached.
+(their source, the source of every ``pipelines``, ``brainsymphony`` and ``bsym_cli`` module they import,
+transitively, and the versions of the libraries those import) and of the interface class itself with the
+module-level helpers, constants and imports it uses. Editing the tracker reruns tracking and what follows from
+it; the BOLD steps stay cached.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
-import inspect
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
 
 #: Packages whose source is part of a fingerprint; any other import contributes its installed version.
-OWN_PACKAGES = ("pipelines", "brainsymphony")
+OWN_PACKAGES = ("pipelines", "brainsymphony", "bsym_cli")
 
 
 def code_fingerprint(*modules: str) -> str:
@@ -32,7 +32,7 @@ def code_fingerprint(*modules: str) -> str:
     Parameters
     ----------
     modules : str
-        Dotted names of ``pipelines`` or ``brainsymphony`` modules.
+        Dotted names of modules of :data:`OWN_PACKAGES`.
 
     Returns
     -------
@@ -55,25 +55,89 @@ class CodeInputSpec(BaseInterfaceInputSpec):
 
 
 class FingerprintedInterface(SimpleInterface):
-    """A ``SimpleInterface`` whose ``code`` input fingerprints :attr:`implementation` and its own class source.
+    """A ``SimpleInterface`` whose ``code`` input fingerprints :attr:`implementation` and the class's own code.
 
     Subclasses name the modules they call in ``implementation`` and use an input spec derived from
-    :class:`CodeInputSpec`.
+    :class:`CodeInputSpec`. The class's own code is its definition plus every module-level definition of its
+    module that it uses, transitively (input specs, helpers such as a writer of JSON sidecars, constants), and
+    the modules or libraries whose names it imports.
     """
 
     implementation: tuple[str, ...] = ()
 
     def __init__(self, **inputs: Any) -> None:
         super().__init__(**inputs)
-        self.inputs.code = _interface_fingerprint(self.implementation, inspect.getsource(type(self)))
+        cls = type(self)
+        self.inputs.code = _interface_fingerprint(self.implementation, cls.__module__, cls.__qualname__)
 
 
 @lru_cache
-def _interface_fingerprint(implementation: tuple[str, ...], class_source: str) -> str:
-    """:func:`code_fingerprint` of an interface's implementation modules, with the class's own source."""
-    digest = hashlib.sha256(code_fingerprint(*implementation).encode())
-    digest.update(class_source.encode())
+def _interface_fingerprint(implementation: tuple[str, ...], module: str, name: str) -> str:
+    """:func:`code_fingerprint` of an interface's implementation and of the modules its own code imports names
+    from, with the syntax of that code and the versions of the libraries it names."""
+    definitions, imported = _used_definitions(module, name)
+    own = tuple(found for used in imported if _is_own(used) and (found := _module_named(used)))
+    digest = hashlib.sha256(code_fingerprint(*implementation, *own).encode())
+    digest.update(definitions.encode())
+    libraries = {used.split(".")[0] for used in imported} - set(OWN_PACKAGES) - sys.stdlib_module_names
+    for library in sorted(libraries):
+        digest.update(f"{library}=={_version(library)}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def _used_definitions(module: str, name: str) -> tuple[str, list[str]]:
+    """The syntax (``ast.dump``, without positions or comments) of the module-level definition ``name`` of
+    ``module`` and of the module-level definitions it uses, transitively, and the absolute names that code
+    imports from elsewhere."""
+    path = _source_path(module)
+    if path is None:
+        raise ValueError(f"no source file for module {module!r}")
+    tree = ast.parse(path.read_bytes())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    definitions: dict[str, ast.stmt] = {}
+    imports: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            definitions[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                definitions.update((name.id, node) for name in ast.walk(target) if isinstance(name, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            imports.update(_bindings(node, package))
+    dumps, imported, seen, pending = [], [], set(), [name]
+    while pending:
+        used = pending.pop()
+        if used in seen:
+            continue
+        seen.add(used)
+        if used in definitions:
+            dumps.append(ast.dump(definitions[used]))
+            pending.extend(node.id for node in ast.walk(definitions[used]) if isinstance(node, ast.Name))
+        elif used in imports:
+            imported.append(imports[used])
+    return "\n".join(sorted(set(dumps))), sorted(imported)
+
+
+def _bindings(node: ast.Import | ast.ImportFrom, package: str) -> list[tuple[str, str]]:
+    """(local name, absolute dotted name) of each name an import statement binds."""
+    if isinstance(node, ast.Import):  # ``import a.b`` binds a; ``import a.b as c`` binds c to a.b
+        return [(alias.asname, alias.name) if alias.asname else (alias.name.split(".")[0],) * 2 for alias in node.names]
+    base = _absolute_base(node, package)
+    return [(alias.asname or alias.name, f"{base}.{alias.name}") for alias in node.names]
+
+
+def _absolute_base(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of a ``from ... import`` statement inside ``package``."""
+    base = node.module or ""
+    if node.level:
+        parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        base = f"{parent}.{base}" if base else parent
+    return base
+
+
+def _is_own(name: str) -> bool:
+    return name.split(".")[0] in OWN_PACKAGES
 
 
 @lru_cache
@@ -110,10 +174,7 @@ def _imports(source: bytes, module: str, *, is_package: bool) -> list[str]:
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
+            base = _absolute_base(node, package)
             names.append(base)
             names.extend(f"{base}.{alias.name}" for alias in node.names)
     return names

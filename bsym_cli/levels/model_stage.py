@@ -30,8 +30,10 @@ from pipelines.fingerprint import code_fingerprint
 from pipelines.model.features import feature_names, feature_values
 from pipelines.model.scaling import scaling_used
 
-#: Modules whose code computes the model outputs (with what they import): an edit reruns the model stage.
+#: Modules whose code computes and writes the model outputs (with what they import, this module included): an
+#: edit reruns the model stage.
 MODEL_CODE = (
+    __name__,
     "brainsymphony.bundle",
     "pipelines.heads",
     "pipelines.model.features",

@@ -41,6 +41,7 @@ def toy_package(tmp_path: Path, monkeypatch) -> Path:
 
 def _forget() -> None:
     fingerprint._closure.cache_clear()
+    fingerprint._interface_fingerprint.cache_clear()
     fingerprint._source_path.cache_clear()
     importlib.invalidate_caches()
 
@@ -134,3 +135,60 @@ def test_every_pipeline_interface_fingerprints_the_modules_it_calls():
     assert len(found) >= 12
     codes = {cls.__name__: cls().inputs.code for cls in found}
     assert len(set(codes.values())) == len(codes), codes
+
+
+INTERFACE_MODULE = """\
+import json
+
+from nipype.interfaces.base import TraitedSpec
+
+from pipelines.fingerprint import CodeInputSpec, FingerprintedInterface
+from toypkg.helpers import double
+
+INDENT = {indent}
+
+
+def _write_json(payload, path):
+    path.write_text(json.dumps(payload, indent=INDENT))
+
+
+def _unused():
+    return {unused}
+
+
+class Step(FingerprintedInterface):
+    implementation = ("toypkg.other",)
+    input_spec = CodeInputSpec
+    output_spec = TraitedSpec
+
+    def _run_interface(self, runtime):
+        _write_json({{"value": double(1)}}, runtime.cwd)
+        return runtime
+"""
+
+
+def _step_code(package: Path, *, indent: int = 2, unused: int = 0, comment: str = "") -> str:
+    """The ``code`` of ``toypkg.interfaces.Step`` for a version of its module."""
+    (package / "interfaces.py").write_text(comment + INTERFACE_MODULE.format(indent=indent, unused=unused))
+    _forget()
+    sys.modules.pop("toypkg.interfaces", None)
+    return importlib.import_module("toypkg.interfaces").Step().inputs.code
+
+
+def test_an_interface_fingerprint_follows_the_module_helpers_it_uses_and_the_modules_it_imports_from(toy_package):
+    """A sidecar writer or a constant beside the interface class is part of the step; an unused helper is not."""
+    before = _step_code(toy_package)
+    assert _step_code(toy_package) == before
+    assert _step_code(toy_package, unused=1) == before
+    assert _step_code(toy_package, comment="# a comment moves every line\n") == before
+    assert _step_code(toy_package, indent=4) != before, "a constant the sidecar writer reads"
+
+    (toy_package / "helpers.py").write_text("def double(x):\n    return x + x\n")
+    assert _step_code(toy_package) != before, "a module the class imports a name from"
+
+
+def test_the_model_stage_fingerprint_covers_the_module_that_writes_its_outputs():
+    from bsym_cli.levels.model_stage import MODEL_CODE
+
+    sources, _ = fingerprint._closure(tuple(sorted(MODEL_CODE)))
+    assert {"bsym_cli.levels.model_stage", "bsym_cli.bids.derivatives", "pipelines.model.stage"} <= set(sources)
