@@ -54,3 +54,39 @@ def reference_flops(config: BrainSymphonyConfig) -> dict[str, float]:
         parts["structural"] = 2.0 * r * r * d + config.structural_depth * layer
     parts["total"] = sum(parts.get(k, 0.0) for k in ("spatial", "temporal", "context", "perceiver", "structural"))
     return parts
+
+
+def exponentials(config: BrainSymphonyConfig) -> dict[str, float]:
+    """Exponentials per subject in the softmaxes of one forward pass, which no exact rewrite removes.
+
+    The Perceiver's cross-attention scores every one of its R * heads queries against all R * T tokens, so it
+    needs R^2 T heads exponentials however the scores are formed (81 M for the published configuration);
+    the self-attention blocks need layers * heads * tokens^2.
+
+    Parameters
+    ----------
+    config : BrainSymphonyConfig
+
+    Returns
+    -------
+    dict
+        ``spatial``, ``temporal``, ``perceiver``, ``structural`` and ``total``.
+    """
+    r, t = config.n_regions, config.n_timepoints
+    parts: dict[str, float] = {}
+    if config.has_functional:
+        parts["spatial"] = float(config.spatial_depth * config.spatial_heads * r * r)
+        parts["temporal"] = float(config.temporal_depth * config.temporal_heads * t * t)
+        latent = config.perceiver_blocks * config.perceiver_heads * r * r
+        parts["perceiver"] = float(config.perceiver_heads * r * r * t + latent)
+    if config.has_structural:
+        parts["structural"] = float(config.structural_depth * config.structural_heads * r * r)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def unavoidable_matmul_flops(config: BrainSymphonyConfig) -> float:
+    """Reference FLOPs per subject that stay matrix products in the factorised model: every part but the
+    Perceiver's tokens, keys, values and attention scores, which the exact rewrite replaces."""
+    parts = reference_flops(config)
+    return parts["total"] - sum(parts.get(k, 0.0) for k in ("perceiver_tokens", "perceiver_kv", "perceiver_attention"))
