@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,16 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, trai
 OWN_PACKAGES = ("pipelines", "brainsymphony", "bsym_cli")
 
 
-def code_fingerprint(*modules: str) -> str:
+def code_fingerprint(*modules: str, alone: tuple[str, ...] = ()) -> str:
     """sha256 of the source of ``modules`` and of the own modules they import, plus their libraries' versions.
 
     Parameters
     ----------
     modules : str
         Dotted names of modules of :data:`OWN_PACKAGES`.
+    alone : tuple of str
+        Modules whose own source is included without following their imports (a command-line module that
+        imports the whole application but whose own code matters).
 
     Returns
     -------
@@ -40,12 +44,18 @@ def code_fingerprint(*modules: str) -> str:
         16 hex digits; a comment edited in any of the modules changes it too.
     """
     sources, libraries = _closure(tuple(sorted(modules)))
+    sources = {**sources, **{name: _source_of(name) for name in alone}}
     digest = hashlib.sha256()
     for name in sorted(sources):
         digest.update(name.encode() + b"\0" + sources[name] + b"\0")
+    _add_versions(digest, libraries)
+    return digest.hexdigest()[:16]
+
+
+def _add_versions(digest: Any, libraries: Iterable[str]) -> None:
+    """Add ``library==version`` of each library, in order, to a hashlib digest."""
     for library in sorted(libraries):
         digest.update(f"{library}=={_version(library)}\0".encode())
-    return digest.hexdigest()[:16]
 
 
 class CodeInputSpec(BaseInterfaceInputSpec):
@@ -79,9 +89,7 @@ def _interface_fingerprint(implementation: tuple[str, ...], module: str, name: s
     own = tuple(found for used in imported if _is_own(used) and (found := _module_named(used)))
     digest = hashlib.sha256(code_fingerprint(*implementation, *own).encode())
     digest.update(definitions.encode())
-    libraries = {used.split(".")[0] for used in imported} - set(OWN_PACKAGES) - sys.stdlib_module_names
-    for library in sorted(libraries):
-        digest.update(f"{library}=={_version(library)}\0".encode())
+    _add_versions(digest, {used.split(".")[0] for used in imported} - set(OWN_PACKAGES) - sys.stdlib_module_names)
     return digest.hexdigest()[:16]
 
 
@@ -89,22 +97,7 @@ def _used_definitions(module: str, name: str) -> tuple[str, list[str]]:
     """The syntax (``ast.dump``, without positions or comments) of the module-level definition ``name`` of
     ``module`` and of the module-level definitions it uses, transitively, and the absolute names that code
     imports from elsewhere."""
-    path = _source_path(module)
-    if path is None:
-        raise ValueError(f"no source file for module {module!r}")
-    tree = ast.parse(path.read_bytes())
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    definitions: dict[str, ast.stmt] = {}
-    imports: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            definitions[node.name] = node
-        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                definitions.update((name.id, node) for name in ast.walk(target) if isinstance(name, ast.Name))
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            imports.update(_bindings(node, package))
+    definitions, imports = _module_names(module)
     dumps, imported, seen, pending = [], [], set(), [name]
     while pending:
         used = pending.pop()
@@ -117,6 +110,35 @@ def _used_definitions(module: str, name: str) -> tuple[str, list[str]]:
         elif used in imports:
             imported.append(imports[used])
     return "\n".join(sorted(set(dumps))), sorted(imported)
+
+
+@lru_cache
+def _module_names(module: str) -> tuple[dict[str, ast.stmt], dict[str, str]]:
+    """A module's top-level definitions (name -> statement) and imported names (local name -> absolute name),
+    parsed once per module for all the interfaces it defines."""
+    tree = ast.parse(_source_of(module))
+    path = _source_path(module)
+    package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
+    definitions: dict[str, ast.stmt] = {}
+    imports: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            definitions[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                definitions.update((name.id, node) for name in ast.walk(target) if isinstance(name, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            imports.update(_bindings(node, package))
+    return definitions, imports
+
+
+def _source_of(module: str) -> bytes:
+    """Source bytes of an importable module; ValueError when it has no source file (or is misspelled)."""
+    path = _source_path(module)
+    if path is None:
+        raise ValueError(f"no source file for module {module!r}")
+    return path.read_bytes()
 
 
 def _bindings(node: ast.Import | ast.ImportFrom, package: str) -> list[tuple[str, str]]:
@@ -153,11 +175,9 @@ def _closure(modules: tuple[str, ...]) -> tuple[dict[str, bytes], frozenset[str]
         name = pending.pop()
         if name in sources:
             continue
-        path = _source_path(name)
-        if path is None:
-            raise ValueError(f"no source file for module {name!r}")
-        sources[name] = path.read_bytes()
-        for imported in _imports(sources[name], name, is_package=path.name == "__init__.py"):
+        sources[name] = _source_of(name)
+        is_package = str(_source_path(name)).endswith("__init__.py")
+        for imported in _imports(sources[name], name, is_package=is_package):
             top = imported.split(".")[0]
             if top in OWN_PACKAGES and (module := _module_named(imported)):
                 pending.append(module)

@@ -30,10 +30,11 @@ from pipelines.fingerprint import code_fingerprint
 from pipelines.model.features import feature_names, feature_values
 from pipelines.model.scaling import scaling_used
 
-#: Modules whose code computes and writes the model outputs (with what they import, this module included): an
-#: edit reruns the model stage.
+#: Modules whose code computes and writes the model outputs (with what they import): an edit reruns the model
+#: stage, as does an edit of this module's own source (its imports, which reach the whole workflow, are not
+#: followed).
 MODEL_CODE = (
-    __name__,
+    "bsym_cli.bids.derivatives",
     "brainsymphony.bundle",
     "pipelines.heads",
     "pipelines.model.features",
@@ -340,7 +341,7 @@ def model_record(
         "Seed": config.workflow.seed,
         "Precision": precision,
         "Version": __version__,
-        "CodeSHA256": code_fingerprint(*MODEL_CODE),
+        "CodeSHA256": code_fingerprint(*MODEL_CODE, alone=(__name__,)),
         # the demo-weights warning goes into the sidecars: when it comes or goes, they are rewritten
         **({"Warning": weights.warning} if weights.warning else {}),
     }

@@ -42,6 +42,7 @@ def toy_package(tmp_path: Path, monkeypatch) -> Path:
 def _forget() -> None:
     fingerprint._closure.cache_clear()
     fingerprint._interface_fingerprint.cache_clear()
+    fingerprint._module_names.cache_clear()
     fingerprint._source_path.cache_clear()
     importlib.invalidate_caches()
 
@@ -187,8 +188,20 @@ def test_an_interface_fingerprint_follows_the_module_helpers_it_uses_and_the_mod
     assert _step_code(toy_package) != before, "a module the class imports a name from"
 
 
-def test_the_model_stage_fingerprint_covers_the_module_that_writes_its_outputs():
+def test_a_module_fingerprinted_alone_counts_with_its_own_source_only(toy_package):
+    """How the model stage covers bsym_cli/levels/model_stage.py without every module that one imports."""
+    before = code_fingerprint("toypkg.helpers", alone=("toypkg.step",))
+    (toy_package / "constants.py").write_text("STEP = 0.1\n")  # imported by step, not followed
+    _forget()
+    assert code_fingerprint("toypkg.helpers", alone=("toypkg.step",)) == before
+    (toy_package / "step.py").write_text((toy_package / "step.py").read_text() + "# edited\n")
+    _forget()
+    assert code_fingerprint("toypkg.helpers", alone=("toypkg.step",)) != before
+
+
+def test_the_model_stage_fingerprint_covers_the_writers_of_its_outputs_and_not_the_workflows():
     from bsym_cli.levels.model_stage import MODEL_CODE
 
     sources, _ = fingerprint._closure(tuple(sorted(MODEL_CODE)))
-    assert {"bsym_cli.levels.model_stage", "bsym_cli.bids.derivatives", "pipelines.model.stage"} <= set(sources)
+    assert {"bsym_cli.bids.derivatives", "pipelines.model.stage", "brainsymphony.perceiver"} <= set(sources)
+    assert not {"pipelines.dmri.track", "pipelines.fmri.parcellate", "bsym_cli.levels.participant"} & set(sources)
