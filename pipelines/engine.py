@@ -18,6 +18,8 @@ POLL_SLEEP_S = 0.05
 CLUSTER_POLL_SLEEP_S = 3.0
 #: Seconds between the resource monitor's samples of a node's memory and CPU use.
 RESOURCE_MONITOR_S = 0.5
+#: The execution settings bsym-app chooses that Nipype reads from each graph's and node's own copy.
+GRAPH_SETTINGS = ("poll_sleep_duration", "stop_on_first_crash", "crashfile_format", "remove_unnecessary_outputs")
 
 
 def configure_nipype(
@@ -62,6 +64,12 @@ def run_workflow(
 ) -> Any:
     """Run ``workflow`` with MultiProc (``nprocs`` > 1), Linear, or a named plugin; return the exec graph.
 
+    The graph runs with the settings of :func:`configure_nipype` even when it was built before them: Nipype
+    copies its global configuration into every workflow and node it creates, and those copies win when the
+    graph runs. A graph built first would poll every 2 s (Nipype's default: a step waits up to 2 s to start,
+    and a fully cached rerun of a participant took 22 s), delete outputs no step uses, and ignore
+    ``stop_on_first_crash``.
+
     With the resource monitor on, the graph runs from inside ``workflow.base_dir``: Nipype's monitor leaves a
     ``.proc-<pid>_...`` file of samples per step in the current directory, which belongs with the work files,
     not wherever the user started bsym-app.
@@ -71,6 +79,7 @@ def run_workflow(
     args = dict(plugin_args or {})
     local = plugin in (None, "Linear", "MultiProc")
     config.set("execution", "poll_sleep_duration", str(POLL_SLEEP_S if local else CLUSTER_POLL_SLEEP_S))
+    _update_execution(workflow, {key: config.get("execution", key) for key in GRAPH_SETTINGS})
     if plugin is None:
         plugin = "MultiProc" if nprocs > 1 else "Linear"
         if plugin == "MultiProc":
@@ -117,7 +126,11 @@ def set_crash_folder(workflow: Any, folder: str | Path) -> None:
     copy wins over the configuration in force when the graph runs; so the folder is set on the nodes.
     """
     Path(folder).mkdir(parents=True, exist_ok=True)
-    settings = {"crashdump_dir": str(folder), "crashfile_format": "txt"}
+    _update_execution(workflow, {"crashdump_dir": str(folder), "crashfile_format": "txt"})
+
+
+def _update_execution(workflow: Any, settings: dict[str, str]) -> None:
+    """Set ``settings`` in the ``execution`` section of ``workflow``'s own configuration and its nodes'."""
     for element in (workflow, *workflow._get_all_nodes()):
         element.config = element.config or {}
         element.config.setdefault("execution", {}).update(settings)
