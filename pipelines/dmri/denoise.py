@@ -6,8 +6,8 @@ QSIPrep outputs are usually denoised already (denoising twice blurs the data), s
 The computation is that of DIPY's ``dipy.denoise.localpca.mppca`` (5 x 5 x 5 patches, eigen-decomposition of
 each patch's covariance, the Marchenko-Pastur noise classifier, patches averaged with weights 1 / (1 + N - p)
 for p noise components), with the patches of thousands of voxels taken and decomposed at once: DIPY loops over
-voxels in Python and needs about 5 ms per brain voxel (20 minutes for a 2 mm brain); this takes about 0.3 ms
-(see docs/architecture.md, "Performance budget"). The two agree to float32 rounding
+voxels in Python and needs about 5 ms per brain voxel (20 minutes for a 2 mm brain); this takes about 0.2 ms
+on two threads (see docs/architecture.md, "Performance budget"). The two agree to float32 rounding
 (tests/pipelines/dmri/test_dmri_denoise.py).
 """
 
@@ -87,12 +87,17 @@ def _chunk_estimates(flat: torch.Tensor, index: torch.Tensor) -> tuple[torch.Ten
     patches = flat[index]  # (V, S, N)
     mean = patches.mean(1, keepdim=True)
     patches -= mean
-    eigenvalues, eigenvectors = torch.linalg.eigh(patches.transpose(1, 2) @ patches / samples)  # ascending
+    covariance = torch.bmm(patches.transpose(1, 2), patches).div_(samples)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     tau_squared = (1.0 + np.sqrt(n_dir / samples)) ** 2  # DIPY's default threshold factor, squared
     n_noise = (eigenvalues < tau_squared * _noise_variance(eigenvalues, samples)[:, None]).sum(1)
-    kept = eigenvectors * (torch.arange(n_dir) >= n_noise[:, None])[:, None, :]  # drop the smallest n_noise
     patch_weight = 1.0 / (1.0 + n_dir - n_noise.float())
-    return patch_weight, ((patches @ kept) @ eigenvectors.transpose(1, 2) + mean) * patch_weight[:, None, None]
+    # Project onto the signal components only: the last n_dir - n_noise eigenvectors, at most a dozen of 72
+    # in brain patches, so the chunk's widest signal subspace bounds the products.
+    first = int(n_noise.min())
+    signal = eigenvectors[:, :, first:] * (torch.arange(first, n_dir) >= n_noise[:, None])[:, None, :]
+    weighted_signal = torch.bmm(patches, signal).mul_(patch_weight[:, None, None])
+    return patch_weight, torch.baddbmm(mean * patch_weight[:, None, None], weighted_signal, signal.transpose(1, 2))
 
 
 def _add(weight: torch.Tensor, weighted: torch.Tensor, index: torch.Tensor, done: Future) -> None:
