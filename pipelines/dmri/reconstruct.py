@@ -31,6 +31,10 @@ MIN_RESPONSE_VOXELS = 20
 TENSOR_LOBE_POWER = 20
 #: SH order used to represent tensor peaks.
 TENSOR_SH_ORDER = 8
+#: Chunks of mask voxels per CSD process. DIPY's default, one chunk each, leaves a process idle while the other
+#: finishes a half with more crossing fibres (more iterations): 35.5 s against 32.7 s with 8 each on the full
+#: demo DWI with 2 processes, the same coefficients.
+CSD_CHUNKS_PER_JOB = 8
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,10 @@ def fit_fods(
         raise ValueError(f"unknown FOD model {model!r}; use 'auto', 'csd' or 'tensor-peaks'")
     response, _ = response_from_mask_ssst(gtab, data, _response_voxels(fa, mask))
     csd = ConstrainedSphericalDeconvModel(gtab, response, sh_order_max=order)
-    parallel = {"engine": "joblib", "n_jobs": int(n_jobs)} if n_jobs > 1 else {}
+    parallel: dict = {}
+    if n_jobs > 1:
+        chunk = max(1, int(mask.sum()) // (CSD_CHUNKS_PER_JOB * int(n_jobs)))
+        parallel = {"engine": "joblib", "n_jobs": int(n_jobs), "vox_per_chunk": chunk}
     sh = csd.fit(data, mask=mask, **parallel).shm_coeff.astype(np.float32)
     if parallel:
         _stop_joblib_workers()
