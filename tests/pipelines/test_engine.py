@@ -120,7 +120,7 @@ def test_stop_on_first_crash_holds_for_a_graph_built_before_the_configuration(tm
     from nipype import Node, Workflow
     from nipype.interfaces.utility import Function
 
-    from pipelines.engine import configure_nipype, run_workflow
+    from pipelines.engine import configure_nipype, run_workflow, set_crash_folder
 
     workflow = Workflow(name="crash_wf", base_dir=str(tmp_path / "work"))
     crash = Node(Function(function=_fail, input_names=["value"], output_names=["out"]), name="a_crash")
@@ -131,8 +131,10 @@ def test_stop_on_first_crash_holds_for_a_graph_built_before_the_configuration(tm
         later.inputs.value = i
         workflow.add_nodes([later])
     configure_nipype(crashdump_dir=tmp_path / "crash", stop_on_first_crash=stop)
+    set_crash_folder(workflow, tmp_path / "crash")  # as bsym-app does; else the crash file lands in the cwd
     with pytest.raises(RuntimeError, match="failing on purpose"):  # NodeExecutionError
         run_workflow(workflow)
 
     ran = sorted(p.parent.name for p in (tmp_path / "work" / "crash_wf").glob("b_later*/result_*.pklz"))
     assert ran == ([] if stop else ["b_later0", "b_later1", "b_later2"])
+    assert len(list((tmp_path / "crash").glob("crash-*a_crash*.txt"))) == 1
