@@ -92,8 +92,8 @@ def _chunk_estimates(flat: torch.Tensor, index: torch.Tensor) -> tuple[torch.Ten
     tau_squared = (1.0 + np.sqrt(n_dir / samples)) ** 2  # DIPY's default threshold factor, squared
     n_noise = (eigenvalues < tau_squared * _noise_variance(eigenvalues, samples)[:, None]).sum(1)
     patch_weight = 1.0 / (1.0 + n_dir - n_noise.float())
-    # Project onto the signal components only: the last n_dir - n_noise eigenvectors, at most a dozen of 72
-    # in brain patches, so the chunk's widest signal subspace bounds the products.
+    # Project onto the signal components only: the last n_dir - n_noise eigenvectors (typically about 6 of 72
+    # in brain patches); the chunk's widest signal subspace sets the width of the products.
     first = int(n_noise.min())
     signal = eigenvectors[:, :, first:] * (torch.arange(first, n_dir) >= n_noise[:, None])[:, None, :]
     weighted_signal = torch.bmm(patches, signal).mul_(patch_weight[:, None, None])
