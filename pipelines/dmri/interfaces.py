@@ -160,7 +160,8 @@ class Track(FingerprintedInterface):
         self._results["streamlines_file"] = str(save_streamlines(result.streamlines, folder / "streamlines.npz"))
         info = {key: getattr(params, name) for name, key in _TRACKING_FIELDS.items()}
         info.update(
-            Algorithm="DIPY probabilistic tracking, SH-coefficient PMF, FA threshold stopping",
+            Algorithm="DIPY probabilistic tracking, FA threshold stopping",
+            PMF=_PMF_SOURCES[result.pmf],
             StreamlinesKept=len(result.streamlines),
             SeedsTracked=result.n_seeds,
             Complete=result.complete,
@@ -174,6 +175,12 @@ class Track(FingerprintedInterface):
         self._results["tracking_file"] = _write_json(info, folder / "tracking.json")
         return runtime
 
+
+#: TrackingResult.pmf -> the sidecar's description of what the tracker sampled.
+_PMF_SOURCES = {
+    "table": "FOD clipped at zero, tabulated on DIPY's 362-direction sphere, trilinear interpolation",
+    "sh": "FOD from trilinearly interpolated SH coefficients at every step",
+}
 
 #: TrackingParameters field -> sidecar key.
 _TRACKING_FIELDS = {

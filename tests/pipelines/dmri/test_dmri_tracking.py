@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
 import pytest
 from dipy.core.gradients import gradient_table
+from dipy.data import default_sphere
+from dipy.reconst.shm import sh_to_sf
 
 import pipelines.dmri.track as track_module
 from pipelines.dmri.connectome import count_connectome
@@ -16,6 +19,7 @@ from pipelines.dmri.reconstruct import fit_fods
 from pipelines.dmri.track import (
     TrackingParameters,
     load_streamlines,
+    pmf_table,
     save_streamlines,
     track,
     white_matter_seeds,
@@ -56,6 +60,43 @@ def test_strongest_edges_are_the_planted_bundles(phantom, csd):
     off_target = np.triu(counts, 1).sum() - sum(planted)
     assert min(planted) > 10 * max(off_target, 1)
     assert counts[:, phantom.labels.index(21)].sum() == 0  # the decoy parcel has no bundle
+
+
+def test_pmf_table_is_the_fod_on_the_sphere_clipped_at_zero_inside_the_mask(phantom, csd):
+    table = pmf_table(csd.sh, phantom.mask)
+    expected = sh_to_sf(csd.sh.astype(float), default_sphere, sh_order_max=csd.sh_order)
+    assert table.shape == (*phantom.mask.shape, len(default_sphere.vertices))
+    np.testing.assert_allclose(table[phantom.mask], np.clip(expected[phantom.mask], 0, None), atol=1e-9)
+    assert not table[~phantom.mask].any()
+    assert (expected[phantom.mask] < 0).any()  # the clipping is tested, not vacuous
+
+
+@pytest.mark.parametrize("budget, kind", [(None, "table"), (0, "sh")])
+def test_tracking_reads_the_pmf_table_unless_it_exceeds_the_budget(phantom, csd, monkeypatch, budget, kind):
+    if budget is not None:
+        monkeypatch.setattr(track_module, "PMF_TABLE_MAX_BYTES", budget)
+    result = track(csd, phantom.mask, phantom.affine, TrackingParameters(n_streamlines=600, seed=3))
+    assert result.pmf == kind and result.complete
+    counts = count_connectome(result.streamlines, nib.Nifti1Image(phantom.atlas, phantom.affine), phantom.labels)
+    assert _top_pairs(counts, phantom.labels, 3) == set(phantom.planted_pairs)
+
+
+def test_tracking_a_brain_smaller_than_its_volume_stays_in_the_brain(phantom, csd):
+    """The tracker works on the brain's bounding box; streamlines are in the world mm of the full volume."""
+    padded = 6
+    grow = [(padded, padded)] * 3
+    shift = np.array(phantom.affine, dtype=float)
+    shift[:3, 3] -= shift[:3, :3] @ np.full(3, padded)
+    fit = replace(csd, sh=np.pad(csd.sh, [*grow, (0, 0)]), fa=np.pad(csd.fa, grow))
+    mask = np.pad(phantom.mask, grow)
+    result = track(fit, mask, shift, TrackingParameters(n_streamlines=400, seed=9))
+    atlas = nib.Nifti1Image(np.pad(phantom.atlas, grow), shift)
+    counts = count_connectome(result.streamlines, atlas, phantom.labels)
+    assert _top_pairs(counts, phantom.labels, 3) == set(phantom.planted_pairs)
+    inverse = np.linalg.inv(shift)
+    voxels = np.rint(result.streamlines.get_data() @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    inside = (voxels >= 0).all(1) & (voxels < mask.shape).all(1)
+    assert inside.all() and mask[tuple(voxels.T)].mean() > 0.95
 
 
 def test_tensor_peaks_fallback_with_12_directions_still_finds_the_single_bundle(phantom):

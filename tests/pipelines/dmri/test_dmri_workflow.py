@@ -97,6 +97,7 @@ def test_metadata_records_transform_seed_and_tracking(phantom_run):
         defaults.stop_fa,
     )
     assert meta["Tracking"]["StreamlinesKept"] == 1200 and meta["Tracking"]["Complete"] is True
+    assert meta["Tracking"]["PMF"].startswith("FOD clipped at zero, tabulated")
     assert meta["Reconstruction"]["Model"] == "csd" and meta["Reconstruction"]["SHOrder"] == 6
     assert meta["Registration"]["Method"] == "none" and meta["Registration"]["DiceBrain"] is None
     assert meta["MissingParcels"] == []
