@@ -87,16 +87,25 @@ def test_template_space_dwi_gets_its_templates_atlas_without_registration_or_fla
 
 
 def test_template_space_dwi_finds_the_planted_bundles(template_run):
+    """The atlas lies where the bundles were planted: planted region pairs collect several times the streamlines
+    of the other connected pairs, and many are among the strongest edges.
+
+    Measured over seeds at 10,000 streamlines: the ratio is 3.4-4.1 and 13-15 planted pairs are in the top 40;
+    with the atlas moved by 4 mm the ratio falls to 1.8 and the count to 6, by 6 mm to 0.6 and 2. A top-10
+    count alone varied from 5 to 8 of 10 with the seed.
+    """
     root = template_run["root"]
     relmat = next((root / "out" / "sub-01" / "dwi").glob("*_stat-streamlinecount_relmat.tsv"))
     counts = pd.read_csv(relmat, sep="\t", index_col=0).to_numpy(float)
     rows, cols = np.triu_indices_from(counts, 1)
     edges = counts[rows, cols]
-    tenth = np.sort(edges)[::-1][9]
-    strongest = {(int(a) + 1, int(b) + 1) for a, b in zip(rows[edges >= tenth], cols[edges >= tenth], strict=True)}
     tracts = json.loads((root / "truth" / "dwi_tracts.json").read_text())["tracts"]
-    planted = {tuple(sorted(t["indices"])) for t in tracts}  # 40 of the 101,025 region pairs
-    assert len(strongest & planted) >= 0.6 * len(strongest), f"{len(strongest & planted)}/{len(strongest)} planted"
+    planted_pairs = {tuple(sorted(t["indices"])) for t in tracts}  # 40 of the 101,025 region pairs
+    planted = np.array([(int(a) + 1, int(b) + 1) in planted_pairs for a, b in zip(rows, cols, strict=True)])
+    others = edges[~planted & (edges > 0)]
+    ratio = edges[planted].mean() / others.mean()
+    in_top_40 = int(planted[np.argsort(edges, kind="stable")[::-1][:40]].sum())
+    assert ratio >= 2.5 and in_top_40 >= 10, f"planted/other streamlines {ratio:.2f}, {in_top_40} planted in top 40"
 
 
 SHIFT_MM = np.array([6.0, -9.0, 4.5])  # ACPC coordinates = template coordinates + SHIFT_MM
