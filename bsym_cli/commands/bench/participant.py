@@ -154,7 +154,7 @@ def run_participant_bench(
     report["bsym"] = [asdict(s) for s in ours]
     report["reference"] = [asdict(s) for s in reference]
     report["ratio"] = total / whole.wall_s
-    planted = _planted_pairs(demo / "truth", subject)
+    planted = planted_pairs(demo / "truth", subject)
     relmat = _one(out / subject, "**/dwi/*_stat-streamlinecount_relmat.tsv")
     import pandas as pd
 
@@ -204,7 +204,7 @@ def top_edge_recall(counts: np.ndarray, planted: set[tuple[int, int]]) -> float:
     return len(found & planted) / len(planted)
 
 
-def _planted_pairs(truth: Path, subject: str) -> set[tuple[int, int]]:
+def planted_pairs(truth: Path, subject: str) -> set[tuple[int, int]]:
     """The participant's planted tracts as 0-based region pairs (``truth/`` lists 1-based atlas positions)."""
     params = json.loads((truth / f"{subject}_params.json").read_text())
     pairs = params.get("dwi_tract_indices") or [
