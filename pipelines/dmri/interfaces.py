@@ -77,19 +77,22 @@ class _FitFodsInput(CodeInputSpec):
     bval_file = File(exists=True, mandatory=True)
     bvec_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="processes; does not change the result")
+    min_fa = traits.Float(
+        0.0, usedefault=True, desc="CSD only within one voxel of FA >= this (tracking reads no others); 0: everywhere"
+    )
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads; does not change the result")
 
 
 class _FitFodsOutput(TraitedSpec):
     fod_file = File(exists=True, desc="SH coefficients (X, Y, Z, K), float32")
     fa_file = File(exists=True, desc="fractional anisotropy, float32")
-    model_file = File(exists=True, desc="JSON: model, sh_order, response")
+    model_file = File(exists=True, desc="JSON: model, sh_order, response, min_fa")
 
 
 class FitFods(FingerprintedInterface):
-    """CSD (or tensor peaks when the directions are too few) in every mask voxel."""
+    """CSD (or tensor peaks when the directions are too few) in the mask voxels tracking can read."""
 
-    implementation = ("pipelines.dmri.gradients", "pipelines.dmri.reconstruct")
+    implementation = ("pipelines.dmri.gradients", "pipelines.dmri.csd", "pipelines.dmri.reconstruct")
     input_spec = _FitFodsInput
     output_spec = _FitFodsOutput
 
@@ -97,12 +100,19 @@ class FitFods(FingerprintedInterface):
         gtab = check_gradients(self.inputs.dwi_file, self.inputs.bval_file, self.inputs.bvec_file)
         img = nib.load(self.inputs.dwi_file)
         mask = np.asarray(nib.load(self.inputs.mask_file).dataobj) > 0
-        fit = fit_fods(np.asarray(img.dataobj, dtype=np.float32), gtab, mask, n_jobs=self.inputs.omp_nthreads)
+        dwi = np.asarray(img.dataobj, dtype=np.float32)
+        fit = fit_fods(dwi, gtab, mask, min_fa=self.inputs.min_fa, n_jobs=self.inputs.omp_nthreads)
         folder = Path(runtime.cwd)
         self._results["fod_file"] = _save(fit.sh, img.affine, folder / "model-fod_dwimap.nii.gz")
         self._results["fa_file"] = _save(fit.fa, img.affine, folder / "param-fa_dwimap.nii.gz")
         self._results["model_file"] = _write_json(
-            {"Model": fit.model, "SHOrder": fit.sh_order, "Response": list(fit.response)}, folder / "model.json"
+            {
+                "Model": fit.model,
+                "SHOrder": fit.sh_order,
+                "Response": list(fit.response),
+                "FitMinFA": self.inputs.min_fa,
+            },
+            folder / "model.json",
         )
         return runtime
 

@@ -121,7 +121,12 @@ def init_dmri_wf(
         n_procs=omp_nthreads if denoise else 1,
         mem_gb=mem_gb,
     )
-    fods = pe.Node(FitFods(omp_nthreads=omp_nthreads), name="fit_fods", n_procs=omp_nthreads, mem_gb=mem_gb)
+    fods = pe.Node(
+        FitFods(min_fa=min(stop_fa, fa_threshold), omp_nthreads=omp_nthreads),
+        name="fit_fods",
+        n_procs=omp_nthreads,
+        mem_gb=mem_gb,
+    )
     tracking = pe.Node(
         Track(
             n_streamlines=n_streamlines,
