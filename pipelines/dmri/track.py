@@ -84,9 +84,9 @@ class TrackingParameters:
     n_streamlines: int = DEFAULT_STREAMLINES
     seed: int = DEFAULT_SEED
     step_size: float = 1.0
-    max_angle: float = 30.0
+    max_angle: float = 20.0
     fa_threshold: float = 0.2
-    stop_fa: float = 0.1
+    stop_fa: float = 0.15
     seed_density: float = 2.0
     min_length: float = 10.0
     max_length: float = 250.0

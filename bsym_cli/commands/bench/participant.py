@@ -9,9 +9,10 @@ The participant is the first of a demo study (``bsym demo DIR --size full`` unle
 * **The reference pipeline** does the same stages with the tools a lab would otherwise use, on the same files
   and cores: ``NiftiLabelsMasker`` on the preprocessed BOLD with the atlas in its template space, and MRtrix3
   ``dwidenoise``, ``dwi2mask``, ``dwi2response tournier``, ``dwi2fod csd``, ``dwi2tensor`` and
-  ``tensor2metric`` (seeds where FA > the tracker's threshold, as ours), ``tckgen`` (iFOD2, bsym-app's step,
-  angle, length limits and streamline count) and ``tck2connectome``. MRtrix3 gets the atlas that bsym-app
-  placed on the DWI, so it does no registration: that part of our time has no counterpart on its side.
+  ``tensor2metric`` (seeds where FA > the tracker's threshold, as ours), ``tckgen`` (iFOD2 with bsym-app's
+  step, length limits and streamline count, at MRtrix3's own angle as in ``bsym bench tractography``) and
+  ``tck2connectome``. MRtrix3 gets the atlas that bsym-app placed on the DWI, so it does no registration: that
+  part of our time has no counterpart on its side.
 
 Every tool runs in its own process; its wall time and peak resident memory come from ``wait4``. Both
 connectomes are scored against the demo's planted tracts (``truth/``): the share of planted region pairs
@@ -287,8 +288,6 @@ def _mrtrix_stages(
                 str(streamlines),
                 "-step",
                 str(params.step_size),
-                "-angle",
-                str(params.max_angle),
                 "-minlength",
                 str(params.min_length),
                 "-maxlength",
