@@ -64,7 +64,7 @@ def denoise_dwi(
         source = source.copy()
     with _one_thread_each(), torch.inference_mode():  # every torch call inside: see _one_thread_each
         # a C-ordered copy (NIfTI data load in Fortran order): one voxel's N values side by side, and the output
-        data = torch.empty(source.shape).copy_(torch.from_numpy(source))
+        data = torch.empty(source.shape, dtype=torch.float32).copy_(torch.from_numpy(source))
         centres = _patch_centres(mask, PATCH_RADIUS, patch_stride)
         weight, weighted = _patch_estimates(data, centres, PATCH_RADIUS, n_threads)
         covered = torch.from_numpy(np.flatnonzero((weight > 0).numpy().reshape(mask.shape) & mask))
