@@ -155,6 +155,7 @@ class Track(FingerprintedInterface):
             fa=np.asarray(nib.load(self.inputs.fa_file).dataobj, dtype=np.float32),
             model=model["Model"],
             sh_order=model["SHOrder"],
+            min_fa=model.get("FitMinFA", 0.0),
         )
         mask = np.asarray(nib.load(self.inputs.mask_file).dataobj) > 0
         params = TrackingParameters(**{name: getattr(self.inputs, name) for name in _TRACKING_FIELDS})

@@ -59,6 +59,9 @@ class FodFit:
         ``l_max`` of ``sh``.
     response : tuple of float
         CSD response eigenvalues (mm^2/s) and S0; empty for tensor peaks.
+    min_fa : float
+        ``sh`` is fitted only within one voxel of FA >= this (0: every mask voxel); tracking needs seed and
+        stopping FA at least this high.
     """
 
     sh: np.ndarray
@@ -66,6 +69,7 @@ class FodFit:
     model: str
     sh_order: int
     response: tuple[float, ...] = ()
+    min_fa: float = 0.0
 
 
 def fit_fods(
@@ -120,7 +124,8 @@ def fit_fods(
     sh = np.zeros((*mask.shape, len(csd.B_reg[0])), dtype=np.float32)
     sh[fitted] = csd_coefficients(csd, data[fitted], n_threads=n_jobs)
     evals, s0 = response
-    return FodFit(sh=sh, fa=fa, model="csd", sh_order=order, response=(*(float(v) for v in evals), float(s0)))
+    response_values = (*(float(v) for v in evals), float(s0))
+    return FodFit(sh=sh, fa=fa, model="csd", sh_order=order, response=response_values, min_fa=float(min_fa))
 
 
 def _fit_tensor(data: np.ndarray, gtab: GradientTable, mask: np.ndarray, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:

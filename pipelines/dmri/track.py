@@ -214,7 +214,17 @@ def track(
     Returns
     -------
     TrackingResult
+
+    Raises
+    ------
+    ValueError
+        When the seed or stopping FA is below ``fods.min_fa``: tracking would read FODs that were not fitted.
     """
+    if min(params.fa_threshold, params.stop_fa) < fods.min_fa:
+        raise ValueError(
+            f"tracking with seed FA {params.fa_threshold} and stop FA {params.stop_fa} reads FODs below FA "
+            f"{fods.min_fa}, where they were not fitted; fit them with fit_fods(..., min_fa=<the smaller of the two>)"
+        )
     source = _pmf_source(fods, mask, affine, params)
     target = int(params.n_streamlines)
     kept = Streamlines()

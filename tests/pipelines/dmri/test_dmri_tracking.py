@@ -158,9 +158,12 @@ def test_fods_fitted_only_where_tracking_reads_them_give_the_same_streamlines(ph
     everywhere = track(csd, phantom.mask, phantom.affine, params).streamlines
     near = track(near_tracts, phantom.mask, phantom.affine, params).streamlines
     np.testing.assert_array_equal(near.get_data(), everywhere.get_data())
-    # a lower stopping FA than the fit assumed reads unfitted voxels, and the streamlines change
+    # a lower stopping FA than the fit assumed is refused: it would read unfitted voxels, and the streamlines change
     lower = replace(params, stop_fa=0.02)
-    changed = track(near_tracts, phantom.mask, phantom.affine, lower).streamlines
+    with pytest.raises(ValueError, match="min_fa"):
+        track(near_tracts, phantom.mask, phantom.affine, lower)
+    assert near_tracts.min_fa == 0.15
+    changed = track(replace(near_tracts, min_fa=0.0), phantom.mask, phantom.affine, lower).streamlines
     reference = track(csd, phantom.mask, phantom.affine, lower).streamlines
     assert not np.array_equal(changed.get_data(), reference.get_data())
 
