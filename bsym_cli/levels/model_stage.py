@@ -23,6 +23,7 @@ from bsym_cli.bids.derivatives import DerivativesWriter, output_path, sidecar_pa
 from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.cli.config import Config
 from bsym_cli.levels.participant import ModelContract, RunResult
+from bsym_cli.levels.runtime import keep_freed_memory
 from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import is_temporary
@@ -279,6 +280,7 @@ def run_model_stage(
         device,
         precision,
     )
+    keep_freed_memory()
     result = run_model(
         weights.model,
         inputs,

@@ -76,8 +76,10 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int)
     import torch
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig
+    from bsym_cli.levels.runtime import keep_freed_memory
 
     torch.set_num_threads(threads)
+    keep_freed_memory()  # as the app's model stage does
     torch.manual_seed(0)
     config = BrainSymphonyConfig.published()
     model = BrainSymphony(config).eval().to(device)
