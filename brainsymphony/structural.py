@@ -17,39 +17,35 @@ from brainsymphony.config import BrainSymphonyConfig
 _DENOMINATOR_FLOOR = 1e-10
 
 
-def signed_softmax(scores: torch.Tensor) -> torch.Tensor:
+def signed_softmax(scores: torch.Tensor, *, reuse: bool = False) -> torch.Tensor:
     """A_ij = sign(S_ij) exp(|S_ij|) / (sum_k exp(|S_ik|) + 1e-10), computed stably.
 
     The row maximum m of |S| is subtracted inside the exponentials and the floor scaled by exp(-m), which
-    leaves the formula unchanged wherever it does not overflow.
+    leaves the formula unchanged wherever it does not overflow. After the shift the denominator is at least 1,
+    so the floor is below float32's resolution: in float32 (and lower) the result is the row softmax of |S|
+    times sign(S), one fused kernel; float64 keeps the floor.
 
     Parameters
     ----------
     scores : Tensor, shape (..., N, N)
+    reuse : bool
+        Without autograd, let ``scores`` be overwritten (saves a copy).
 
     Returns
     -------
     Tensor, shape (..., N, N)
         Signed weights; their absolute values sum to slightly less than 1 per row.
     """
-    numerators, denominators = _signed_terms(scores, reuse=False)
-    return numerators / denominators
-
-
-def _signed_terms(scores: torch.Tensor, *, reuse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Numerators sign(S) exp(|S| - m), (..., N, N), and denominators, (..., N, 1), of :func:`signed_softmax`.
-
-    Without autograd the exponentials are computed in place, and ``reuse=True`` lets ``scores`` be overwritten.
-    """
+    if scores.dtype != torch.float64:
+        weights = torch.softmax(scores.abs(), dim=-1)
+        if reuse and not (torch.is_grad_enabled() and scores.requires_grad):
+            return weights.mul_(scores.sign_())
+        return weights * torch.sign(scores)
     magnitude = scores.abs()
     row_max = magnitude.amax(dim=-1, keepdim=True)
-    floor = _DENOMINATOR_FLOOR * torch.exp(-row_max)
-    if torch.is_grad_enabled() and scores.requires_grad:  # training: out of place for autograd
-        exponent = torch.exp(magnitude - row_max)
-        return torch.sign(scores) * exponent, exponent.sum(dim=-1, keepdim=True) + floor
-    exponent = magnitude.sub_(row_max).exp_()
-    denominators = exponent.sum(dim=-1, keepdim=True) + floor
-    return exponent.mul_(scores.sign_() if reuse else scores.sign()), denominators
+    exponent = torch.exp(magnitude - row_max)
+    denominators = exponent.sum(dim=-1, keepdim=True) + _DENOMINATOR_FLOOR * torch.exp(-row_max)
+    return torch.sign(scores) * exponent / denominators
 
 
 def attention_weightings(sc: torch.Tensor, config: BrainSymphonyConfig) -> list[torch.Tensor]:
@@ -165,15 +161,14 @@ class SignedAttentionLayer(nn.Module):
         # every weighting at once, 1 / sqrt(d_h) folded in: (B, W, R, R) -> (B, W, 1, R, R)
         weighting = (torch.stack(weightings, dim=1) / math.sqrt(head_width)).unsqueeze(2)
         scores = (q @ k.transpose(-1, -2)).unsqueeze(1) * weighting  # (B, W, H, R, R)
-        numerators, denominators = _signed_terms(scores, reuse=True)
-        # the row normalisation commutes with the product by V: divide the (B, W, H, R, d_h) result instead
-        mixed = ((numerators @ v.unsqueeze(1)) / denominators).mean(dim=1)
+        weights = signed_softmax(scores, reuse=True)
+        mixed = (weights @ v.unsqueeze(1)).mean(dim=1)  # (B, W, H, R, d_h) -> (B, H, R, d_h)
         mixed = mixed.transpose(1, 2).reshape(batch, regions, width)
         x = self.layer_norm1(x + self.out_linear(mixed))
         x = self.layer_norm2(x + self.dropout(self.ffn(x)))
         if not need_weights:
             return x, None
-        return x, (numerators / denominators).mean(dim=1)
+        return x, weights.mean(dim=1)
 
 
 @dataclass

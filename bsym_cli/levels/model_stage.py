@@ -23,7 +23,7 @@ from bsym_cli.bids.derivatives import DerivativesWriter, output_path, sidecar_pa
 from bsym_cli.bids.inputs import ParticipantInputs
 from bsym_cli.cli.config import Config
 from bsym_cli.levels.participant import ModelContract, RunResult
-from bsym_cli.levels.runtime import keep_freed_memory
+from bsym_cli.levels.runtime import freed_memory_kept
 from bsym_cli.utils.errors import InputDataError, MissingInputError, OptionError
 from bsym_cli.utils.logs import get_logger
 from pipelines.atomic import is_temporary
@@ -280,17 +280,17 @@ def run_model_stage(
         device,
         precision,
     )
-    keep_freed_memory()
-    result = run_model(
-        weights.model,
-        inputs,
-        scaling=config.model.scaling,
-        checkpoint=checkpoint,
-        batch_size=batch_size or config.model.batch_size,
-        device=device,
-        precision=precision,
-        seed=config.workflow.seed,
-    )
+    with freed_memory_kept():
+        result = run_model(
+            weights.model,
+            inputs,
+            scaling=config.model.scaling,
+            checkpoint=checkpoint,
+            batch_size=batch_size or config.model.batch_size,
+            device=device,
+            precision=precision,
+            seed=config.workflow.seed,
+        )
     scaling: dict[str, Any] = {"Scaling": result.scaling or config.model.scaling}
     if inputs.windows is not None:
         scaling["RegionsNotAvailable"] = [atlas.names[i] for i in np.flatnonzero(result.incomplete)]

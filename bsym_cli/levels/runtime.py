@@ -12,8 +12,9 @@ library is imported. Call, in this order and before importing torch, nilearn, di
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 from bsym_cli.bids.templates import templateflow_home
@@ -137,24 +138,26 @@ def set_threads(omp_nthreads: int, *, environ: MutableMapping[str, str] | None =
     return int(omp_nthreads)
 
 
-#: glibc ``mallopt`` parameters and the values :func:`keep_freed_memory` gives them.
+#: glibc ``mallopt`` parameters, the values :func:`freed_memory_kept` gives them and those it leaves behind
+#: (where glibc's own adaptive thresholds top out on 64-bit systems).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-HEAP_BLOCK_BYTES = 64 << 20
-KEEP_FREED_BYTES = 1 << 30
+HEAP_BLOCK_BYTES, KEEP_FREED_BYTES = 64 << 20, 1 << 30
+GLIBC_MMAP_THRESHOLD_MAX, GLIBC_TRIM_THRESHOLD_MAX = 32 << 20, 64 << 20
 
 
-def keep_freed_memory() -> bool:
-    """Let this process reuse the memory it frees instead of handing it back to the system at once.
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[bool]:
+    """While the model runs, let this process reuse the memory it frees instead of handing it back at once.
 
-    A forward pass of the model allocates and frees tensors of a few to a few tens of MB. By default glibc
-    returns such blocks to the system when they are freed, and the next pass pays a page fault for every
-    4 kB page it writes again (about 10% of a batch of 4 on 2 cores; ``bsym bench model``). After this call
-    blocks under 64 MB come from the heap and up to 1 GB freed at its top stays mapped, so peak memory is
-    unchanged; larger arrays are still returned. Call it in the process that runs the model, after the Nipype
-    workflows (it also stops glibc from tuning these thresholds itself).
+    A forward pass allocates and frees tensors of a few to a few tens of MB. By default glibc returns such
+    blocks to the system when they are freed, and the next pass pays a page fault for every 4 kB page it
+    writes again (about 10% of a batch of 4 on 2 cores; ``bsym bench model``). Inside the block, allocations
+    under 64 MB come from the heap and up to 1 GB freed at its top stays mapped, so peak memory is unchanged;
+    larger arrays are still returned. On leaving, the thresholds are set to the values glibc's adaptive ones
+    reach at most, for the Nipype workers the process may fork later.
 
-    Returns
-    -------
+    Yields
+    ------
     bool
         Whether the C library took the setting (False where it has no ``mallopt``, as off glibc).
     """
@@ -163,8 +166,13 @@ def keep_freed_memory() -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+        yield False
+        return
+    try:
+        yield bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    finally:
+        mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
+        mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD_MAX)
 
 
 def resolve_device(requested: str) -> str:

@@ -70,7 +70,7 @@ def study_embeddings(
     from brainsymphony import load_bundle
     from brainsymphony.precision import autocast
     from bsym_cli.levels.model_stage import weights_path
-    from bsym_cli.levels.runtime import keep_freed_memory
+    from bsym_cli.levels.runtime import freed_memory_kept
     from pipelines.model.embed import embed_many
     from pipelines.model.features import feature_values
     from pipelines.model.inputs import load_model_inputs
@@ -104,8 +104,7 @@ def study_embeddings(
             scaled = scale_windows(data.windows, median, iqr)[0]
         inputs.append((scaled, data.sc))
     log.info("Study scaling: rank %d/%d embeds %d participant(s) on %s (%s)", rank, world, len(mine), device, precision)
-    keep_freed_memory()
-    with autocast(precision, device):
+    with freed_memory_kept(), autocast(precision, device):
         embedded = embed_many(model, inputs, batch_size=config.model.batch_size * 4, device=device)
     results = dict(zip(mine, embedded, strict=True))
     if dist is not None:

@@ -76,47 +76,50 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int)
     import torch
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig
-    from bsym_cli.levels.runtime import keep_freed_memory
+    from bsym_cli.levels.runtime import freed_memory_kept
 
     torch.set_num_threads(threads)
-    keep_freed_memory()  # as the app's model stage does
-    torch.manual_seed(0)
-    config = BrainSymphonyConfig.published()
-    model = BrainSymphony(config).eval().to(device)
-    generator = torch.Generator().manual_seed(1)
-    fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
-    sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
-    sc = (sc + sc.transpose(1, 2)) / 2
+    with freed_memory_kept():  # as the app's model stage runs it
+        torch.manual_seed(0)
+        config = BrainSymphonyConfig.published()
+        model = BrainSymphony(config).eval().to(device)
+        generator = torch.Generator().manual_seed(1)
+        fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
+        sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
+        sc = (sc + sc.transpose(1, 2)) / 2
 
-    def embed():
-        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
-            return model(fmri=fmri, sc=sc)
+        def embed():
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"),
+            ):
+                return model(fmri=fmri, sc=sc)
 
-    reference = embed()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        out = embed()
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
-    elapsed = statistics.median(seconds)  # a shared machine's slow passes do not move it
-    result = {"batch": batch, "device": device, "precision": precision, "subjects_per_s": batch / elapsed}
-    if precision == "bf16":
-        with torch.inference_mode():
-            exact = model(fmri=fmri, sc=sc)
-        cosines = []
-        for name in ("functional", "structural", "fused"):
-            a = getattr(out, name).float().flatten(1)
-            b = getattr(exact, name).float().flatten(1)
-            cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=1).min()))
-        result["min_cosine_to_fp32"] = min(cosines)
-    del reference
-    if device.startswith("cuda"):
-        result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    else:
-        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    return result
+        reference = embed()  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            out = embed()
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+        elapsed = statistics.median(seconds)  # a shared machine's slow passes do not move it
+        result = {"batch": batch, "device": device, "precision": precision, "subjects_per_s": batch / elapsed}
+        if precision == "bf16":
+            with torch.inference_mode():
+                exact = model(fmri=fmri, sc=sc)
+            cosines = []
+            for name in ("functional", "structural", "fused"):
+                a = getattr(out, name).float().flatten(1)
+                b = getattr(exact, name).float().flatten(1)
+                cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=1).min()))
+            result["min_cosine_to_fp32"] = min(cosines)
+        del reference
+        if device.startswith("cuda"):
+            result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        else:
+            result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+        return result
 
 
 def _run_fresh(batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
