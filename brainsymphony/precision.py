@@ -4,13 +4,17 @@ Measured with ``bsym bench model`` at batch 4 (README.md, "Performance"), each a
 to fp32: bf16 autocast ran at 0.4x fp32 on an AVX2 CPU, 1.04-1.13x on 2 cores with AVX-512 BF16 but no AMX,
 1.36x on a 16-core server CPU, and 0.76x on an H200 (the model is launch-bound there). The Perceiver's softmax
 stream stays in fp32 under autocast (``brainsymphony/perceiver.py``), so only the matrix products of the other
-blocks can gain, and they gain most where the CPU multiplies bf16 in tiles (AMX). ``auto`` therefore means
-bf16 on CPUs with AMX and fp32 everywhere else; ``bsym bench model`` prints what it picks and what bf16 gains.
+blocks can gain, and they gain most where the CPU multiplies bf16 in tiles (AMX): 1.12-1.23x on 2 cores of an
+Intel Xeon with AMX. ``auto`` therefore means bf16 on CPUs with AMX that oneDNN may use (``ONEDNN_MAX_CPU_ISA``
+unset, ``ALL``, ``DEFAULT`` or an AMX level) and fp32 everywhere else; ``bsym bench model`` prints what it picks
+and what bf16 gains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +40,7 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
         raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
     if requested != "auto":
         return requested
-    return "bf16" if kind == "cpu" and cpu_has_amx() else "fp32"
+    return "bf16" if kind == "cpu" and cpu_has_amx() and onednn_may_use_amx() else "fp32"
 
 
 def autocast(precision: str, device: str | torch.device) -> AbstractContextManager:
@@ -44,6 +48,15 @@ def autocast(precision: str, device: str | torch.device) -> AbstractContextManag
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def onednn_may_use_amx(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` leaves oneDNN, which runs torch's bf16 matrix products, its AMX kernels.
+
+    Capped below AMX (as ``AVX2`` for portable results), bf16 runs on slower kernels and does not pay.
+    """
+    cap = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
 
 
 @lru_cache

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from bsym_cli import __version__
+from bsym_cli.levels import runtime
 from bsym_cli.levels.runtime import CACHE_VARIABLES, ensure_login_name, redirect_caches, resolve_device, set_threads
 from bsym_cli.utils.errors import ExitCode, OptionError
 from tests.data.bids import make_dataset
@@ -264,26 +265,47 @@ def second_pass_faults():
 
 if sys.argv[1] == "keep":
     with freed_memory_kept() as kept:
-        print(kept, second_pass_faults(), end=" ")
-    print(second_pass_faults())  # after the block: glibc's own behaviour again
+        print(kept, second_pass_faults())
 else:
-    print(False, second_pass_faults(), 0)
+    print(False, second_pass_faults())
 """
 
 
 def test_the_model_stage_allocator_setting_stops_page_faults_on_later_passes():
     """A second forward pass of the published model reuses the memory the first freed (freed_memory_kept)."""
-    faults = {}
+    counts = {}
     for mode in ("default", "keep"):
         done = subprocess.run(
             [sys.executable, "-c", _SECOND_PASS_FAULTS, mode], capture_output=True, text=True, check=True, cwd=REPO
         )
-        kept, inside, after = done.stdout.split()
-        faults[mode] = (kept == "True", int(inside), int(after))
-    assert faults["keep"][0] and not faults["default"][0]
-    assert faults["default"][1] > 1000  # glibc hands the freed blocks back and faults them in again (~8,000 here)
-    assert faults["keep"][1] < faults["default"][1] / 4
-    assert faults["keep"][2] > 1000  # the setting ends with the block
+        kept, faults = done.stdout.split()
+        counts[mode] = (kept == "True", int(faults))
+    assert counts["keep"][0] and not counts["default"][0]
+    assert counts["default"][1] > 1000  # glibc hands the freed blocks back and faults them in again (~8,000 here)
+    assert counts["keep"][1] < counts["default"][1] / 4
+
+
+def test_the_allocator_setting_ends_with_its_block_even_on_error(monkeypatch: pytest.MonkeyPatch):
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr("ctypes.CDLL", lambda name: FakeLibc())
+    with pytest.raises(RuntimeError), runtime.freed_memory_kept() as kept:
+        assert kept is True
+        assert calls == [(runtime.M_MMAP_THRESHOLD, 64 << 20), (runtime.M_TRIM_THRESHOLD, 1 << 30)]
+        raise RuntimeError("the model failed")
+    assert calls[2:] == [(runtime.M_MMAP_THRESHOLD, 32 << 20), (runtime.M_TRIM_THRESHOLD, 64 << 20)]
+
+    class NoMallopt:
+        pass
+
+    monkeypatch.setattr("ctypes.CDLL", lambda name: NoMallopt())
+    with runtime.freed_memory_kept() as kept:
+        assert kept is False
 
 
 def test_login_name_is_filled_in_a_clean_environment():

@@ -21,9 +21,22 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path, extra, expected):
 
 @pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_is_bf16_on_cpus_with_amx_only(monkeypatch, amx, expected):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [("", "bf16"), ("all", "bf16"), ("AVX512_CORE_AMX", "bf16"), ("AVX2", "fp32"), ("avx512_core_bf16", "fp32")],
+)
+def test_auto_is_fp32_where_onednn_is_capped_below_amx(monkeypatch, cap, expected):
+    """bf16 pays only through oneDNN's AMX kernels; a portable-results cap such as AVX2 takes them away."""
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly, it is used anyway
 
 
 def test_auto_is_fp32_on_a_gpu_and_bf16_without_support_is_refused(monkeypatch):
