@@ -4,10 +4,10 @@ Measured with ``bsym bench model`` at batch 4 (README.md, "Performance"), each a
 to fp32: bf16 autocast ran at 0.4x fp32 on an AVX2 CPU, 1.04-1.13x on 2 cores with AVX-512 BF16 but no AMX,
 1.36x on a 16-core server CPU, and 0.76x on an H200 (the model is launch-bound there). The Perceiver's softmax
 stream stays in fp32 under autocast (``brainsymphony/perceiver.py``), so only the matrix products of the other
-blocks can gain, and they gain most where the CPU multiplies bf16 in tiles (AMX): 1.12-1.23x on 2 cores of an
-Intel Xeon with AMX. ``auto`` therefore means bf16 on CPUs with AMX that oneDNN may use (``ONEDNN_MAX_CPU_ISA``
-unset, ``ALL``, ``DEFAULT`` or an AMX level) and fp32 everywhere else; ``bsym bench model`` prints what it picks
-and what bf16 gains.
+blocks can gain, and they gain most where the CPU multiplies bf16 in tiles (AMX): 1.05-1.23x over several runs
+on 2 cores of an Intel Xeon with AMX. ``auto`` therefore means bf16 on CPUs with AMX that oneDNN may use
+(``ONEDNN_MAX_CPU_ISA`` unset, ``ALL``, ``DEFAULT`` or an AMX level) and fp32 everywhere else; ``bsym bench
+model`` prints what it picks and what bf16 gains.
 """
 
 from __future__ import annotations
