@@ -5,11 +5,14 @@
 #   docker build --target cuda -t bsym-app:0.1.0-cuda .        # GPU image (CUDA build of torch; run with --gpus all)
 #   docker build --target test .                               # runs the test suite inside the CPU image
 #
-# Stages: base (Python) -> venv-cpu / venv-cuda (pinned requirements + the app) -> assets (atlas and the
-# official weights, fetched at pinned URLs, sha256 checked and recorded) -> cpu / cuda (non-root runtime).
+# Stages: base (Python) and wheel (the app, built where a C compiler is) -> venv-cpu / venv-cuda (pinned
+# requirements + the app) -> assets (atlas and the official weights, fetched at pinned URLs, sha256 checked
+# and recorded) -> cpu / cuda (non-root runtime).
 # Nothing is downloaded at run time: the image runs with no network.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The same Python with a C compiler, to build the wheel's one extension (the Perceiver's key stream).
+ARG PYTHON_BUILD_IMAGE=python:3.11.14-bookworm
 ARG BSYM_VERSION=0.1.0
 ARG TORCH_VERSION=2.13.0
 
@@ -22,10 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 
-# The application wheel, built once for both variants.
-FROM base AS wheel
+# The application wheel, built once for both variants, with its compiled key stream (setup.py).
+FROM ${PYTHON_BUILD_IMAGE} AS wheel
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg setup.py pyproject.toml README.md ./
 COPY bsym_cli ./bsym_cli
 COPY simulation ./simulation
 COPY pipelines ./pipelines
@@ -103,6 +108,8 @@ COPY --chown=1000:1000 simulation ./simulation
 COPY --chown=1000:1000 pipelines ./pipelines
 COPY --chown=1000:1000 brainsymphony ./brainsymphony
 COPY --chown=1000:1000 tests ./tests
+# the tests import the package from /src: give it the extension the image installed
+RUN cp /opt/venv/lib/python3.11/site-packages/brainsymphony/_keystream*.so brainsymphony/
 USER 1000:1000
 RUN bsym-app --version && python -m pytest -q -x -p no:cacheprovider tests
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "pytest"]

@@ -1,6 +1,7 @@
 """BrainSymphony: a multimodal foundation model of fMRI time series and structural connectomes.
 
-Pure PyTorch; knows nothing of BIDS. ``from brainsymphony import BrainSymphony, BrainSymphonyConfig``.
+PyTorch, with one optional compiled kernel (the Perceiver's key stream, ``brainsymphony/fused_stream.py``);
+knows nothing of BIDS. ``from brainsymphony import BrainSymphony, BrainSymphonyConfig``.
 """
 
 from brainsymphony.bundle import BundleMetadata, load_bundle, save_bundle

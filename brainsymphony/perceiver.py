@@ -14,11 +14,12 @@ with far less work:
 * the value sum is linear in z / sigma, so sum_n alpha_n v_n needs only the softmax weights divided by
   sigma summed over t (per region), over r (per time point) and against the windows.
 
-Only the softmax over the R*T keys of every query and head remains; it is streamed for the whole batch at
-once over chunks of regions with a running shift, so memory does not grow with R*T, each chunk built and
-reduced by two batched matrix products (see :class:`_KeyStream`), and the reduced maps (region x region: sum
-over t; region x time: sum over regions) come from the same weights. ``method="explicit"`` is a plain chunked
-implementation of the reference (tokens, keys, values) kept for testing.
+Only the softmax over the R*T keys of every query and head remains, and the reduced maps (region x region: sum
+over t; region x time: sum over regions) come from the same weights. On CPU without autograd it runs as one
+compiled pass (:mod:`brainsymphony.fused_stream`); otherwise it is streamed for the whole batch at once over
+chunks of regions with a running shift, so memory does not grow with R*T, each chunk built and reduced by two
+batched matrix products (see :class:`_KeyStream`). ``method="explicit"`` is a plain chunked implementation of
+the reference (tokens, keys, values) kept for testing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch import nn
 
 from brainsymphony.attention import TransformerBlock
 from brainsymphony.config import BrainSymphonyConfig
+from brainsymphony.fused_stream import StreamSums, fused_stream_applies, fused_stream_sums
 
 #: Largest per-chunk softmax mass accepted before the running shift is moved (keeps sums far from overflow).
 _MAX_CHUNK_MASS = math.exp(40.0)
@@ -93,10 +95,16 @@ class Perceiver(nn.Module):
         Target size, in score elements (B * H * R * T per region), of one streamed chunk of regions. The
         default, 32 MB of float32, was the fastest of 8 to 64 MB on a 2-core machine: fewer chunks means fewer
         small per-chunk operations, while larger ones fall out of the cache.
+    fused_stream : bool
+        Stream with the compiled pass of :mod:`brainsymphony.fused_stream` where it applies (CPU float32
+        without autograd, extension built); False always runs the PyTorch stream and its chunks.
     """
 
-    def __init__(self, config: BrainSymphonyConfig, *, chunk_elements: int = 1 << 23) -> None:
+    def __init__(
+        self, config: BrainSymphonyConfig, *, chunk_elements: int = 1 << 23, fused_stream: bool = True
+    ) -> None:
         super().__init__()
+        self.fused_stream = fused_stream
         width, token_width = config.width, config.perceiver_token_width
         self.heads = config.perceiver_heads
         self.chunk_elements = chunk_elements
@@ -217,7 +225,7 @@ class Perceiver(nn.Module):
     def _sigma(self, a: torch.Tensor, b: torch.Tensor, m: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """LayerNorm denominators sqrt(var(z_rt) + eps), (B, R, T), without forming the (B, R, T, D) tokens.
 
-        |P z|^2 = |Pa_r|^2 + |Pb_t|^2 + w' G w + 2 Pa_r.Pb_t + 2 (M'P a_r).w + 2 (M'P b_t).w with G = M'PM,
+        |P z|^2 = |Pa_r|^2 + |Pb_t|^2 + 2 Pa_r.Pb_t + w' (G w + 2 M'P b_t) + 2 (M'P a_r).w with G = M'PM,
         evaluated in float64 so the expansion loses nothing to cancellation.
         """
         width = a.shape[-1]
@@ -225,14 +233,14 @@ class Perceiver(nn.Module):
         a64 = a64 - a64.mean(dim=-1, keepdim=True)
         b64 = b64 - b64.mean(dim=-1, keepdim=True)
         m64 = m64 - m64.mean(dim=0, keepdim=True)
-        gram = m64.T @ m64  # (K, K)
-        # 2 (M'P a_r + M'P b_t).w + w' G w = w . (2 M'P a_r + 2 M'P b_t + G w)
-        linear = 2.0 * ((a64 @ m64).unsqueeze(2) + (b64 @ m64).unsqueeze(1)) + w64 @ gram  # (B, R, T, K)
+        time_side = torch.matmul(w64, m64.T @ m64).add_(2.0 * (b64 @ m64).unsqueeze(1))  # G w + 2 M'P b_t
+        region_side = torch.matmul(w64, 2.0 * (a64 @ m64).unsqueeze(-1)).squeeze(-1)  # 2 (M'P a_r).w, (B, R, T)
         square = (
             (a64 * a64).sum(-1).unsqueeze(-1)
             + (b64 * b64).sum(-1).unsqueeze(-2)
             + 2.0 * (a64 @ b64.transpose(1, 2))
-            + (w64 * linear).sum(-1)
+            + torch.einsum("brtk,brtk->brt", w64, time_side)
+            + region_side
         )
         return torch.sqrt(square.clamp_min(0.0) / width + self.input_ln.eps).to(a.dtype)
 
@@ -258,7 +266,8 @@ class Perceiver(nn.Module):
         """Exact factorised cross-attention of the whole batch; returns (B, H, R, d_h) and the optional maps."""
         batch, heads, query_count, head_width = queries.shape
         terms = self._token_terms(spatial, temporal, series, conv)
-        stream = _KeyStream(self._score_queries(queries), terms, need_weights=need_weights)
+        fused = self.fused_stream and fused_stream_applies(series)
+        stream = _KeyStream(self._score_queries(queries), terms, need_weights=need_weights, fused=fused)
         chunk = self.chunk_elements * (1 if series.device.type == "cpu" else _ACCELERATOR_CHUNK_FACTOR)
         sums, region_weights, time_weights = stream.run(chunk)
         # sum_rt alpha_rt z_rt / sigma_rt from its three factors, (B, N, R + T + K) @ (B, R + T + K, D)
@@ -364,23 +373,22 @@ class _KeyStream:
     time sums = ones' @ weights                (over the chunk's regions, one product per subject)
     """
 
-    def __init__(self, qp: torch.Tensor, terms: _Terms, *, need_weights: bool) -> None:
+    def __init__(self, qp: torch.Tensor, terms: _Terms, *, need_weights: bool, fused: bool) -> None:
         self.need_weights = need_weights
+        self.fused = fused
         batch, regions, frames, kernel = terms.windows.shape
         self.batch, self.regions, self.frames, self.kernel = batch, regions, frames, kernel
         self.qa_t = (terms.a @ qp.transpose(1, 2)).contiguous()  # (B, R, N)
         self.qb_t = (terms.b @ qp.transpose(1, 2)).unsqueeze(1)  # (B, 1, T, N)
         self.qm_t = terms.m.T @ qp.transpose(1, 2)  # (B, K, N)
+        self.windows = terms.windows
         sigma = terms.sigma.unsqueeze(-1)  # (B, R, T, 1)
         self.sigma = sigma
         self.inv_sigma = sigma.reciprocal()
-        ones = torch.ones_like(sigma)
-        # (B, R, T, K + 3): the key side of the exponents; (B, R, T, K + 2): that of the reductions
-        self.score_columns = torch.cat([terms.windows * self.inv_sigma, self.inv_sigma, ones, -sigma.log()], dim=-1)
-        self.sum_columns = torch.cat([terms.windows, ones, sigma], dim=-1)
-        # without autograd, set by run(): the chunk's exponents and its query rows (B, r, K + 3, N)
+        # set by run() for the PyTorch stream: (B, R, T, K + 3), the key side of the exponents, and
+        # (B, R, T, K + 2), that of the reductions; without autograd, the chunk's exponents and its query rows
+        self.score_columns = self.sum_columns = self.rows = self.qa_t.new_empty(0)
         self.buffer: torch.Tensor | None = None
-        self.rows = self.qa_t.new_empty(0)
 
     def run(self, chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Stream all keys; see :meth:`Perceiver._attend_fast`.
@@ -394,8 +402,18 @@ class _KeyStream:
         time_weights : Tensor, shape (B, N, T), or None
             sum_r alpha_rt, when weights are needed.
         """
+        if self.fused:
+            inv_sigma = self.inv_sigma.squeeze(-1)
+            return self._normalised(
+                fused_stream_sums(
+                    self.qa_t, self.qb_t.squeeze(1), self.qm_t, self.windows, inv_sigma, need_weights=self.need_weights
+                )
+            )
         batch, frames, kernel = self.batch, self.frames, self.kernel
         n_queries = self.qa_t.shape[-1]
+        sigma, inv_sigma, unit = self.sigma, self.inv_sigma, torch.ones_like(self.sigma)
+        self.score_columns = torch.cat([self.windows * inv_sigma, inv_sigma, unit, -sigma.log()], dim=-1)
+        self.sum_columns = torch.cat([self.windows, unit, sigma], dim=-1)
         step = max(1, min(self.regions, chunk_elements // (batch * n_queries * frames)))
         self.buffer = None if torch.is_grad_enabled() else self.qa_t.new_empty(batch * step * frames * n_queries)
         if self.buffer is not None:  # the window rows are the same for every chunk: written once
@@ -436,13 +454,24 @@ class _KeyStream:
                 time_mass += (weights * self.sigma[:, start:stop]).sum(1)
         assert shift is not None  # at least one region
         correction = torch.exp(torch.cat(region_shifts, dim=1) - shift.unsqueeze(1))  # (B, R, N)
-        region_sum = torch.cat(region_sums, dim=1) * correction
-        region_mass = torch.cat(region_masses, dim=1) * correction
-        scale = region_mass.sum(1, keepdim=True).reciprocal()  # 1 / total, (B, 1, N)
+        return self._normalised(
+            StreamSums(
+                region_sum=torch.cat(region_sums, dim=1) * correction,
+                region_mass=torch.cat(region_masses, dim=1) * correction,
+                time_sum=time_sum,
+                time_mass=time_mass,
+                window_sum=window_sum,
+            )
+        )
+
+    @staticmethod
+    def _normalised(sums: StreamSums) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Divide sums relative to one shift per query by their total mass; the return value of :meth:`run`."""
+        scale = sums.region_mass.sum(1, keepdim=True).reciprocal()  # 1 / total, (B, 1, N)
         # (B, R + T + K, N) -> (B, N, R + T + K)
-        sums = (torch.cat([region_sum, time_sum, window_sum], dim=1) * scale).transpose(1, 2)
-        time_weights = None if time_mass is None else (time_mass * scale).transpose(1, 2)
-        return sums, (region_mass * scale).transpose(1, 2), time_weights
+        stacked = torch.cat([sums.region_sum, sums.time_sum, sums.window_sum], dim=1) * scale
+        time_weights = None if sums.time_mass is None else (sums.time_mass * scale).transpose(1, 2)
+        return stacked.transpose(1, 2), (sums.region_mass * scale).transpose(1, 2), time_weights
 
     def _exponents(self, start: int, stop: int, shift: torch.Tensor | None) -> torch.Tensor:
         """score - shift - log sigma for regions start..stop, or the bare scores without a shift, (B, r, T, N)."""

@@ -84,6 +84,12 @@ def attention_weightings(sc: torch.Tensor, config: BrainSymphonyConfig) -> list[
     return [total]
 
 
+def stacked_weighting(weightings: list[torch.Tensor], config: BrainSymphonyConfig) -> torch.Tensor:
+    """The weightings as every layer multiplies its scores: stacked, over sqrt(d_h), (B, W, 1, R, R)."""
+    head_width = config.width // config.structural_heads
+    return (torch.stack(weightings, dim=1) / math.sqrt(head_width)).unsqueeze(2)
+
+
 def laplacian_encoding(sc: torch.Tensor, dim: int) -> torch.Tensor:
     """Eigenvectors of the normalised Laplacian of the rows' angular affinity.
 
@@ -135,15 +141,16 @@ class SignedAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, weightings: list[torch.Tensor], *, need_weights: bool = False
+        self, x: torch.Tensor, weighting: torch.Tensor, *, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Apply the layer.
 
         Parameters
         ----------
         x : Tensor, shape (B, R, D)
-        weightings : list of Tensor, shape (B, R, R)
-            Connectome weightings; the signed attention is averaged over them.
+        weighting : Tensor, shape (B, W, 1, R, R)
+            The W connectome weightings stacked and divided by sqrt(d_h) (:func:`stacked_weighting`); the
+            signed attention is averaged over them.
         need_weights : bool
 
         Returns
@@ -158,11 +165,10 @@ class SignedAttentionLayer(nn.Module):
             return t.view(batch, regions, self.heads, head_width).transpose(1, 2)
 
         q, k, v = split(self.q_linear(x)), split(self.k_linear(x)), split(self.v_linear(x))
-        # every weighting at once, 1 / sqrt(d_h) folded in: (B, W, R, R) -> (B, W, 1, R, R)
-        weighting = (torch.stack(weightings, dim=1) / math.sqrt(head_width)).unsqueeze(2)
-        scores = (q @ k.transpose(-1, -2)).unsqueeze(1) * weighting  # (B, W, H, R, R)
+        scores = (q @ k.transpose(-1, -2)).unsqueeze(1) * weighting  # every weighting at once, (B, W, H, R, R)
         weights = signed_softmax(scores, reuse=True)
-        mixed = (weights @ v.unsqueeze(1)).mean(dim=1)  # (B, W, H, R, d_h) -> (B, H, R, d_h)
+        mixed = weights @ v.unsqueeze(1)  # (B, W, H, R, d_h)
+        mixed = mixed.squeeze(1) if mixed.shape[1] == 1 else mixed.mean(dim=1)  # (B, H, R, d_h)
         mixed = mixed.transpose(1, 2).reshape(batch, regions, width)
         x = self.layer_norm1(x + self.out_linear(mixed))
         x = self.layer_norm2(x + self.dropout(self.ffn(x)))
@@ -240,10 +246,10 @@ class SignedGraphTransformer(nn.Module):
             h = h + self.pos_embed[: sc.shape[1]]
         else:
             h = h + self.positional_proj(laplacian_encoding(sc, self.config.laplacian_dim))
-        weightings = attention_weightings(sc, self.config)
+        weighting = stacked_weighting(attention_weightings(sc, self.config), self.config)
         maps: list[torch.Tensor] | None = [] if need_weights else None
         for layer in self.layers:
-            h, attention = layer(h, weightings, need_weights=need_weights)
+            h, attention = layer(h, weighting, need_weights=need_weights)
             if maps is not None and attention is not None:
                 maps.append(attention)
         return StructuralOutput(embeddings=h, attention=maps)

@@ -4,9 +4,9 @@ Nipype reuses a node's cached result when the hash of its inputs is unchanged, a
 registration stage list, a step length) is not an input. Every bsym interface is therefore a
 :class:`FingerprintedInterface`: its hashed ``code`` input is :func:`code_fingerprint` of the modules it runs
 (their source, the source of every ``pipelines``, ``brainsymphony`` and ``bsym_cli`` module they import,
-transitively, and the versions of the libraries those import) and of the interface class itself with the
-module-level helpers, constants and imports it uses. Editing the tracker reruns tracking and what follows from
-it; the BOLD steps stay cached.
+transitively, the built file of a compiled extension among them, and the versions of the libraries those
+import) and of the interface class itself with the module-level helpers, constants and imports it uses.
+Editing the tracker reruns tracking and what follows from it; the BOLD steps stay cached.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 from functools import lru_cache
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +177,10 @@ def _closure(modules: tuple[str, ...]) -> tuple[dict[str, bytes], frozenset[str]
         if name in sources:
             continue
         sources[name] = _source_of(name)
-        is_package = str(_source_path(name)).endswith("__init__.py")
-        for imported in _imports(sources[name], name, is_package=is_package):
+        path = _source_path(name)
+        if path is None or path.suffix != ".py":  # a compiled extension: its bytes, and it imports nothing of ours
+            continue
+        for imported in _imports(sources[name], name, is_package=path.name == "__init__.py"):
             top = imported.split(".")[0]
             if top in OWN_PACKAGES and (module := _module_named(imported)):
                 pending.append(module)
@@ -209,12 +212,13 @@ def _module_named(name: str) -> str | None:
 
 @lru_cache
 def _source_path(name: str) -> Path | None:
-    """Source file of an importable module, or None for a name that is not a module (a function, a class)."""
+    """Source file of an importable module (the built file of a compiled extension, which setup.py makes
+    byte-for-byte reproducible), or None for a name that is not a module (a function, a class)."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None or not spec.origin or not spec.origin.endswith((".py", *EXTENSION_SUFFIXES)):
         return None
     return Path(spec.origin)
 

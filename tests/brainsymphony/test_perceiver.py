@@ -9,11 +9,26 @@ import pytest
 import torch
 
 from brainsymphony import BrainSymphony
+from brainsymphony import perceiver as perceiver_module
+from brainsymphony.fused_stream import fused_stream_available
 from brainsymphony.perceiver import _KeyStream
 from tests.brainsymphony import reference
 from tests.brainsymphony.tiny import FRAMES, REGIONS, randomise_, tiny_config
 
 TOL = 1e-5
+NOT_BUILT = "brainsymphony._keystream was not built (no C compiler when bsym-app was installed)"
+#: The Perceiver's two key streams: the compiled pass and the chunked PyTorch one.
+NEEDS_BUILD = pytest.mark.skipif(not fused_stream_available(), reason=NOT_BUILT)
+STREAMS = [pytest.param("compiled", marks=NEEDS_BUILD), "pytorch"]
+
+
+def _use_stream(perceiver, stream: str, monkeypatch) -> list:
+    """Make ``perceiver`` run ``stream``; returns the list of the compiled stream's calls, to check which ran."""
+    calls: list = []
+    compiled = perceiver_module.fused_stream_sums
+    monkeypatch.setattr(perceiver, "fused_stream", stream == "compiled")
+    monkeypatch.setattr(perceiver_module, "fused_stream_sums", lambda *a, **k: calls.append(1) or compiled(*a, **k))
+    return calls
 
 
 def _stream_inputs(model, fmri):
@@ -23,10 +38,19 @@ def _stream_inputs(model, fmri):
     return spatial.embeddings, temporal.embeddings, spatial.positional
 
 
-@pytest.mark.parametrize("method", ["fast", "explicit"])
-def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_inputs, method):
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(("fast", "compiled"), id="fast-compiled", marks=NEEDS_BUILD),
+        pytest.param(("fast", "pytorch"), id="fast-pytorch"),
+        pytest.param(("explicit", ""), id="explicit"),
+    ],
+)
+def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_inputs, method, monkeypatch):
+    method, stream = method
     fmri, _ = tiny_inputs
     perceiver = tiny_model.perceiver
+    calls = _use_stream(perceiver, stream, monkeypatch)
     spatial, temporal, positional = _stream_inputs(tiny_model, fmri)
     conv = tiny_model.context.conv1d
     with torch.no_grad():
@@ -39,6 +63,7 @@ def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_input
         attended = attended.transpose(1, 2).reshape(3, REGIONS, 16)
         latents = perceiver.cross_attn_norm(perceiver.cross_attn.out_proj(attended))
     torch.testing.assert_close(latents[1], expected, atol=TOL, rtol=0)
+    assert bool(calls) == (stream == "compiled")
     by_region = full_map.view(REGIONS, REGIONS, FRAMES)
     assert region_map.shape == (3, REGIONS, REGIONS) and time_map.shape == (3, REGIONS, FRAMES)
     torch.testing.assert_close(region_map[1], by_region.sum(-1), atol=TOL, rtol=0)
@@ -46,11 +71,12 @@ def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_input
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 2 * 2 * REGIONS * FRAMES, 3 * 2 * REGIONS * FRAMES, 10**9])
-def test_chunk_size_does_not_change_results(tiny_model, tiny_inputs, chunk_elements):
+def test_chunk_size_does_not_change_results(tiny_model, tiny_inputs, chunk_elements, monkeypatch):
     fmri, _ = tiny_inputs
     spatial, temporal, positional = _stream_inputs(tiny_model, fmri)
     conv = tiny_model.context.conv1d
     perceiver = tiny_model.perceiver
+    _use_stream(perceiver, "pytorch", monkeypatch)  # chunks are the PyTorch stream's
     with torch.no_grad():
         perceiver.chunk_elements = 10**9  # one chunk: the unchunked softmax
         whole = perceiver(spatial, temporal, fmri, conv, positional, need_weights=True)
@@ -66,9 +92,11 @@ def test_chunk_size_does_not_change_results(tiny_model, tiny_inputs, chunk_eleme
     torch.testing.assert_close(whole.region_attention.sum(-1), torch.ones(3, REGIONS))
 
 
-def test_large_scores_move_the_running_shift_without_overflow(tiny_inputs, monkeypatch):
+@pytest.mark.parametrize("stream", STREAMS)
+def test_large_scores_move_the_running_shift_without_overflow(tiny_inputs, monkeypatch, stream):
     """Scores of several hundred (exp overflows float32) still give the exact softmax."""
     model = randomise_(BrainSymphony(tiny_config(mode="functional")), seed=11).eval()
+    calls = _use_stream(model.perceiver, stream, monkeypatch)
     with torch.no_grad():
         model.perceiver.cross_attn.in_proj_weight[:32] *= 40.0  # queries and keys -> scores ~ 1e2..1e3
     fmri, _ = tiny_inputs
@@ -90,7 +118,10 @@ def test_large_scores_move_the_running_shift_without_overflow(tiny_inputs, monke
     assert bool(torch.isfinite(fast.latents).all())
     torch.testing.assert_close(fast.latents, explicit.latents, atol=1e-4, rtol=0)
     torch.testing.assert_close(fast.region_attention, explicit.region_attention, atol=1e-4, rtol=0)
-    assert len(shifts) > 3  # the first chunk and re-shifts on later chunks (3 subjects)
+    if stream == "pytorch":
+        assert len(shifts) > 3  # the first chunk and re-shifts on later chunks (3 subjects)
+    else:
+        assert calls and not shifts  # one pass, from the bound of the scores
 
 
 def test_masked_entries_reach_the_perceiver_through_the_mask_token(tiny_model, tiny_inputs):

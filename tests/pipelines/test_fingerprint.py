@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import inspect
 import sys
 from pathlib import Path
@@ -65,6 +66,24 @@ def test_fingerprint_follows_the_modules_a_step_imports_and_nothing_else(toy_pac
     (toy_package / "helpers.py").write_text("def double(x):\n    return x + x\n")
     _forget()
     assert code_fingerprint("toypkg.step") not in (before, after_constant)
+
+
+def test_a_compiled_extension_counts_with_the_bytes_it_was_built_to(toy_package):
+    """As brainsymphony._keystream: the step imports a built extension, whose file is not parsed as Python."""
+    built = toy_package / f"fast{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    built.write_bytes(b"\x7fELF one build")
+    (toy_package / "step.py").write_text("try:\n    from toypkg import fast\nexcept ImportError:\n    fast = None\n")
+    _forget()
+    sources, _ = fingerprint._closure(("toypkg.step",))
+    assert sources["toypkg.fast"] == b"\x7fELF one build"
+    before = code_fingerprint("toypkg.step")
+    built.write_bytes(b"\x7fELF another build")
+    _forget()
+    assert code_fingerprint("toypkg.step") != before
+    built.unlink()  # not built: the step runs its fallback, which the fingerprint tells apart too
+    _forget()
+    assert "toypkg.fast" not in fingerprint._closure(("toypkg.step",))[0]
+    assert code_fingerprint("toypkg.step") != before
 
 
 def test_fingerprint_includes_the_versions_of_the_libraries_imported(toy_package, monkeypatch):
