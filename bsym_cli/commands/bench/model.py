@@ -69,13 +69,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _worker(batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
-    """Run inside a fresh process: time the published model at one batch size; report peak memory."""
+def _worker(batch: int, device: str, precision: str, repeats: int, threads: int, stream: str = "compiled") -> dict:
+    """Run inside a fresh process: time the published model at one batch size; report peak memory.
+
+    ``stream="pytorch"`` runs the Perceiver's PyTorch key stream even where the compiled one is built.
+    """
     import resource
 
     import torch
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig
+    from brainsymphony.fused_stream import fused_stream_applies
     from bsym_cli.levels.runtime import freed_memory_kept
 
     torch.set_num_threads(threads)
@@ -83,6 +87,7 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int)
         torch.manual_seed(0)
         config = BrainSymphonyConfig.published()
         model = BrainSymphony(config).eval().to(device)
+        model.perceiver.fused_stream = stream == "compiled"
         generator = torch.Generator().manual_seed(1)
         fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
         sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
@@ -105,6 +110,9 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int)
             seconds.append(time.perf_counter() - start)
         elapsed = statistics.median(seconds)  # a shared machine's slow passes do not move it
         result = {"batch": batch, "device": device, "precision": precision, "subjects_per_s": batch / elapsed}
+        with torch.inference_mode():  # where the model ran
+            compiled = stream == "compiled" and fused_stream_applies(fmri)
+        result["key_stream"] = "compiled" if compiled else "pytorch"
         if precision == "bf16":
             with torch.inference_mode():
                 exact = model(fmri=fmri, sc=sc)
@@ -122,16 +130,22 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int)
         return result
 
 
-def _run_fresh(batch: int, device: str, precision: str, repeats: int, threads: int) -> dict:
+def _run_fresh(batch: int, device: str, precision: str, repeats: int, threads: int, stream: str) -> dict:
     code = (
         "import json, sys; from bsym_cli.commands.bench.model import _worker; "
-        f"print(json.dumps(_worker({batch}, {device!r}, {precision!r}, {repeats}, {threads})))"
+        f"print(json.dumps(_worker({batch}, {device!r}, {precision!r}, {repeats}, {threads}, {stream!r})))"
     )
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise click.ClickException(f"benchmark worker (batch {batch}, {device}, {precision}) failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _matching_run(runs: list[dict], device: str, batch: int, precision: str, key_stream: str) -> dict | None:
+    """The run of ``runs`` with these settings, or None."""
+    wanted = (device, batch, precision, key_stream)
+    return next((r for r in runs if (r["device"], r["batch"], r["precision"], r["key_stream"]) == wanted), None)
 
 
 @click.command("model")
@@ -148,6 +162,7 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
 
     from brainsymphony import BrainSymphonyConfig
     from brainsymphony.flops import PUBLISHED_REFERENCE_FLOPS, exponentials, reference_flops, unavoidable_matmul_flops
+    from brainsymphony.fused_stream import fused_stream_available
     from brainsymphony.precision import resolve_precision
 
     threads = threads or len(os.sched_getaffinity(0))
@@ -183,26 +198,32 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
             f" ({bf16_exp_per_s / 1e9:.2f} G/s) {ceiling['bf16_softmax_too']:.1f}"
             f" ({ceiling['bf16_softmax_too'] / ceiling['fp32']:.2f}x)"
         )
-        runs = [(int(b), "fp32") for b in batches.split(",")] + [(bf16_batch, "bf16")]
-        for batch, precision in runs:
-            result = _run_fresh(batch, device, precision, repeats, threads)
+        # the reference row: the PyTorch key stream, where the compiled one runs
+        runs = [(int(b), "fp32", "compiled") for b in batches.split(",")] + [(bf16_batch, "bf16", "compiled")]
+        if device == "cpu" and fused_stream_available():
+            runs.append((bf16_batch, "fp32", "pytorch"))
+        for batch, precision, stream in runs:
+            result = _run_fresh(batch, device, precision, repeats, threads, stream)
             result["efficiency"] = result["subjects_per_s"] * PUBLISHED_REFERENCE_FLOPS / rate
             report["runs"].append(result)
+            label = f"{precision} batch {batch:>3}" + (", PyTorch key stream" if stream == "pytorch" else "")
             line = (
-                f"  {device} {precision} batch {batch:>3}: {result['subjects_per_s']:7.2f} subjects/s,"
+                f"  {device} {label}: {result['subjects_per_s']:7.2f} subjects/s,"
                 f" efficiency {result['efficiency']:.2f} (target >= {TARGET_EFFICIENCY}),"
                 f" peak {result['peak_gb']:.2f} GB (target <= {TARGET_PEAK_GB}),"
                 f" {result['subjects_per_s'] / ceiling[precision]:.2f} of the ceiling"
             )
             if "min_cosine_to_fp32" in result:
                 line += f", cosine to fp32 {result['min_cosine_to_fp32']:.5f} (target >= {TARGET_BF16_COSINE})"
-                fp32 = next(
-                    (r for r in report["runs"] if (r["device"], r["batch"], r["precision"]) == (device, batch, "fp32")),
-                    None,
-                )
+                fp32 = _matching_run(report["runs"], device, batch, "fp32", result["key_stream"])
                 if fp32 is not None:
                     result["speedup_over_fp32"] = result["subjects_per_s"] / fp32["subjects_per_s"]
                     line += f", {result['speedup_over_fp32']:.2f}x fp32"
+            if stream == "pytorch":
+                compiled = _matching_run(report["runs"], device, batch, "fp32", "compiled")
+                if compiled is not None:
+                    result["compiled_speedup"] = compiled["subjects_per_s"] / result["subjects_per_s"]
+                    line += f"; the compiled stream is {result['compiled_speedup']:.2f}x faster"
             click.echo(line)
         auto = resolve_precision("auto", device)
         report[f"precision_auto_{device}"] = auto
