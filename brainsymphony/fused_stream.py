@@ -145,10 +145,10 @@ def fused_stream_sums(
     shape = (batch, regions, frames, kernel, padded)
     columns = batch * padded // lanes
     threads = max(1, min(torch.get_num_threads(), columns))
-    bounds = [columns * part // threads for part in range(threads + 1)]
+    splits = [columns * part // threads for part in range(threads + 1)]  # contiguous columns per thread
 
     def run(part: int) -> None:
-        _keystream.stream(shape, bounds[part], bounds[part + 1], *arrays, mass_array)
+        _keystream.stream(shape, splits[part], splits[part + 1], *arrays, mass_array)
 
     if threads == 1:
         run(0)
