@@ -11,12 +11,12 @@
  *
  * The PyTorch stream writes every exponent to memory and reads it back five times; here each exponent lives
  * in a register, LANES queries at a time, and is reduced where it is made. The caller's shift is an upper
- * bound of the scores: within a few tens of the largest score, every weight near the largest is a normal float
- * and the sums are exact to rounding. Where it is so loose that a query's total weight falls below
- * MIN_TOTAL, the column is streamed again after a first pass for the exact largest scores. One call computes a
- * range of (subject, LANES queries) columns, each independently of the others and always in the same order, so the
- * result does not depend on how callers split the work between threads. The GIL is released while it runs.
- * See docs/model.md, "Context path (1-D conv + Perceiver)".
+ * bound of the scores: within a few tens of the largest score, every weight near the largest is a normal
+ * float and the sums are exact to rounding. Where it is so loose that a query's total weight falls below
+ * MIN_TOTAL, the column is streamed again after a first pass for the exact largest scores. One call computes
+ * a range of (subject, LANES queries) columns, each independently of the others and always in the same
+ * order, so the result does not depend on how callers split the work between threads. The GIL is released
+ * while it runs. See docs/model.md, "Context path (1-D conv + Perceiver)".
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -50,9 +50,9 @@ static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf blend(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
 
-/* Smallest total weight of a query accepted from a shift that bounds its scores (2^-60): the largest weight is
- * then above e^-54, and the keys more than 87 below the shift, which weigh e^-87 each, change the sums by less
- * than 2e-10 of the total. */
+/* Smallest total weight of a query accepted from a shift that bounds its scores (2^-60): over at most 90,000
+ * keys the largest weight is then above e^-54, and the keys more than 87 below the shift, which weigh e^-87
+ * each instead of less, change the sums by less than 1e-14 of the total. */
 #define MIN_TOTAL 8.6736174e-19f
 
 /* e^x for x <= 88 as 2^n e^r, |r| <= ln 2 / 2, Taylor to r^6 (relative error < 2e-7); e^-87 below -87. */
