@@ -177,6 +177,7 @@ def run_model_stage(
 
     ``precision`` is the resolved ``--precision`` (``"fp32"`` or ``"bf16"``).
     """
+    from brainsymphony.fused_stream import fused_stream_available
     from pipelines.model.inputs import cache_path, participant_inputs, save_model_inputs
     from pipelines.model.stage import run_model
 
@@ -272,13 +273,16 @@ def run_model_stage(
         labels=atlas.indices,
         t_r=meta.tr,
     )
+    # the Perceiver's compiled key stream runs on CPU where the install built it (README.md, "Two commands")
+    compiled = device == "cpu" and fused_stream_available()
     log.info(
-        "%s: embedding %d window(s)%s on %s (%s)",
+        "%s: embedding %d window(s)%s on %s (%s, %s key stream)",
         part.label,
         0 if inputs.windows is None else len(inputs.windows),
         " with the connectome" if inputs.sc is not None else "",
         device,
         precision,
+        "compiled" if compiled else "PyTorch",
     )
     with freed_memory_kept():
         result = run_model(

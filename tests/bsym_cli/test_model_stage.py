@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from brainsymphony import BrainSymphony, save_bundle
+from brainsymphony.fused_stream import fused_stream_available
 from bsym_cli.commands.demo.study import DemoSettings, build_demo
 from bsym_cli.levels.runtime import CACHE_VARIABLES
 from pipelines.group.baselines import BASELINES
@@ -139,8 +140,11 @@ def test_rerun_skips_finished_participants_unless_overwrite(study, caplog):
     before = features.stat().st_mtime_ns
     assert run_app(*study["args"], "--participant-label", "01") == 0
     assert features.stat().st_mtime_ns == before
+    caplog.set_level("INFO", logger="bsym")
     assert run_app(*study["args"], "--participant-label", "01", "--overwrite") == 0
     assert features.stat().st_mtime_ns > before
+    stream = "compiled" if fused_stream_available() else "PyTorch"  # the log says which one embedded it
+    assert re.search(rf"sub-01: embedding 5 window\(s\) on cpu \((fp32|bf16), {stream} key stream\)", caplog.text)
 
 
 def test_bundle_with_another_region_count_is_refused(study, tmp_path, capsys):
