@@ -17,9 +17,8 @@ import torch
 
 from brainsymphony import BrainSymphony, BrainSymphonyConfig, fused_stream
 from brainsymphony.fused_stream import fused_stream_available, fused_stream_sums, score_bound
-from tests.brainsymphony.test_perceiver import NOT_BUILT, _stream_inputs, _use_stream
+from tests.brainsymphony.key_streams import NEEDS_BUILD, stream_inputs, use_stream
 
-needs_build = pytest.mark.skipif(not fused_stream_available(), reason=NOT_BUILT)
 FIELDS = ("region_sum", "region_mass", "time_sum", "time_mass", "window_sum")
 
 
@@ -60,7 +59,7 @@ def test_the_compiled_stream_was_built_where_a_compiler_is():
     assert fused_stream_available()
 
 
-@needs_build
+@NEEDS_BUILD
 @pytest.mark.parametrize(("kernel", "queries"), [(5, 14), (1, 8), (3, 33), (7, 16), (9, 5)])
 def test_compiled_sums_match_the_literal_softmax(kernel, queries):
     """Every kernel width (3, 5, 7 have their own register code; others the general loop) and query count
@@ -75,7 +74,7 @@ def test_compiled_sums_match_the_literal_softmax(kernel, queries):
     assert found["region_mass"].sum(1).sub(1).abs().max() < 1e-6
 
 
-@needs_build
+@NEEDS_BUILD
 def test_compiled_sums_do_not_depend_on_threads_or_register_width(monkeypatch):
     terms = _stream_terms(3, 9, 17, 5, 40, seed=3)
     builds = [fused_stream._keystream]
@@ -97,7 +96,7 @@ def test_compiled_sums_do_not_depend_on_threads_or_register_width(monkeypatch):
             assert torch.equal(getattr(run, name), getattr(runs[0], name)), name
 
 
-@needs_build
+@NEEDS_BUILD
 def test_a_bound_far_above_the_scores_falls_back_to_the_exact_maximum(monkeypatch):
     """With the bound 300 above the largest score every weight would underflow; the extension notices from the
     totals and streams those columns again from the exact maximum."""
@@ -122,7 +121,7 @@ def test_the_score_bound_holds_and_stays_close_for_the_published_scale():
     assert float((bound - largest).max()) < 100.0  # within the range the extension takes without a second pass
 
 
-@needs_build
+@NEEDS_BUILD
 def test_bad_buffers_are_refused_naming_the_buffer():
     lanes = fused_stream._keystream.LANES
     qa, qb, qm, windows, inv_sigma = (t.numpy() for t in _stream_terms(1, 3, 4, 5, lanes, seed=6))
@@ -137,16 +136,16 @@ def test_bad_buffers_are_refused_naming_the_buffer():
         stream((1, 3, 4, 5, lanes), 0, 2, qa, qb, qm, windows, inv_sigma, shift, *outputs, None)
 
 
-@needs_build
+@NEEDS_BUILD
 def test_the_published_perceiver_gives_the_same_latents_and_maps_with_either_stream(monkeypatch):
     torch.manual_seed(0)
     model = BrainSymphony(BrainSymphonyConfig.published()).eval()
     generator = torch.Generator().manual_seed(7)
     fmri = torch.randn(2, 450, 200, generator=generator)
-    spatial, temporal, positional = _stream_inputs(model, fmri)
+    spatial, temporal, positional = stream_inputs(model, fmri)
     outputs = {}
     for stream in ("compiled", "pytorch"):
-        calls = _use_stream(model.perceiver, stream, monkeypatch)
+        calls = use_stream(model.perceiver, stream, monkeypatch)
         with torch.inference_mode():
             outputs[stream] = model.perceiver(
                 spatial, temporal, fmri, model.context.conv1d, positional, need_weights=True
@@ -160,8 +159,8 @@ def test_the_published_perceiver_gives_the_same_latents_and_maps_with_either_str
 
 def test_training_runs_the_pytorch_stream_with_gradients(tiny_model, tiny_inputs, monkeypatch):
     fmri, _ = tiny_inputs
-    calls = _use_stream(tiny_model.perceiver, "compiled", monkeypatch)  # allowed, but autograd needs PyTorch
-    spatial, temporal, positional = _stream_inputs(tiny_model, fmri)
+    calls = use_stream(tiny_model.perceiver, "compiled", monkeypatch)  # allowed, but autograd needs PyTorch
+    spatial, temporal, positional = stream_inputs(tiny_model, fmri)
     out = tiny_model.perceiver(spatial, temporal, fmri, tiny_model.context.conv1d, positional)
     out.latents.square().sum().backward()
     assert not calls
@@ -174,7 +173,7 @@ def _stream_in_child(terms, queue) -> None:
         queue.put(fused_stream_sums(*terms, need_weights=False).region_sum.numpy().copy())
 
 
-@needs_build
+@NEEDS_BUILD
 def test_a_forked_worker_streams_with_threads_of_its_own(monkeypatch):
     """Nipype forks its workers (from a thread of their own, for OpenMP: pipelines/engine.py): the parent's pool
     threads do not exist in the child, which must not wait on them."""

@@ -9,33 +9,12 @@ import pytest
 import torch
 
 from brainsymphony import BrainSymphony
-from brainsymphony import perceiver as perceiver_module
-from brainsymphony.fused_stream import fused_stream_available
 from brainsymphony.perceiver import _KeyStream
 from tests.brainsymphony import reference
+from tests.brainsymphony.key_streams import NEEDS_BUILD, STREAMS, stream_inputs, use_stream
 from tests.brainsymphony.tiny import FRAMES, REGIONS, randomise_, tiny_config
 
 TOL = 1e-5
-NOT_BUILT = "brainsymphony._keystream was not built (no C compiler when bsym-app was installed)"
-#: The Perceiver's two key streams: the compiled pass and the chunked PyTorch one.
-NEEDS_BUILD = pytest.mark.skipif(not fused_stream_available(), reason=NOT_BUILT)
-STREAMS = [pytest.param("compiled", marks=NEEDS_BUILD), "pytorch"]
-
-
-def _use_stream(perceiver, stream: str, monkeypatch) -> list:
-    """Make ``perceiver`` run ``stream``; returns the list of the compiled stream's calls, to check which ran."""
-    calls: list = []
-    compiled = perceiver_module.fused_stream_sums
-    monkeypatch.setattr(perceiver, "fused_stream", stream == "compiled")
-    monkeypatch.setattr(perceiver_module, "fused_stream_sums", lambda *a, **k: calls.append(1) or compiled(*a, **k))
-    return calls
-
-
-def _stream_inputs(model, fmri):
-    with torch.no_grad():
-        spatial = model.spatial(fmri)
-        temporal = model.temporal(fmri)
-    return spatial.embeddings, temporal.embeddings, spatial.positional
 
 
 @pytest.mark.parametrize(
@@ -50,8 +29,8 @@ def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_input
     method, stream = method
     fmri, _ = tiny_inputs
     perceiver = tiny_model.perceiver
-    calls = _use_stream(perceiver, stream, monkeypatch)
-    spatial, temporal, positional = _stream_inputs(tiny_model, fmri)
+    calls = use_stream(perceiver, stream, monkeypatch)
+    spatial, temporal, positional = stream_inputs(tiny_model, fmri)
     conv = tiny_model.context.conv1d
     with torch.no_grad():
         expected, full_map = reference.perceiver_cross_attention(
@@ -73,10 +52,10 @@ def test_cross_attention_and_maps_match_literal_reference(tiny_model, tiny_input
 @pytest.mark.parametrize("chunk_elements", [1, 2 * 2 * REGIONS * FRAMES, 3 * 2 * REGIONS * FRAMES, 10**9])
 def test_chunk_size_does_not_change_results(tiny_model, tiny_inputs, chunk_elements, monkeypatch):
     fmri, _ = tiny_inputs
-    spatial, temporal, positional = _stream_inputs(tiny_model, fmri)
+    spatial, temporal, positional = stream_inputs(tiny_model, fmri)
     conv = tiny_model.context.conv1d
     perceiver = tiny_model.perceiver
-    _use_stream(perceiver, "pytorch", monkeypatch)  # chunks are the PyTorch stream's
+    use_stream(perceiver, "pytorch", monkeypatch)  # chunks are the PyTorch stream's
     with torch.no_grad():
         perceiver.chunk_elements = 10**9  # one chunk: the unchunked softmax
         whole = perceiver(spatial, temporal, fmri, conv, positional, need_weights=True)
@@ -96,13 +75,13 @@ def test_chunk_size_does_not_change_results(tiny_model, tiny_inputs, chunk_eleme
 def test_large_scores_move_the_running_shift_without_overflow(tiny_inputs, monkeypatch, stream):
     """Scores of several hundred (exp overflows float32) still give the exact softmax."""
     model = randomise_(BrainSymphony(tiny_config(mode="functional")), seed=11).eval()
-    calls = _use_stream(model.perceiver, stream, monkeypatch)
+    calls = use_stream(model.perceiver, stream, monkeypatch)
     with torch.no_grad():
         model.perceiver.cross_attn.in_proj_weight[:32] *= 40.0  # queries and keys -> scores ~ 1e2..1e3
     fmri, _ = tiny_inputs
     fmri = fmri.clone()
     fmri[:, 4:] *= 6.0  # later regions score higher: later chunks exceed the first chunk's maximum
-    spatial, temporal, positional = _stream_inputs(model, fmri)
+    spatial, temporal, positional = stream_inputs(model, fmri)
     conv = model.context.conv1d
     perceiver = model.perceiver
     perceiver.chunk_elements = 2 * REGIONS * FRAMES  # one region per chunk
