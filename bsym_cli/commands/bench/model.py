@@ -23,6 +23,8 @@ import click
 TARGET_EFFICIENCY = 0.6
 TARGET_PEAK_GB = 1.5
 TARGET_BF16_COSINE = 0.999
+#: Throughput over the authors' implementation, fp32, same machine and run.
+TARGET_OVER_AUTHORS = 12
 
 
 def matmul_rate(*, device: str = "cpu", size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
@@ -69,13 +71,46 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _inputs(config, batch: int, device: str):
+    """Seeded random BOLD (B, R, T) and symmetric connectome (B, R, R) on ``device``."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
+    sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
+    return fmri, (sc + sc.transpose(1, 2)) / 2
+
+
+def _median_seconds(embed, device: str, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``embed`` after one warm-up call (a shared machine's slow
+    passes do not move it)."""
+    embed()
+    seconds = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        embed()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def _peak_gb(device: str) -> float:
+    """Peak memory of this process: allocated on a GPU, resident on the CPU."""
+    import resource
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 def _worker(batch: int, device: str, precision: str, repeats: int, threads: int, stream: str = "compiled") -> dict:
     """Run inside a fresh process: time the published model at one batch size; report peak memory.
 
     ``stream="pytorch"`` runs the Perceiver's PyTorch key stream even where the compiled one is built.
     """
-    import resource
-
     import torch
 
     from brainsymphony import BrainSymphony, BrainSymphonyConfig
@@ -88,10 +123,7 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int,
         config = BrainSymphonyConfig.published()
         model = BrainSymphony(config).eval().to(device)
         model.perceiver.fused_stream = stream == "compiled"
-        generator = torch.Generator().manual_seed(1)
-        fmri = torch.randn(batch, config.n_regions, config.n_timepoints, generator=generator).to(device)
-        sc = torch.randn(batch, config.n_regions, config.n_regions, generator=generator).to(device) * 0.5
-        sc = (sc + sc.transpose(1, 2)) / 2
+        fmri, sc = _inputs(config, batch, device)
 
         def embed():
             with (
@@ -100,20 +132,13 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int,
             ):
                 return model(fmri=fmri, sc=sc)
 
-        reference = embed()  # warm-up
-        seconds = []
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            out = embed()
-            _sync(device)
-            seconds.append(time.perf_counter() - start)
-        elapsed = statistics.median(seconds)  # a shared machine's slow passes do not move it
+        elapsed = _median_seconds(embed, device, repeats)
         result = {"batch": batch, "device": device, "precision": precision, "subjects_per_s": batch / elapsed}
         with torch.inference_mode():  # where the model ran
             compiled = stream == "compiled" and fused_stream_applies(fmri)
         result["key_stream"] = "compiled" if compiled else "pytorch"
         if precision == "bf16":
+            out = embed()
             with torch.inference_mode():
                 exact = model(fmri=fmri, sc=sc)
             cosines = []
@@ -122,23 +147,39 @@ def _worker(batch: int, device: str, precision: str, repeats: int, threads: int,
                 b = getattr(exact, name).float().flatten(1)
                 cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=1).min()))
             result["min_cosine_to_fp32"] = min(cosines)
-        del reference
-        if device.startswith("cuda"):
-            result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-        else:
-            result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+        result["peak_gb"] = _peak_gb(device)
         return result
 
 
-def _run_fresh(batch: int, device: str, precision: str, repeats: int, threads: int, stream: str) -> dict:
-    code = (
-        "import json, sys; from bsym_cli.commands.bench.model import _worker; "
-        f"print(json.dumps(_worker({batch}, {device!r}, {precision!r}, {repeats}, {threads}, {stream!r})))"
-    )
+def _authors_worker(batch: int, device: str, repeats: int, threads: int, checkout: str) -> dict:
+    """Run inside a fresh process: time the authors' implementation from ``checkout`` as :func:`_worker` times
+    ours (published configuration, fp32, the same inputs)."""
+    import torch
+
+    from brainsymphony import BrainSymphonyConfig
+    from bsym_cli.commands.bench.authors import authors_batch, load_authors_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = BrainSymphonyConfig.published()
+    model = load_authors_model(Path(checkout), config).to(device)
+    inputs = authors_batch(*_inputs(config, batch, device))
+
+    def embed():
+        with torch.inference_mode():
+            return model(inputs)
+
+    elapsed = _median_seconds(embed, device, repeats)
+    return {"batch": batch, "device": device, "subjects_per_s": batch / elapsed, "peak_gb": _peak_gb(device)}
+
+
+def _run_fresh(call: str, threads: int, what: str) -> dict:
+    """The JSON result of ``call`` (a worker call of this module) run in a fresh Python process."""
+    code = f"import json; import bsym_cli.commands.bench.model as bench; print(json.dumps(bench.{call}))"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise click.ClickException(f"benchmark worker (batch {batch}, {device}, {precision}) failed:\n{done.stderr}")
+        raise click.ClickException(f"benchmark worker ({what}) failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -155,15 +196,38 @@ def _matching_run(runs: list[dict], device: str, batch: int, precision: str, key
 )
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all available cores).")
 @click.option("--bf16-batch", default=4, show_default=True, help="Batch size of the bf16 comparison.")
+@click.option(
+    "--authors-code",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A checkout of the authors' repository (github.com/Moein-Khajehnejad/BrainSymphony): time their"
+    " implementation too, in the same run.",
+)
+@click.option(
+    "--authors-batches",
+    default="1,4",
+    show_default=True,
+    help="Batch sizes of the authors' code (it needs about 1.2 GB a subject).",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
-def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json_path: Path | None) -> None:
-    """Throughput, peak memory, efficiency and bf16 agreement of the published configuration."""
+def model(
+    batches: str,
+    repeats: int,
+    threads: int | None,
+    bf16_batch: int,
+    authors_code: Path | None,
+    authors_batches: str,
+    json_path: Path | None,
+) -> None:
+    """Throughput, peak memory, efficiency and bf16 agreement of the published configuration; with
+    ``--authors-code``, the authors' implementation beside it."""
     import torch
 
     from brainsymphony import BrainSymphonyConfig
     from brainsymphony.flops import PUBLISHED_REFERENCE_FLOPS, exponentials, reference_flops, unavoidable_matmul_flops
     from brainsymphony.fused_stream import fused_stream_available
     from brainsymphony.precision import resolve_precision
+    from bsym_cli.commands.bench.authors import load_authors_model
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -172,6 +236,13 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
     flops = reference_flops(config)
     exps, kept_flops = exponentials(config)["total"], unavoidable_matmul_flops(config)
     report: dict = {"threads": threads, "reference_flops_per_subject": flops["total"], "flops_parts": flops, "runs": []}
+    report["authors_runs"] = []
+    if authors_code is not None:
+        authors_code = authors_code.resolve()  # the workers run elsewhere
+        load_authors_model(authors_code, config)  # a folder that is no checkout fails here, before any timing
+        authors_batches = [int(b) for b in authors_batches.split(",")]
+    else:
+        authors_batches = []
     click.echo(f"analytic reference FLOPs per subject: {flops['total'] / 1e9:.2f} G (published configuration: 32.6 G)")
     for device in devices:
         rate = matmul_rate(device=device)
@@ -200,10 +271,12 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
         )
         # the reference row: the PyTorch key stream, where the compiled one runs
         runs = [(int(b), "fp32", "compiled") for b in batches.split(",")] + [(bf16_batch, "bf16", "compiled")]
-        if device == "cpu" and fused_stream_available():
+        stream_built = device == "cpu" and fused_stream_available()
+        if stream_built:
             runs.append((bf16_batch, "fp32", "pytorch"))
         for batch, precision, stream in runs:
-            result = _run_fresh(batch, device, precision, repeats, threads, stream)
+            call = f"_worker({batch}, {device!r}, {precision!r}, {repeats}, {threads}, {stream!r})"
+            result = _run_fresh(call, threads, f"batch {batch}, {device}, {precision}")
             result["efficiency"] = result["subjects_per_s"] * PUBLISHED_REFERENCE_FLOPS / rate
             report["runs"].append(result)
             label = f"{precision} batch {batch:>3}" + (", PyTorch key stream" if stream == "pytorch" else "")
@@ -224,6 +297,20 @@ def model(batches: str, repeats: int, threads: int | None, bf16_batch: int, json
                 if compiled is not None:
                     result["compiled_speedup"] = compiled["subjects_per_s"] / result["subjects_per_s"]
                     line += f"; the compiled stream is {result['compiled_speedup']:.2f}x faster"
+            click.echo(line)
+        for batch in authors_batches:
+            call = f"_authors_worker({batch}, {device!r}, {repeats}, {threads}, {str(authors_code)!r})"
+            result = _run_fresh(call, threads, f"the authors' code, batch {batch}, {device}")
+            report["authors_runs"].append(result)
+            line = (
+                f"  {device} the authors' code, fp32 batch {batch:>3}: {result['subjects_per_s']:7.2f} subjects/s,"
+                f" peak {result['peak_gb']:.2f} GB"
+            )
+            ours = _matching_run(report["runs"], device, batch, "fp32", "compiled" if stream_built else "pytorch")
+            if ours is not None:
+                result["bsym_speedup"] = ours["subjects_per_s"] / result["subjects_per_s"]
+                line += f"; bsym-app is {result['bsym_speedup']:.1f}x faster"
+                line += f" (target >= {TARGET_OVER_AUTHORS:g}x at batch 4)"
             click.echo(line)
         auto = resolve_precision("auto", device)
         report[f"precision_auto_{device}"] = auto
