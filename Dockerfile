@@ -109,7 +109,8 @@ COPY --chown=1000:1000 pipelines ./pipelines
 COPY --chown=1000:1000 brainsymphony ./brainsymphony
 COPY --chown=1000:1000 tests ./tests
 # the tests import the package from /src: give it the extension the image installed
-RUN cp /opt/venv/lib/python3.11/site-packages/brainsymphony/_keystream*.so brainsymphony/
+RUN cp "$(python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"/brainsymphony/_keystream*.so \
+    brainsymphony/
 USER 1000:1000
 RUN bsym-app --version && python -m pytest -q -x -p no:cacheprovider tests
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "pytest"]

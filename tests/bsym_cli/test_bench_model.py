@@ -16,7 +16,7 @@ import click
 import pytest
 
 from brainsymphony import BrainSymphonyConfig
-from bsym_cli.commands.bench.authors import load_authors_model
+from bsym_cli.commands.bench.authors import authors_checkout, load_authors_model
 
 #: Seconds the stand-in's forward pass sleeps: it cannot exceed 1 / SLEEP subjects/s at batch 1.
 SLEEP = 0.4
@@ -83,12 +83,19 @@ def test_the_authors_model_loads_past_their_broken_package_init_with_the_publish
         "pos_enc_type_struct": "learnable",
     }
     assert expected.items() <= model.config.items()
+    # a second checkout in the same process is loaded from its own files, not from the first one's modules
+    other = _stand_in_checkout(tmp_path / "other")
+    (other / "models" / "brainsymphony.py").write_text(
+        "import torch\n\nclass BrainSymphony(torch.nn.Module):\n    other = True\n\n"
+        "    def __init__(self, config):\n        super().__init__()\n"
+    )
+    assert load_authors_model(other, BrainSymphonyConfig.published()).other
 
 
 def test_a_folder_that_is_no_checkout_of_the_authors_code_is_named_with_the_fix(tmp_path):
     (tmp_path / "models").mkdir()
-    with pytest.raises(click.ClickException) as raised:
-        load_authors_model(tmp_path, BrainSymphonyConfig.published())
+    with pytest.raises(click.BadParameter) as raised:
+        authors_checkout(tmp_path)
     message = raised.value.message
     assert str(tmp_path) in message and "models/brainsymphony.py is missing" in message
     assert "github.com/Moein-Khajehnejad/BrainSymphony" in message

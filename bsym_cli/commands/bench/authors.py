@@ -56,20 +56,31 @@ def authors_batch(fmri: torch.Tensor, sc: torch.Tensor) -> dict:
     return {"fmri": fmri, "sc_adj": sc, "sc_feats": sc}
 
 
-def load_authors_model(checkout: Path, config: BrainSymphonyConfig) -> torch.nn.Module:
-    """Their ``BrainSymphony`` built from ``checkout`` with ``config``, randomly initialised, in eval mode.
+def authors_checkout(folder: Path) -> Path:
+    """``folder`` resolved, checked to be a checkout of the authors' repository.
 
     Raises
     ------
-    click.ClickException
-        If ``checkout`` is not a checkout of the authors' repository.
+    click.BadParameter
+        If it is not (a usage error of ``--authors-code``, exit code 2, as for a folder that does not exist):
+        the message names the folder and how to get one.
     """
-    checkout = checkout.resolve()
-    if not (checkout / AUTHORS_MODEL_FILE).is_file():
-        raise click.ClickException(
-            f"{checkout} is not a checkout of the authors' repository: {AUTHORS_MODEL_FILE} is missing. Clone "
-            "https://github.com/Moein-Khajehnejad/BrainSymphony and pass its folder to --authors-code."
+    folder = folder.resolve()
+    if not (folder / AUTHORS_MODEL_FILE).is_file():
+        raise click.BadParameter(
+            f"{folder} is not a checkout of the authors' repository: {AUTHORS_MODEL_FILE} is missing. Clone "
+            "https://github.com/Moein-Khajehnejad/BrainSymphony and pass its folder.",
+            param_hint="--authors-code",
         )
+    return folder
+
+
+def load_authors_model(checkout: Path, config: BrainSymphonyConfig) -> torch.nn.Module:
+    """Their ``BrainSymphony`` built from ``checkout`` (see :func:`authors_checkout`) with ``config``, randomly
+    initialised, in eval mode."""
+    checkout = authors_checkout(checkout)
+    for name in [name for name in sys.modules if name.split(".")[0] == AUTHORS_PACKAGE]:
+        del sys.modules[name]  # a checkout loaded before in this process
     package = types.ModuleType(AUTHORS_PACKAGE)
     package.__path__ = [str(checkout / "models")]
     sys.modules[AUTHORS_PACKAGE] = package

@@ -15,9 +15,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import torch
+
+    from brainsymphony import BrainSymphonyConfig
 
 #: Targets of docs/architecture.md ("Performance budget").
 TARGET_EFFICIENCY = 0.6
@@ -71,7 +78,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _inputs(config, batch: int, device: str):
+def _inputs(config: BrainSymphonyConfig, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random BOLD (B, R, T) and symmetric connectome (B, R, R) on ``device``."""
     import torch
 
@@ -81,7 +88,7 @@ def _inputs(config, batch: int, device: str):
     return fmri, (sc + sc.transpose(1, 2)) / 2
 
 
-def _median_seconds(embed, device: str, repeats: int) -> float:
+def _median_seconds(embed: Callable[[], object], device: str, repeats: int) -> float:
     """Median wall time of ``repeats`` calls of ``embed`` after one warm-up call (a shared machine's slow
     passes do not move it)."""
     embed()
@@ -227,7 +234,7 @@ def model(
     from brainsymphony.flops import PUBLISHED_REFERENCE_FLOPS, exponentials, reference_flops, unavoidable_matmul_flops
     from brainsymphony.fused_stream import fused_stream_available
     from brainsymphony.precision import resolve_precision
-    from bsym_cli.commands.bench.authors import load_authors_model
+    from bsym_cli.commands.bench.authors import authors_checkout
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -238,8 +245,7 @@ def model(
     report: dict = {"threads": threads, "reference_flops_per_subject": flops["total"], "flops_parts": flops, "runs": []}
     report["authors_runs"] = []
     if authors_code is not None:
-        authors_code = authors_code.resolve()  # the workers run elsewhere
-        load_authors_model(authors_code, config)  # a folder that is no checkout fails here, before any timing
+        authors_code = authors_checkout(authors_code)  # before any timing; resolved, as workers run elsewhere
         authors_batches = [int(b) for b in authors_batches.split(",")]
     else:
         authors_batches = []
