@@ -6,6 +6,7 @@ template-to-template transforms; nothing is estimated here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,21 +28,25 @@ def through_transforms(
     """
     import nitransforms as nt
 
-    chain = []
-    for path in reversed(transforms):
-        if isinstance(path, np.ndarray):
-            chain.append(nt.linear.Affine(path))
-            continue
-        name = str(path)
-        try:
-            chain += (
-                list(nt.manip.load(name, fmt="itk").transforms)
-                if name.endswith(".h5")
-                else [nt.linear.load(name, fmt="itk")]
-            )
-        except Exception as exc:
-            raise InputDataError(f"{path}: not a transform nitransforms can read as ITK/ANTs ({exc}).") from exc
-    mapping = chain[0] if len(chain) == 1 else nt.manip.TransformChain(chain)
     grid = nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine)
-    moved = nt.resampling.apply(mapping, atlas_img, reference=grid, order=0, mode="constant", cval=0)
+    with warnings.catch_warnings():
+        # nitransforms warns whenever it chains an affine without a grid of its own, as in every .h5 composite;
+        # the grid is given to apply()
+        warnings.filterwarnings("ignore", "Reference space not set", UserWarning)
+        chain = []
+        for path in reversed(transforms):
+            if isinstance(path, np.ndarray):
+                chain.append(nt.linear.Affine(path))
+                continue
+            name = str(path)
+            try:
+                chain += (
+                    list(nt.manip.load(name, fmt="itk").transforms)
+                    if name.endswith(".h5")
+                    else [nt.linear.load(name, fmt="itk")]
+                )
+            except Exception as exc:
+                raise InputDataError(f"{path}: not a transform nitransforms can read as ITK/ANTs ({exc}).") from exc
+        mapping = chain[0] if len(chain) == 1 else nt.manip.TransformChain(chain)
+        moved = nt.resampling.apply(mapping, atlas_img, reference=grid, order=0, mode="constant", cval=0)
     return nib.Nifti1Image(np.rint(np.asarray(moved.dataobj)).astype(np.int32), reference.affine)

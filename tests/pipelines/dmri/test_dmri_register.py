@@ -166,6 +166,7 @@ def test_real_mni_template_and_aal_atlas_onto_a_transformed_inverted_contrast_su
 
 
 @pytest.mark.parametrize("kind", ["h5", "txt"])
+@pytest.mark.filterwarnings("error:Reference space not set")  # nitransforms' noise stays out of the user's log
 def test_labels_go_where_an_itk_transform_file_says(tmp_path, kind):
     import nitransforms as nt
 
